@@ -1,0 +1,14 @@
+"""The one error type a user's mistake raises; the CLI prints it as one line and exits 2."""
+
+from __future__ import annotations
+
+
+class AutocompError(Exception):
+    """A problem with the user's input (file, key, path, model, data), not a bug.
+
+    The message is a single line that names what is wrong and where.
+    """
+
+
+class TrialFailed(Exception):
+    """A trial could not produce a valid artifact (NaN loss, export error, timeout)."""
