@@ -38,7 +38,11 @@ def export(
     path: str | Path,
     quant_mode: str = "qat",
 ) -> ArtifactInfo:
-    """Bake masks and quant grids, export ONNX, quantize the chosen nodes, write ``.acz``."""
+    """Bake masks and quant grids, export ONNX, quantize the chosen nodes, write ``.acz``.
+
+    The student is baked in place: afterwards it is a plain float model with the exported
+    weights (fake quantization and masks folded in).
+    """
     student = student.cpu()
     enable_all_fake_quant(student)  # ptq/dynamic round their weights now
     baked = bake(student)

@@ -6,7 +6,6 @@ CNN in ~0.05 s against ~3 s for the dynamo exporter, and export runs once per tr
 
 from __future__ import annotations
 
-import copy
 import io
 import warnings
 
@@ -23,13 +22,17 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 
 
 def bake(student: nn.Module) -> nn.Module:
-    """A copy whose weights are plain tensors: masks applied, weights on their quant grid."""
-    baked = copy.deepcopy(student).eval()
-    for module in baked.modules():
+    """Make weights plain tensors, in place: masks applied, weights on their quant grid.
+
+    In place on purpose: ``remove_parametrizations`` deletes the weight property from the
+    parametrized class, which a deep copy shares with its original, so baking a copy would
+    break the original. Quantized modules keep ``autocomp_bits``.
+    """
+    for module in list(student.modules()):
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return baked
+    return student.eval()
 
 
 def _call_order(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
@@ -73,8 +76,11 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelPr
         shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
         for module, node in zip(modules, nodes):
             w_shape = shapes.get(node.input[1])
-            if w_shape is not None and w_shape != tuple(module.weight.shape):
-                raise TrialFailed(f"layer/node mismatch at {node.name}: {w_shape} vs {tuple(module.weight.shape)}")
+            expected = tuple(module.weight.shape)
+            if node.op_type == "MatMul":  # bias-free Linear: the exporter stores W transposed
+                expected = expected[::-1]
+            if w_shape is not None and w_shape != expected:
+                raise TrialFailed(f"layer/node mismatch at {node.name}: {w_shape} vs {expected}")
             if getattr(module, "autocomp_bits", None):
                 bits[node.name] = int(module.autocomp_bits)
     return proto, bits

@@ -84,24 +84,60 @@ def _set_exact_codes(
         if node.name in node_bits and len(node.input) > 1 and node.input[1] in floats:
             weight_bits[node.input[1]] = node_bits[node.name]
     inits = {i.name: i for i in quantized.graph.initializer}
+    dq_of = {n.input[0]: n for n in quantized.graph.node if n.op_type == "DequantizeLinear"}
+    producer = {out: n for n in quantized.graph.node for out in n.output}
     stored: dict[str, int] = {}
     for name, bits in weight_bits.items():
-        q_name = name + QUANT_SUFFIX
-        if q_name not in inits:
+        q_name, s_name = name + QUANT_SUFFIX, name + "_scale"
+        if q_name not in inits or s_name not in inits:
             continue  # ORT left this node in float (unsupported pattern): nothing to pack
         w = numpy_helper.to_array(floats[name]).astype(np.float64)
-        scale_init = inits[name + "_scale"]
-        n_scales = int(np.prod(scale_init.dims)) if scale_init.dims else 1
-        axis = next((a for a, d in enumerate(w.shape) if d == n_scales), 0) if n_scales > 1 else None
-        if axis is None:
-            amax = np.abs(w).max(keepdims=True)
+        old_scale = numpy_helper.to_array(inits[s_name]).astype(np.float64)
+        dq = dq_of.get(q_name)
+        if old_scale.size > 1:
+            axis = _axis(dq, w.ndim) if dq is not None else next(a for a, d in enumerate(w.shape) if d == old_scale.size)
+            reduce = tuple(d for d in range(w.ndim) if d != axis)
         else:
-            amax = np.abs(w).max(axis=tuple(d for d in range(w.ndim) if d != axis), keepdims=True)
+            axis, reduce = None, None
+        amax = np.abs(w).max(axis=reduce, keepdims=True)
         scale = np.maximum(amax, 1e-12) / qmax(bits)
         codes = np.clip(np.round(w / scale), -qmax(bits), qmax(bits)).astype(np.int8)
+        new_scale = scale.reshape(old_scale.shape)
         inits[q_name].CopyFrom(numpy_helper.from_array(codes, q_name))
-        inits[name + "_scale"].CopyFrom(
-            numpy_helper.from_array(scale.reshape(scale_init.dims).astype(np.float32), name + "_scale")
-        )
+        inits[s_name].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), s_name))
+        if dq is not None:
+            _rescale_bias(quantized, dq.output[0], old_scale, new_scale, inits, producer)
         stored[q_name] = bits
     return stored
+
+
+def _axis(dq: onnx.NodeProto, ndim: int) -> int:
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)  # ONNX default axis is 1
+    return axis % ndim
+
+
+def _rescale_bias(
+    graph_model: onnx.ModelProto, weight_out: str, old_scale: np.ndarray, new_scale: np.ndarray,
+    inits: dict, producer: dict,
+) -> None:
+    """Keep ``bias_scale == x_scale * w_scale``, which ORT's int8 kernels assume.
+
+    ORT quantized the bias to int32 with its own (8-bit) weight scale; after the weight scale
+    changes, the bias codes are re-expressed on the new scale.
+    """
+    for node in graph_model.graph.node:
+        if len(node.input) < 3 or node.input[1] != weight_out:
+            continue
+        bias_dq = producer.get(node.input[2])
+        if bias_dq is None or bias_dq.op_type != "DequantizeLinear":
+            continue
+        b_name, bs_name = bias_dq.input[0], bias_dq.input[1]
+        bias = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+        b_scale = numpy_helper.to_array(inits[bs_name]).astype(np.float64)
+        value = bias * b_scale
+        ratio = (new_scale / old_scale).reshape(-1)
+        b_scale_new = b_scale * (ratio if ratio.size == b_scale.size else ratio[0])
+        codes = np.round(value / b_scale_new)
+        info = np.iinfo(np.int32)
+        inits[b_name].CopyFrom(numpy_helper.from_array(np.clip(codes, info.min, info.max).astype(np.int32), b_name))
+        inits[bs_name].CopyFrom(numpy_helper.from_array(b_scale_new.astype(np.float32), bs_name))
