@@ -1,0 +1,159 @@
+"""Command line: ``autocomp search | report | export | spaces``.
+
+A user's mistake prints one line ``autocomp: error: ...`` and exits 2; Ctrl-C exits 130.
+Heavy imports (torch, optuna, plotly) happen inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Sequence
+
+from autocomp.errors import AutocompError
+
+SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags override a --config file
+    ("--model", str, "digits_cnn | lenet5 | lenet300 | torchvision:NAME | module:callable | file.py:callable"),
+    ("--checkpoint", str, "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached"),
+    ("--dataset", str, "digits (builtin, offline) | mnist | cifar10 | torchvision:NAME | ImageFolder dir | module:callable"),
+    ("--data-dir", str, "root directory of a torchvision dataset"),
+    ("--image-size", int, "resize images to SIZE x SIZE"),
+    ("--channels", int, "convert images to 1 or 3 channels"),
+    ("--train-samples", int, "use at most N training samples"),
+    ("--val-samples", int, "use at most N validation samples"),
+    ("--teacher-epochs", int, "epochs to train the teacher when no checkpoint is given (default 30)"),
+    ("--space", str, "search space: a shipped name (see `autocomp spaces list`) or a YAML file (default: default)"),
+    ("--n-trials", int, "trials to add in this run (default 20); running again adds more to the same study"),
+    ("--timeout", float, "stop starting trials after this many seconds"),
+    ("--trial-timeout", float, "fail a trial that runs longer than this many seconds"),
+    ("--sampler", str, "tpe (default) | nsga2 | random"),
+    ("--seed", int, "seed for the teacher, fine-tunes and sampler (default 0)"),
+    ("--storage", str, "Optuna storage URL (default sqlite:///RUN_DIR/study.db); postgresql://... or journal:FILE"),
+    ("--study-name", str, "study name (default MODEL-DATASET); the same name resumes the same study"),
+    ("--run-dir", str, "where the report, trials table and artifacts go (default runs/STUDY_NAME)"),
+    ("--device", str, "cpu (default) or cuda[:N] for fine-tuning; latency is measured on ONNX Runtime"),
+    ("--batch", int, "batch size of the latency measurement (default 1)"),
+    ("--threads", int, "ONNX Runtime intra-op threads for latency (default 1)"),
+    ("--baselines", str, "comma list of fixed trials enqueued in a new study: teacher,int8,int4,prune50,prune90,svd50"),
+]
+
+
+def _search(args: argparse.Namespace) -> int:
+    from autocomp.config import SearchConfig, read_config_file
+    from autocomp.runner import run_search
+
+    settings = read_config_file(args.config) if args.config else {}
+    for flag, _, _ in SEARCH_FLAGS:
+        key = flag[2:].replace("-", "_")
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key == "baselines" else value
+    if args.download:
+        settings["download"] = True
+    if args.no_keep_artifacts:
+        settings["keep_artifacts"] = False
+    run_search(SearchConfig(**settings), progress=not args.no_progress)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from autocomp.report import write_report
+    from autocomp.report.recommend import recommend_text
+    from autocomp.study import load_existing_study
+
+    study = load_existing_study(args.storage, args.study_name)
+    paths = write_report(study, args.out)
+    print(f"report: {paths['html']}\ntrials table: {paths['csv']}")
+    print(recommend_text(study, args.storage, max_drop=args.max_drop, max_size=args.max_size,
+                         max_latency=args.max_latency))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from autocomp.exporting import export_trial
+
+    card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs)
+    print(card)
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from autocomp import spaces_cli
+
+    return spaces_cli.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autocomp",
+        description="Search per-layer pruning, quantization, low rank and distillation for a PyTorch model. "
+        "Every point is measured on the artifact you ship.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("search", help="run (or resume) a compression search and write its report",
+                       description="Run or resume a search. With no arguments: the builtin digits CNN on "
+                       "scikit-learn's digits, 20 trials, offline.")
+    s.add_argument("--config", help="YAML file holding any of the settings below (flags override it)")
+    for flag, kind, text in SEARCH_FLAGS:
+        s.add_argument(flag, type=kind, default=None, help=text)
+    s.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
+    s.add_argument("--no-keep-artifacts", action="store_true", help="do not keep each trial's artifact in RUN_DIR/artifacts")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=_search)
+
+    r = sub.add_parser("report", help="write the HTML report and tables of a study; recommend a point")
+    r.add_argument("--storage", required=True, help="Optuna storage URL of the study")
+    r.add_argument("--study-name", required=True, help="study name")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop in points (default 1.0)")
+    r.add_argument("--max-size", type=int, default=None, help="largest artifact size in bytes")
+    r.add_argument("--max-latency", type=float, default=None, help="largest latency in ms")
+    r.set_defaults(func=_report)
+
+    e = sub.add_parser("export", help="rebuild a trial from its stored Plan and write its artifact and card")
+    e.add_argument("--storage", required=True, help="Optuna storage URL of the study")
+    e.add_argument("--study-name", required=True, help="study name")
+    e.add_argument("--trial", type=int, required=True, help="trial number")
+    e.add_argument("--out", required=True, help="artifact file to write")
+    e.add_argument("--format", default="acz", choices=["acz", "onnx", "torchscript", "state_dict"],
+                   help="acz (packed, what was measured; default), onnx (expanded), torchscript, state_dict")
+    e.add_argument("--epochs", type=float, default=None, help="fine-tune this many epochs instead of the Plan's steps")
+    e.set_defaults(func=_export)
+
+    sp = sub.add_parser("spaces", help="list, show and check search spaces")
+    spsub = sp.add_subparsers(dest="spaces_command", required=True, metavar="ACTION")
+    spsub.add_parser("list", help="shipped search spaces")
+    show = spsub.add_parser("show", help="print a shipped space's YAML")
+    show.add_argument("name")
+    check = spsub.add_parser("check", help="validate a space against a model: layers per rule, dimensions, warnings")
+    check.add_argument("file", help="a YAML file or a shipped name")
+    check.add_argument("--model", default="digits_cnn", help="model spec as for search (default digits_cnn)")
+    check.add_argument("--input-shape", default=None, help="C,H,W of the model input (default from the model)")
+    check.add_argument("--num-classes", type=int, default=10)
+    sp.set_defaults(func=_spaces)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AutocompError as exc:
+        print(f"autocomp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autocomp: interrupted; finished trials are kept", file=sys.stderr)
+        return 130
+
+
+def _config_fields() -> set[str]:  # used by tests to check every setting has a flag
+    from autocomp.config import SearchConfig
+
+    return {f.name for f in fields(SearchConfig)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``run_search``: the whole job behind ``autocomp search`` and ``autocomp.search``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import optuna
+import torch
+from torch import nn
+
+from autocomp.config import SearchConfig
+from autocomp.data import DataBundle, load_data
+from autocomp.errors import AutocompError, TrialFailed
+from autocomp.measure import MeasureConfig
+from autocomp.models import check_fits, prepare_teacher, state_digest
+from autocomp.space import SearchSpace, load_space
+from autocomp.study import Objective, open_storage, open_study, pareto_trials
+from autocomp.trial import Workbench
+
+
+def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[nn.Module, DataBundle]:
+    """Data and teacher for a config (teacher trained and cached on first use)."""
+    torch.manual_seed(config.seed)
+    data = load_data(config.data_spec, seed=config.seed)
+    key = {"model": config.model, **config.data_spec.__dict__, "n_train": len(data.train_x)}
+    teacher = prepare_teacher(config.model, data, config.checkpoint, config.teacher_epochs, config.seed,
+                              key, config.device, log)
+    return teacher, data
+
+
+def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: DataBundle | None = None,
+               space: SearchSpace | None = None, log: Callable[[str], None] = print,
+               progress: bool = True) -> optuna.Study:
+    """Create or resume the study, run ``config.n_trials`` more trials, write the report.
+
+    Ctrl-C stops after marking the trial in flight failed; finished trials are kept and the
+    report is still written.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = space or load_space(config.space)
+    storage = open_storage(config.storage_url)  # fails before anything is written to run_dir
+    if teacher is None or data is None:
+        teacher, data = prepare(config, log)
+    check_fits(teacher, data)
+    study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
+    run_dir = config.directory
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
+        f"in {config.storage_url}")
+    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
+    study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
+    study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+    artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
+    if artifact_dir:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+    objective = Objective(bench, space, config, artifact_dir)
+    bar = _progress(study, config, progress)
+    interrupted = False
+    try:
+        study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout,
+                       catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
+                       gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar:
+            bar.close()
+    from autocomp.report import write_report  # deferred: pandas/plotly
+
+    paths = write_report(study, run_dir)
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    log(("interrupted: " if interrupted else "") + f"{done} finished trials in study {config.name!r}")
+    log(_front_table(study))
+    log(f"report: {paths['html']}\ntrials table: {paths['csv']}")
+    if interrupted:
+        raise KeyboardInterrupt
+    return study
+
+
+def _front_table(study: optuna.Study) -> str:
+    from autocomp.report.frame import pareto_frame
+
+    frame = pareto_frame(study)
+    if frame.empty:
+        return "Pareto front: no finished trials yet"
+    return "Pareto front:\n" + frame.to_string(index=False)
+
+
+class _Bar:
+    def __init__(self, total: int, study: optuna.Study) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True,
+                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+        self.start = time.monotonic()
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.tqdm.update(1)
+        self.tqdm.set_postfix_str(f"front {len(pareto_trials(study))}, last #{trial.number} {trial.state.name.lower()}")
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _progress(study: optuna.Study, config: SearchConfig, enabled: bool) -> _Bar | None:
+    return _Bar(config.n_trials, study) if enabled and config.n_trials else None
+
+
+def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "default", n_trials: int = 20,  # noqa: ANN001
+           **settings) -> optuna.Study:
+    """Search compressions of a trained ``model`` in a few lines.
+
+    ``train_data``/``val_data``: ``(x, y)`` tensors or map-style datasets of ``(x, y)``.
+    Other settings are ``SearchConfig`` fields (``storage``, ``study_name``, ``seed`` ...).
+
+    Example::
+
+        study = autocomp.search(model, (x_train, y_train), (x_val, y_val), n_trials=30)
+    """
+    from autocomp.data import bundle_from
+
+    data = bundle_from(train_data, val_data)
+    space_obj = space if isinstance(space, SearchSpace) else load_space(space)
+    config = SearchConfig(model="python", dataset="python", n_trials=n_trials, space=space_obj.source, **settings)
+    return run_search(config, teacher=model, data=data, space=space_obj, progress=False, log=lambda s: None)

@@ -1,0 +1,196 @@
+"""The Optuna study: storage, sampler, objective, constraints, baselines, early stop.
+
+Objectives, in order: maximize top-1 accuracy (%), minimize artifact bytes, minimize latency
+(ms). Every value comes from ``autocomp.measure`` on the trial's artifact. The Plan is stored
+on the trial (user attr ``plan``), with the metrics, so the report and ``export`` need only
+the storage URL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from autocomp.config import SearchConfig
+from autocomp.errors import AutocompError, TrialFailed
+from autocomp.measure import module_accuracy
+from autocomp.plan import Plan
+from autocomp.space import SearchSpace
+from autocomp.trial import Workbench
+
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
+EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
+
+    Heartbeats let a later run find trials a killed process left RUNNING, mark them failed
+    and retry their Plan once.
+    """
+    try:
+        if url.startswith("journal:") or url.endswith((".log", ".journal")):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            path = url.removeprefix("journal:")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(path))
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = {"connect_args": {"timeout": 60}}
+        else:
+            engine = {"pool_pre_ping": True}
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+            warnings.simplefilter("ignore")
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30,
+                                              heartbeat_stale_trial_callback=retry)
+    except Exception as exc:  # bad URLs and unreachable servers raise many types
+        raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+    """Samplers read each trial's constraints (``trial.set_constraint``) to prefer feasible points."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        # NSGA-II samples at random for its whole first generation: size it to the budget.
+        population = max(4, min(50, n_trials // 4))
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # `group` is marked experimental
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(4, min(10, n_trials // 3)),
+                                          multivariate=True, group=True)
+
+
+@dataclass
+class Objective:
+    bench: Workbench
+    space: SearchSpace
+    config: SearchConfig
+    artifact_dir: Path | None
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        started = time.monotonic()
+        deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
+        baseline = trial.user_attrs.get("baseline")
+        if baseline:  # fixed plans: no parameters are sampled, so the sampler is not misled
+            template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
+            plan = self.bench.baseline_plan(baseline, template)
+        else:
+            plan = self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
+        trial.set_user_attr("plan", plan.to_dict())
+        path = (self.artifact_dir or self.bench.workdir) / f"trial_{trial.number:05d}.acz"
+        try:
+            result = self.bench.run(plan, path, deadline, on_step=self._early_stop(trial, plan))
+        except TrialFailed as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        except torch.OutOfMemoryError as exc:
+            trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0][:200]}")
+            raise TrialFailed("out of memory") from exc
+        m = result.metrics
+        total = time.monotonic() - started
+        trial.set_user_attr("metrics", m.to_dict())
+        trial.set_user_attr("eager_accuracy", result.eager_accuracy)
+        trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
+        trial.set_user_attr("seconds", {**result.seconds, "total": total})
+        trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
+        for key, value in self._constraints(m).items():
+            trial.set_constraint(key, value)
+        if not self.artifact_dir:
+            path.unlink(missing_ok=True)
+        return m.accuracy, float(m.size_bytes), m.latency_ms
+
+    def _constraints(self, m: Any) -> dict[str, float]:
+        """Feasible when every value is <= 0 (Optuna's convention)."""
+        c = self.space.constraints
+        out = {}
+        if c.max_accuracy_drop is not None:
+            out["accuracy_drop"] = self.bench.teacher_accuracy - m.accuracy - c.max_accuracy_drop
+        if c.max_size_bytes is not None:
+            out["size_bytes"] = float(m.size_bytes - c.max_size_bytes)
+        if c.max_latency_ms is not None:
+            out["latency_ms"] = m.latency_ms - c.max_latency_ms
+        return out
+
+    def _early_stop(self, trial: optuna.Trial, plan: Any):  # noqa: ANN202
+        """Stop a trial whose accuracy at mid fine-tune is far under the accuracy constraint.
+
+        Optuna's pruners refuse multi-objective studies, so the trial raises TrialPruned itself.
+        """
+        limit = self.space.constraints.max_accuracy_drop
+        half = plan.distill.steps // 2
+        if limit is None or half == 0:
+            return None
+        floor = self.bench.teacher_accuracy - limit - EARLY_STOP_MARGIN
+
+        def check(step: int, student: torch.nn.Module) -> None:
+            if step == half:
+                acc = module_accuracy(student, self.bench.data.val_x, self.bench.data.val_y)
+                if acc < floor:
+                    trial.set_user_attr("fail_reason", f"hopeless: {acc:.1f}% at step {step} < {floor:.1f}%")
+                    raise optuna.TrialPruned()
+
+        return check
+
+
+def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storages.BaseStorage,
+               teacher_digest: str, n_new: int) -> tuple[optuna.Study, bool]:
+    """Create or resume the study; refuse to resume one made from a different model or data."""
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    exists = config.name in names
+    # Seed by the number of trials already there, so resumed runs and extra workers sample anew.
+    offset = len(optuna.load_study(study_name=config.name, storage=storage).trials) if exists else 0
+    sampler = make_sampler(config.sampler, config.seed * 100_003 + offset, max(n_new, offset + n_new))
+    study = optuna.create_study(study_name=config.name, storage=storage, directions=DIRECTIONS,
+                                sampler=sampler, load_if_exists=True)
+    attrs = study.user_attrs
+    if "identity" in attrs:
+        stored = attrs["identity"]
+        mine = json.loads(json.dumps(config.identity()))
+        diff = [k for k in mine if stored.get(k) != mine[k]]
+        if diff:
+            raise AutocompError(
+                f"study {config.name!r} was made with other settings ({', '.join(diff)}); use another --study-name"
+            )
+        if attrs.get("space_text") != space.text:
+            raise AutocompError(f"study {config.name!r} was made with another search space; use another --study-name")
+        if attrs.get("teacher_digest") != teacher_digest:
+            raise AutocompError(f"study {config.name!r} was made with another teacher (weights differ)")
+        return study, False
+    study.set_user_attr("identity", config.identity())
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("space_text", space.text)
+    study.set_user_attr("space_source", space.source)
+    study.set_user_attr("teacher_digest", teacher_digest)
+    study.set_user_attr("objectives", list(OBJECTIVES))
+    for name in config.baselines:
+        study.enqueue_trial({}, user_attrs={"baseline": name})
+    return study, True
+
+
+def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.best_trials if all(v is not None and math.isfinite(v) for v in t.values)]
+
+
+def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
+    """Load a study for report/export; one-line errors for a wrong URL or name."""
+    storage = open_storage(storage_url)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    except Exception as exc:  # an unreachable server surfaces here
+        raise AutocompError(f"cannot read storage {storage_url}: {str(exc).splitlines()[0][:200]}") from None
+    if study_name not in names:
+        known = ", ".join(names[:10]) or "none"
+        raise AutocompError(f"no study {study_name!r} in {storage_url} (studies there: {known})")
+    return optuna.load_study(study_name=study_name, storage=storage)

@@ -1,0 +1,114 @@
+"""One trial as data flowing through: Plan -> student -> fine-tune -> artifact -> metrics.
+
+``Workbench`` holds what every trial of a study shares, built once per process: the teacher,
+the data as tensors, the teacher's logits on the training split, calibration batches and the
+teacher's own artifact (timed beside every student). ``rebuild`` is the same path ``export``
+takes, so a stored Plan and seed give back the trial's model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocomp.artifact import ArtifactInfo, export, open_session
+from autocomp.compress import apply, output_layers
+from autocomp.data import DataBundle, calibration_batches
+from autocomp.errors import TrialFailed
+from autocomp.finetune import finetune, teacher_logits
+from autocomp.measure import MeasureConfig, Metrics, measure_artifact, module_accuracy
+from autocomp.methods.registry import compute_layers
+from autocomp.plan import LayerPlan, Plan
+
+UNIFORM = {  # the baselines a user would otherwise pick by hand
+    "int8": {"bits": 8},
+    "int4": {"bits": 4},
+    "prune50": {"sparsity": 0.5},
+    "prune90": {"sparsity": 0.9},
+    "svd50": {"rank": 0.5},
+}
+
+
+@dataclass
+class TrialResult:
+    plan: Plan
+    metrics: Metrics
+    artifact: ArtifactInfo
+    eager_accuracy: float
+    losses: list[float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Workbench:
+    def __init__(self, teacher: nn.Module, data: DataBundle, measure: MeasureConfig = MeasureConfig(),
+                 device: str = "cpu", workdir: str | Path | None = None) -> None:
+        self.teacher = teacher.cpu().eval()
+        self.data = data
+        self.measure = measure
+        self.device = device
+        self._tmp = tempfile.TemporaryDirectory(prefix="autocomp-")
+        self.workdir = Path(workdir) if workdir else Path(self._tmp.name)
+        self.example = data.train_x[:1]
+        self.outputs = output_layers(self.teacher, self.example)
+        self.layers = list(compute_layers(self.teacher))
+        self.soft_targets = teacher_logits(self.teacher, data.train_x, device)
+        self.calibration = calibration_batches(data)
+        self.val_x, self.val_y = data.val_x.numpy(), data.val_y.numpy()
+        teacher_path = Path(self._tmp.name) / "teacher.acz"
+        export(apply(self.teacher, Plan(), self.example), self.example, self.calibration, teacher_path)
+        self.teacher_session = open_session(teacher_path, measure.threads, measure.device)
+        self.teacher_path = teacher_path
+        self.teacher_accuracy = module_accuracy(self.teacher, data.val_x, data.val_y)
+
+    def baseline_plan(self, name: str, template: Plan) -> Plan:
+        """Teacher (no compression, no fine-tune) or a uniform setting on every layer."""
+        if name == "teacher":
+            return Plan(seed=template.seed).with_distill(steps=0)
+        settings = dict(UNIFORM[name])
+        if "bits" not in settings:
+            settings["bits"] = None
+        layers = {n: LayerPlan(**settings) for n in self.layers}
+        return Plan(layers=layers, distill=template.distill, quant_mode=template.quant_mode, seed=template.seed)
+
+    def rebuild(self, plan: Plan, steps: int | None = None, deadline: float | None = None,
+                on_step: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:
+        """Teacher + Plan + seed -> fine-tuned student (deterministic on CPU)."""
+        torch.manual_seed(plan.seed)
+        student = apply(self.teacher, plan, self.example)
+        losses = finetune(student, self.data.train_x, self.data.train_y, self.soft_targets, plan.distill,
+                          seed=plan.seed, device=self.device, deadline=deadline, steps=steps, on_step=on_step)
+        return student, losses
+
+    def run(self, plan: Plan, path: str | Path, deadline: float | None = None,
+            on_step: Callable[[int, nn.Module], None] | None = None) -> TrialResult:
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        student, losses = self.rebuild(plan, deadline=deadline, on_step=on_step)
+        seconds["finetune"] = time.perf_counter() - t0
+        eager = module_accuracy(student, self.data.val_x, self.data.val_y)
+        t1 = time.perf_counter()
+        try:
+            info = export(student, self.example, self.calibration, path, plan.quant_mode)
+        except TrialFailed:
+            raise
+        except Exception as exc:  # any exporter/quantizer fault becomes the trial's recorded reason
+            raise TrialFailed(f"export failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
+        seconds["export"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        metrics = measure_artifact(path, self.val_x, self.val_y, self.measure, self.teacher_session)
+        seconds["measure"] = time.perf_counter() - t2
+        return TrialResult(plan, metrics, info, eager, losses, seconds)
+
+
+def check_artifact_matches(path: str | Path, val_x: np.ndarray, val_y: np.ndarray, expected: Metrics,
+                           measure: MeasureConfig = MeasureConfig()) -> dict[str, float]:
+    """Re-measure an artifact; return accuracy and size differences from ``expected``."""
+    again = measure_artifact(path, val_x, val_y, measure)
+    return {"accuracy_diff": again.accuracy - expected.accuracy, "size_diff": again.size_bytes - expected.size_bytes}

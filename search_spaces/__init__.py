@@ -1,0 +1,1 @@
+"""Shipped search spaces (YAML). ``autocomp spaces list`` shows them."""
