@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Sequence
 
 from autocomp.errors import AutocompError
 
 SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags override a --config file
     ("--model", str, "digits_cnn | lenet5 | lenet300 | torchvision:NAME | module:callable | file.py:callable"),
-    ("--checkpoint", str, "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached"),
-    ("--dataset", str, "digits (builtin, offline) | mnist | cifar10 | torchvision:NAME | ImageFolder dir | module:callable"),
+    ("--checkpoint", str,
+     "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached"),
+    ("--dataset", str,
+     "digits (builtin, offline) | mnist | cifar10 | torchvision:NAME | ImageFolder dir | module:callable"),
     ("--data-dir", str, "root directory of a torchvision dataset"),
     ("--image-size", int, "resize images to SIZE x SIZE"),
     ("--channels", int, "convert images to 1 or 3 channels"),
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind, text in SEARCH_FLAGS:
         s.add_argument(flag, type=kind, default=None, help=text)
     s.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
-    s.add_argument("--no-keep-artifacts", action="store_true", help="do not keep each trial's artifact in RUN_DIR/artifacts")
+    s.add_argument("--no-keep-artifacts", action="store_true",
+                   help="do not keep each trial's artifact in RUN_DIR/artifacts")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_search)
 

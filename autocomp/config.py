@@ -69,7 +69,8 @@ class SearchConfig:
     def name(self) -> str:
         if self.study_name:
             return self.study_name
-        model = re.sub(r"[^A-Za-z0-9._-]", "_", Path(self.model.split(":")[-1]).name if ":" in self.model else self.model)
+        model = self.model.split(":")[-1] if ":" in self.model else self.model
+        model = re.sub(r"[^A-Za-z0-9._-]", "_", Path(model).name)
         data = re.sub(r"[^A-Za-z0-9._-]", "_", Path(self.dataset).name or self.dataset)
         return f"{model}-{data}"
 

@@ -166,7 +166,8 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple
 
 def calibration_batches(bundle: DataBundle, n_batches: int = 4, batch: int = 32) -> list[np.ndarray]:
     """A few fixed training batches for static int8 activation calibration."""
-    return [bundle.train_x[i * batch : (i + 1) * batch].numpy() for i in range(n_batches) if i * batch < len(bundle.train_x)]
+    n = min(n_batches, -(-len(bundle.train_x) // batch))
+    return [bundle.train_x[i * batch : (i + 1) * batch].numpy() for i in range(n)]
 
 
 def bundle_from(train_data: object, val_data: object) -> DataBundle:

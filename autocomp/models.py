@@ -14,8 +14,8 @@ import hashlib
 import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,8 @@ def prepare_teacher(spec: str, data: DataBundle, checkpoint: str | None, epochs:
     if checkpoint:
         load_checkpoint(model, checkpoint)
         return model.eval()
-    key = hashlib.sha256(json.dumps({**cache_key, "epochs": epochs, "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
+    identity = json.dumps({**cache_key, "epochs": epochs, "seed": seed}, sort_keys=True)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
     path = cache_dir() / "teachers" / f"{spec.replace(':', '_').replace('/', '_')}-{key}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

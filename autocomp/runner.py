@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import optuna
 import torch
@@ -12,11 +12,11 @@ from torch import nn
 
 from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
-from autocomp.errors import AutocompError, TrialFailed
+from autocomp.errors import TrialFailed
 from autocomp.measure import MeasureConfig
 from autocomp.models import check_fits, prepare_teacher, state_digest
 from autocomp.space import SearchSpace, load_space
-from autocomp.study import Objective, open_storage, open_study, pareto_trials
+from autocomp.study import Objective, open_storage, open_study, pareto_trials, probe_storage
 from autocomp.trial import Workbench
 
 
@@ -40,10 +40,11 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = space or load_space(config.space)
-    storage = open_storage(config.storage_url)  # fails before anything is written to run_dir
+    probe_storage(config.storage_url)  # every check runs before anything is written
     if teacher is None or data is None:
         teacher, data = prepare(config, log)
     check_fits(teacher, data)
+    storage = open_storage(config.storage_url)
     study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
     run_dir = config.directory
     run_dir.mkdir(parents=True, exist_ok=True)

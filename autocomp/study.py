@@ -58,6 +58,30 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
 
 
+def probe_storage(url: str) -> None:
+    """Check a storage URL without creating anything: a one-line error if it cannot work."""
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        parent = Path(url.removeprefix("journal:")).parent
+        if parent.exists() and not parent.is_dir():
+            raise AutocompError(f"journal storage {url}: {parent} is not a directory")
+        return
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if path.exists() and not path.is_file():
+            raise AutocompError(f"storage {url}: {path} is not a file")
+        return
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # bad URLs, missing drivers and unreachable servers raise many types
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise AutocompError(f"cannot reach storage {url}: {detail}") from None
+
+
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
     """Samplers read each trial's constraints (``trial.set_constraint``) to prefer feasible points."""
     if name == "random":

@@ -74,7 +74,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelPr
         if len(nodes) != len(modules):
             raise TrialFailed(f"cannot match {len(modules)} layers to {len(nodes)} ONNX compute nodes")
         shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-        for module, node in zip(modules, nodes):
+        for module, node in zip(modules, nodes, strict=True):
             w_shape = shapes.get(node.input[1])
             expected = tuple(module.weight.shape)
             if node.op_type == "MatMul":  # bias-free Linear: the exporter stores W transposed

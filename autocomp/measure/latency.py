@@ -7,8 +7,8 @@ machine hit both and their ratio holds even when absolute times drift.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def time_calls(
     samples: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
     while True:
-        for fn, out in zip(fns, samples):
+        for fn, out in zip(fns, samples, strict=True):
             for _ in range(round_size):
                 t0 = time.perf_counter()
                 fn()

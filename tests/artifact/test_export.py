@@ -1,0 +1,109 @@
+"""The artifact is the truth: outputs, bytes and MACs of exported students."""
+
+import numpy as np
+import pytest
+import torch
+
+from autocomp.artifact import export, load_model, open_session
+from autocomp.compress import apply
+from autocomp.measure import graph_macs
+from autocomp.methods.registry import compute_layers
+from autocomp.plan import LayerPlan, Plan
+
+
+def _export(model, plan, x, path):
+    student = apply(model, plan, x[:1])
+    info = export(student, x[:1], [x[:32].numpy()], path, plan.quant_mode)
+    return student, info
+
+
+def _uniform(model, **settings) -> Plan:
+    return Plan(layers={n: LayerPlan(**settings) for n in compute_layers(model)})
+
+
+def test_noop_artifact_matches_teacher(tiny_model, tiny_data, tmp_path) -> None:
+    x = tiny_data.val_x
+    _, info = _export(tiny_model, Plan(), x, tmp_path / "t.acz")
+    out = open_session(info.path).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = tiny_model(x).numpy()
+    assert np.abs(out - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quantized_artifact_agrees_with_baked_student(tiny_model, tiny_data, tmp_path, bits: int) -> None:
+    x = tiny_data.val_x
+    student, info = _export(tiny_model, _uniform(tiny_model, bits=bits), x, tmp_path / "q.acz")
+    assert info.quantized_nodes == len(compute_layers(tiny_model))
+    assert set(info.packed_tensors.values()) == {bits}
+    out = open_session(info.path).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = student(x).numpy()  # baked in place: weights on the b-bit grid, float activations
+    # Only int8 activation rounding separates them.
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.95
+
+
+def test_stored_codes_fit_the_bit_width(tiny_model, tiny_data, tmp_path) -> None:
+    _, info = _export(tiny_model, _uniform(tiny_model, bits=3), tiny_data.val_x, tmp_path / "q.acz")
+    inits = {i.name: i for i in load_model(info.path).graph.initializer}
+    for name in info.packed_tensors:
+        codes = onnx_array(inits[name])
+        assert codes.dtype == np.int8 and np.abs(codes).max() <= 3
+
+
+def onnx_array(init):
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(init)
+
+
+def test_size_falls_as_bits_fall_and_sparsity_rises(tiny_data, tmp_path) -> None:
+    from conftest import tiny_cnn
+
+    torch.manual_seed(0)
+    model = tiny_cnn().eval()
+    x = tiny_data.val_x
+    sizes = {}
+    for label, settings in {"fp32": {}, "int8": {"bits": 8}, "int4": {"bits": 4}, "int2": {"bits": 2},
+                            "sp50": {"sparsity": 0.5}, "sp90": {"sparsity": 0.9},
+                            "int4sp50": {"bits": 4, "sparsity": 0.5}}.items():
+        sizes[label] = _export(model, _uniform(model, **settings), x, tmp_path / f"{label}.acz")[1].bytes
+    assert sizes["fp32"] > sizes["int8"] > sizes["int4"] > sizes["int2"]
+    assert sizes["fp32"] > sizes["sp50"] > sizes["sp90"]
+    assert sizes["int4"] > sizes["int4sp50"]
+
+
+def test_size_ratios_follow_bits_on_lenet5(tmp_path) -> None:
+    """Where weights dominate the file, bytes scale with bits (plus scales, graph, DEFLATE)."""
+    from autocomp.models import LeNet5
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    x = torch.randn(32, 1, 28, 28)
+    size = {b: _export(model, _uniform(model, bits=b) if b else Plan(), x, tmp_path / f"{b}.acz")[1].bytes
+            for b in (None, 8, 4, 2)}
+    assert 0.20 < size[8] / size[None] < 0.30
+    assert 0.45 < size[4] / size[8] < 0.55
+    assert 0.3 < size[2] / size[4] < 0.6  # 2-bit codes take 3 values: DEFLATE goes below 2 bits
+
+
+def test_channel_pruned_and_factorized_graphs_have_fewer_macs(tmp_path) -> None:
+    from autocomp.models import LeNet5
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    x = torch.randn(32, 1, 28, 28)
+    macs = {}
+    for label, plan in {
+        "teacher": Plan(),
+        "channels": Plan(layers={"conv1": LayerPlan(channel_ratio=0.5), "conv2": LayerPlan(channel_ratio=0.5),
+                                 "fc1": LayerPlan(channel_ratio=0.5)}),
+        "lowrank": Plan(layers={"fc1": LayerPlan(rank=0.1), "conv2": LayerPlan(rank=0.25)}),
+    }.items():
+        _, info = _export(model, plan, x, tmp_path / f"{label}.acz")
+        macs[label] = graph_macs(load_model(info.path))
+    # LeNet-5 at 28x28: 20*24*24*25 + 50*8*8*500 + 800*500 + 500*10 = 2,293,000 MACs.
+    assert macs["teacher"] == 2_293_000
+    assert macs["channels"] < 0.55 * macs["teacher"]
+    assert macs["lowrank"] < 0.7 * macs["teacher"]

@@ -1,0 +1,78 @@
+"""`autocomp export` rebuilds a trial from storage and gets the same artifact back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autocomp.cli import main
+from autocomp.study import pareto_trials
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    tmp = tmp_path_factory.mktemp("exp")
+    code = main(["search", "--run-dir", str(tmp / "run"), "--study-name", "e", "--teacher-epochs", "3",
+                 "--n-trials", "6", "--no-progress", "--baselines", "teacher,int4,prune90"])
+    assert code == 0
+    return f"sqlite:///{tmp / 'run' / 'study.db'}", tmp
+
+
+def test_exported_pareto_points_match_the_study(searched, capsys) -> None:
+    storage, tmp = searched
+    study = optuna.load_study(study_name="e", storage=storage)
+    front = pareto_trials(study)
+    assert front
+    for trial in front:
+        out = tmp / f"t{trial.number}.acz"
+        assert main(["export", "--storage", storage, "--study-name", "e", "--trial", str(trial.number),
+                     "--out", str(out)]) == 0
+        card = json.loads(Path(f"{out}.card.json").read_text())
+        now, then = card["measured_now"], trial.user_attrs["metrics"]
+        assert now["size_bytes"] == then["size_bytes"] == out.stat().st_size
+        assert abs(now["accuracy"] - then["accuracy"]) <= 0.1
+        kept = Path(trial.user_attrs["artifact"])
+        assert kept.read_bytes() == out.read_bytes()  # bit-for-bit the file the study measured
+        assert Path(f"{out}.card.md").read_text().startswith("# autocomp artifact")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "state_dict"])
+def test_other_formats_are_written(searched, fmt: str) -> None:
+    storage, tmp = searched
+    out = tmp / f"x.{fmt}"
+    assert main(["export", "--storage", storage, "--study-name", "e", "--trial", "1", "--out", str(out),
+                 "--format", fmt]) == 0
+    assert out.stat().st_size > 1000
+    if fmt == "onnx":
+        import onnx
+
+        onnx.checker.check_model(onnx.load(out))
+
+
+def test_longer_fine_tune_is_measured_again(searched) -> None:
+    storage, tmp = searched
+    out = tmp / "long.acz"
+    assert main(["export", "--storage", storage, "--study-name", "e", "--trial", "1", "--out", str(out),
+                 "--epochs", "0.5"]) == 0
+    card = json.loads(Path(f"{out}.card.json").read_text())
+    assert card["fine_tune_steps"] != card["plan"]["distill"]["steps"]
+    assert card["measured_now"]["size_bytes"] == out.stat().st_size
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trial", "999"], "has no trial 999"),
+    (["--study-name", "nope"], "no study 'nope'"),
+    (["--epochs", "-1"], "--epochs must be > 0"),
+])
+def test_export_errors_are_one_line(searched, capsys, args, message) -> None:
+    storage, tmp = searched
+    base = {"--storage": storage, "--study-name": "e", "--trial": "1", "--out": str(tmp / "y.acz")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = ["export"] + [x for kv in base.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
