@@ -38,13 +38,14 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     Ctrl-C stops after marking the trial in flight failed; finished trials are kept and the
     report is still written.
     """
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Failed trials are reported by the progress line and the trials table, not as log tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     space = space or load_space(config.space)
     probe_storage(config.storage_url)  # every check runs before anything is written
     if teacher is None or data is None:
         teacher, data = prepare(config, log)
     check_fits(teacher, data)
-    storage = open_storage(config.storage_url)
+    storage = open_storage(config.storage_url, config.heartbeat)
     study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
     run_dir = config.directory
     run_dir.mkdir(parents=True, exist_ok=True)

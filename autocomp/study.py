@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,11 +32,11 @@ OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
 
-    Heartbeats let a later run find trials a killed process left RUNNING, mark them failed
-    and retry their Plan once.
+    Heartbeats let a later run find trials a killed process left RUNNING (silent for
+    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once.
     """
     try:
         if url.startswith("journal:") or url.endswith((".log", ".journal")):
@@ -52,7 +53,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
             warnings.simplefilter("ignore")
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=10, grace_period=30,
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                               heartbeat_stale_trial_callback=retry)
     except Exception as exc:  # bad URLs and unreachable servers raise many types
         raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
@@ -172,35 +173,51 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
                teacher_digest: str, n_new: int) -> tuple[optuna.Study, bool]:
     """Create or resume the study; refuse to resume one made from a different model or data."""
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    exists = config.name in names
-    # Seed by the number of trials already there, so resumed runs and extra workers sample anew.
-    offset = len(optuna.load_study(study_name=config.name, storage=storage).trials) if exists else 0
-    sampler = make_sampler(config.sampler, config.seed * 100_003 + offset, max(n_new, offset + n_new))
-    study = optuna.create_study(study_name=config.name, storage=storage, directions=DIRECTIONS,
-                                sampler=sampler, load_if_exists=True)
+    offset = len(optuna.load_study(study_name=config.name, storage=storage).trials) if config.name in names else 0
+    # Seeded by the trials already there, so a resumed run samples anew; workers sharing an
+    # explicit --storage also mix in their process id, or workers started together would
+    # sample the same plans.
+    seed = config.seed * 100_003 + offset + (os.getpid() if config.storage else 0)
+    sampler = make_sampler(config.sampler, seed % 2**32, max(n_new, offset + n_new))
+    try:  # the storage's unique study name makes exactly one process the creator
+        study = optuna.create_study(study_name=config.name, storage=storage, directions=DIRECTIONS, sampler=sampler)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
+    else:
+        return _initialize(study, config, space, teacher_digest), True
     attrs = study.user_attrs
-    if "identity" in attrs:
-        stored = attrs["identity"]
-        mine = json.loads(json.dumps(config.identity()))
-        diff = [k for k in mine if stored.get(k) != mine[k]]
-        if diff:
-            raise AutocompError(
-                f"study {config.name!r} was made with other settings ({', '.join(diff)}); use another --study-name"
-            )
-        if attrs.get("space_text") != space.text:
-            raise AutocompError(f"study {config.name!r} was made with another search space; use another --study-name")
-        if attrs.get("teacher_digest") != teacher_digest:
-            raise AutocompError(f"study {config.name!r} was made with another teacher (weights differ)")
-        return study, False
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,
+                            optuna.study.StudyDirection.MINIMIZE]:
+        raise AutocompError(f"study {config.name!r} exists and was not made by autocomp; use another --study-name")
+    if "identity" not in attrs:
+        # Its creator is still writing them, or died first. Write them too (same values) but
+        # never enqueue: only the creator does, so baselines are never duplicated.
+        return _initialize(study, config, space, teacher_digest, enqueue=False), False
+    mine = json.loads(json.dumps(config.identity()))
+    diff = [k for k in mine if attrs["identity"].get(k) != mine[k]]
+    if diff:
+        raise AutocompError(
+            f"study {config.name!r} was made with other settings ({', '.join(diff)}); use another --study-name"
+        )
+    if attrs.get("space_text") != space.text:
+        raise AutocompError(f"study {config.name!r} was made with another search space; use another --study-name")
+    if attrs.get("teacher_digest") != teacher_digest:
+        raise AutocompError(f"study {config.name!r} was made with another teacher (weights differ)")
+    return study, False
+
+
+def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, teacher_digest: str,
+                enqueue: bool = True) -> optuna.Study:
     study.set_user_attr("identity", config.identity())
     study.set_user_attr("config", config.to_dict())
     study.set_user_attr("space_text", space.text)
     study.set_user_attr("space_source", space.source)
     study.set_user_attr("teacher_digest", teacher_digest)
     study.set_user_attr("objectives", list(OBJECTIVES))
-    for name in config.baselines:
-        study.enqueue_trial({}, user_attrs={"baseline": name})
-    return study, True
+    if enqueue:
+        for name in config.baselines:
+            study.enqueue_trial({}, user_attrs={"baseline": name})
+    return study
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

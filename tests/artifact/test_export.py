@@ -107,3 +107,44 @@ def test_channel_pruned_and_factorized_graphs_have_fewer_macs(tmp_path) -> None:
     assert macs["teacher"] == 2_293_000
     assert macs["channels"] < 0.55 * macs["teacher"]
     assert macs["lowrank"] < 0.7 * macs["teacher"]
+
+
+def _executed_ops(acz, tmp_path) -> list[str]:
+    """Op types of the graph ONNX Runtime actually runs (after its fusions)."""
+    import onnx
+    import onnxruntime as ort
+
+    from autocomp.artifact import to_bytes
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(to_bytes(acz), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_int8_convs_run_on_int8_kernels_in_resnet18(tmp_path) -> None:
+    """At init every BatchNorm folds to the same zero bias, which the exporter shares through
+    Identity nodes; unshared, all 20 convs must fuse into QLinearConv (else int8 runs slower)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(8, 3, 32, 32)
+    _, info = _export(model, _uniform(model, bits=8), x, tmp_path / "r.acz")
+    ops = _executed_ops(info.path, tmp_path)
+    assert ops.count("QLinearConv") == 20
+    assert "Conv" not in ops
+    assert ops.count("QGemm") == 1
+
+
+def test_mixed_plan_keeps_float_layers_float(tmp_path) -> None:
+    from autocomp.models import LeNet5
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    plan = Plan(layers={"conv1": LayerPlan(bits=8), "fc1": LayerPlan(bits=4)})
+    _, info = _export(model, plan, torch.randn(8, 1, 28, 28), tmp_path / "m.acz")
+    ops = _executed_ops(info.path, tmp_path)
+    assert ops.count("QLinearConv") == 1 and ops.count("Conv") == 1  # conv2 stays float
+    assert info.quantized_nodes == 2 and sorted(info.packed_tensors.values()) == [4, 8]

@@ -1,0 +1,142 @@
+"""Overnight and distributed runs: kills, failures and many workers lose no work."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from autocomp import finetune as finetune_module
+from autocomp import trial as trial_module
+from autocomp.config import SearchConfig
+from autocomp.runner import run_search
+from autocomp.trial import Workbench
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+CLI = [sys.executable, "-m", "autocomp.cli", "search", "--teacher-epochs", "2", "--no-progress"]
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.get_storage(url) if not url.startswith("journal:") else _journal(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).trials
+    except KeyError:  # not created yet
+        return []
+
+
+def _journal(url: str):
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+
+
+def _finished(url: str, name: str) -> set[int]:
+    return {t.number for t in _trials(url, name) if t.state in FINISHED}
+
+
+def test_sigkill_at_random_moments_loses_no_finished_trial(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    cmd = CLI + ["--storage", url, "--study-name", "k", "--run-dir", str(tmp_path / "run"), "--heartbeat", "1"]
+    rng = random.Random(7)
+    seen: set[int] = set()
+    for _ in range(3):
+        proc = subprocess.Popen(cmd + ["--n-trials", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        target, deadline = len(seen) + 2, time.monotonic() + 180
+        with contextlib.suppress(Exception):  # the database may be busy for a moment
+            while len(_finished(url, "k")) < target and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.2)
+        time.sleep(rng.uniform(0.0, 0.6))  # land anywhere inside a trial
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = _finished(url, "k")
+        assert seen <= done, f"finished trials lost: {seen - done}"
+        assert len(done) >= target
+        seen = done
+    time.sleep(3.5)  # > 3 heartbeats: trials the kills left RUNNING are now stale
+    subprocess.run(cmd + ["--n-trials", "3"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = _trials(url, "k")
+    done = {t.number for t in trials if t.state in FINISHED}
+    assert seen <= done
+    assert len(done) == len(seen) + 3  # the final run added exactly what it was asked for
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert all("plan" in t.user_attrs for t in trials if t.state in FINISHED)
+
+
+def test_nan_loss_and_export_error_fail_their_trials_only(tmp_path: Path, tiny_data, monkeypatch) -> None:
+    from conftest import tiny_cnn
+
+    real_run = Workbench.run
+
+    def run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
+        number = int(Path(path).stem.split("_")[1])
+        with pytest.MonkeyPatch.context() as mp:
+            if number == 1:
+                mp.setattr(finetune_module, "kd_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+            if number == 2:
+                mp.setattr(trial_module, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+            return real_run(self, plan, path, deadline, on_step)
+
+    monkeypatch.setattr(Workbench, "run", run)
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", n_trials=4, storage=f"sqlite:///{tmp_path / 'f.db'}",
+                          study_name="f", run_dir=str(tmp_path), baselines=("teacher", "int8", "prune50"))
+    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, progress=False, log=lambda s: None)
+    states = [t.state for t in study.trials]
+    assert states[1] == states[2] == optuna.trial.TrialState.FAIL
+    assert states[0] == states[3] == optuna.trial.TrialState.COMPLETE
+    assert "loss diverged (nan)" in study.trials[1].user_attrs["fail_reason"]
+    assert study.trials[2].user_attrs["fail_reason"] == "export failed: RuntimeError: disk full"
+    table = (tmp_path / "trials.csv").read_text()
+    assert "disk full" in table and "diverged" in table
+
+
+def _workers(url: str, tmp_path: Path, n_workers: int, n_each: int) -> list[optuna.trial.FrozenTrial]:
+    cmd = CLI + ["--storage", url, "--study-name", "w", "--run-dir", str(tmp_path / "run"), "--n-trials", str(n_each)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(n_workers)]
+    for p in procs:
+        _, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-2000:]
+    return _trials(url, "w")
+
+
+def _check_shared_study(trials: list[optuna.trial.FrozenTrial], expected: int) -> None:
+    assert len(trials) == expected
+    assert len({t.number for t in trials}) == expected
+    assert all(t.state in FINISHED for t in trials)
+    assert all("plan" in t.user_attrs for t in trials)
+    baselines = [t.user_attrs.get("baseline") for t in trials if t.user_attrs.get("baseline")]
+    assert sorted(baselines) == ["int8", "prune50", "teacher"]  # enqueued once, by the creator
+    searched = [json.dumps(t.params, sort_keys=True) for t in trials if not t.user_attrs.get("baseline")]
+    assert len(set(searched)) == len(searched), "two workers ran the same sampled plan"
+
+
+def test_workers_share_a_journal_file(tmp_path: Path) -> None:
+    trials = _workers(f"journal:{tmp_path / 'study.log'}", tmp_path, n_workers=3, n_each=3)
+    _check_shared_study(trials, 9)
+
+
+def test_workers_share_postgresql(tmp_path: Path) -> None:
+    url = os.environ.get("AUTOCOMP_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide AUTOCOMP_TEST_POSTGRES (.ci/run starts a server)")
+        pytest.skip("no PostgreSQL server (set AUTOCOMP_TEST_POSTGRES)")
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # a clean database: drop Optuna's tables from earlier runs
+        conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    engine.dispose()
+    trials = _workers(url, tmp_path, n_workers=3, n_each=3)
+    _check_shared_study(trials, 9)
