@@ -53,7 +53,8 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
             warnings.simplefilter("ignore")
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                              grace_period=3 * heartbeat,
                                               heartbeat_stale_trial_callback=retry)
     except Exception as exc:  # bad URLs and unreachable servers raise many types
         raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None

@@ -50,7 +50,8 @@ def bench(name: str, model: torch.nn.Module, shape: tuple[int, ...], batches: li
         xn = x.numpy()
         with torch.inference_mode():
             eager, fp32, q8 = time_calls(
-                [lambda: model(x), lambda: fp32_s.run(None, {"input": xn}), lambda: int8_s.run(None, {"input": xn})],
+                [lambda x=x: model(x), lambda xn=xn: fp32_s.run(None, {"input": xn}),
+                 lambda xn=xn: int8_s.run(None, {"input": xn})],
                 min_runs=50 if batch == 1 else 20, min_seconds=1.0,
             )
         rows.append({

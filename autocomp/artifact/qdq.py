@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
@@ -119,7 +119,10 @@ def _set_exact_codes(
         old_scale = numpy_helper.to_array(inits[s_name]).astype(np.float64)
         dq = dq_of.get(q_name)
         if old_scale.size > 1:
-            axis = _axis(dq, w.ndim) if dq is not None else next(a for a, d in enumerate(w.shape) if d == old_scale.size)
+            if dq is not None:
+                axis = _axis(dq, w.ndim)
+            else:
+                axis = next(a for a, d in enumerate(w.shape) if d == old_scale.size)
             reduce = tuple(d for d in range(w.ndim) if d != axis)
         else:
             axis, reduce = None, None
