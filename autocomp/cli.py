@@ -67,10 +67,11 @@ def _report(args: argparse.Namespace) -> int:
     from autocomp.study import load_existing_study
 
     study = load_existing_study(args.storage, args.study_name)
-    paths = write_report(study, args.out)
+    limits = {"max_drop": args.max_drop, "max_size": args.max_size, "max_latency": args.max_latency,
+              "prefer": args.prefer}
+    paths = write_report(study, args.out, storage=args.storage, **limits)
     print(f"report: {paths['html']}\ntrials table: {paths['csv']}")
-    print(recommend_text(study, args.storage, max_drop=args.max_drop, max_size=args.max_size,
-                         max_latency=args.max_latency))
+    print(recommend_text(study, args.storage, **limits))
     return 0
 
 
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop in points (default 1.0)")
     r.add_argument("--max-size", type=int, default=None, help="largest artifact size in bytes")
     r.add_argument("--max-latency", type=float, default=None, help="largest latency in ms")
+    r.add_argument("--prefer", choices=["size", "latency", "accuracy"], default="size",
+                   help="what 'best' means among the points within the limits (default size)")
     r.set_defaults(func=_report)
 
     e = sub.add_parser("export", help="rebuild a trial from its stored Plan and write its artifact and card")

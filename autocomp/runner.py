@@ -72,11 +72,17 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
             bar.close()
     from autocomp.report import write_report  # deferred: pandas/plotly
 
-    paths = write_report(study, run_dir)
+    from autocomp.report.recommend import recommend_text
+
+    c = space.constraints
+    limits = {"max_drop": c.max_accuracy_drop if c.max_accuracy_drop is not None else 1.0,
+              "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms}
+    paths = write_report(study, run_dir, storage=config.storage_url, **limits)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     log(("interrupted: " if interrupted else "") + f"{done} finished trials in study {config.name!r}")
     log(_front_table(study))
     log(f"report: {paths['html']}\ntrials table: {paths['csv']}")
+    log(recommend_text(study, config.storage_url, **limits))
     if interrupted:
         raise KeyboardInterrupt
     return study

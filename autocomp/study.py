@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -50,14 +51,23 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
             engine = {"connect_args": {"timeout": 60}}
         else:
             engine = {"pool_pre_ping": True}
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
-            warnings.simplefilter("ignore")
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                              grace_period=3 * heartbeat,
-                                              heartbeat_stale_trial_callback=retry)
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+                    warnings.simplefilter("ignore")
+                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                                      grace_period=3 * heartbeat,
+                                                      heartbeat_stale_trial_callback=retry)
+            except Exception:
+                # Workers starting together race to create Optuna's tables; the loser's error is
+                # transient (the tables now exist). The URL itself was checked by probe_storage.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     except Exception as exc:  # bad URLs and unreachable servers raise many types
         raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")
 
 
 def probe_storage(url: str) -> None:

@@ -1,91 +1,221 @@
-"""Study -> pandas DataFrame: one row per trial, objectives, metrics and the Plan's settings."""
+"""Study -> pandas DataFrame: one row per trial, objectives, metrics and the Plan's settings.
+
+The frame is the single source every table, plot and the recommendation read, so the numbers
+in ``trials.csv`` are the numbers in the storage (objective values come from ``trial.values``,
+never recomputed).
+
+Example::
+
+    frame = trials_frame(study)
+    frame.loc[frame["pareto"], ["trial", "accuracy", "size_bytes", "latency_ms"]]
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
 import optuna
 import pandas as pd
 
 from autocomp.plan import Plan
 
 OBJECTIVE_COLUMNS = ["accuracy", "size_bytes", "latency_ms"]
+KNOBS = ("bits", "sparsity", "channel_ratio", "rank")
+_INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs")
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial; per-layer settings as ``{layer}.{knob}`` columns, globals as ``distill.*``."""
+    """One row per trial, in trial order.
+
+    Columns: ``trial, state, baseline, pareto, feasible``, the objectives, ratios to the
+    teacher (``size_ratio``, ``latency_ratio``), the stored metrics, ``duration_s``,
+    ``seconds.<stage>``, ``fail_reason``, per-layer settings ``{layer}.{knob}`` (layers in
+    model order) and ``distill.*``. ``bits`` is empty where the layer stays float32.
+    """
+    trials = study.get_trials(deepcopy=False)
+    pareto = pareto_numbers(trials)
     attrs = study.user_attrs
-    pareto = {t.number for t in study.best_trials}
-    teacher_bytes = attrs.get("teacher_size_bytes")
-    rows = []
-    for t in study.trials:
-        u = t.user_attrs
-        metrics = u.get("metrics", {})
-        row = {
-            "trial": t.number,
-            "state": t.state.name,
-            "baseline": u.get("baseline", ""),
-            "pareto": t.number in pareto,
-            "accuracy": t.values[0] if t.values else None,
-            "size_bytes": int(t.values[1]) if t.values else None,
-            "latency_ms": t.values[2] if t.values else None,
-            "latency_p90_ms": metrics.get("latency_p90_ms"),
-            "teacher_latency_ms": metrics.get("teacher_latency_ms"),
-            "params": metrics.get("params"),
-            "nonzero_params": metrics.get("nonzero_params"),
-            "macs": metrics.get("macs"),
-            "eager_accuracy": u.get("eager_accuracy"),
-            "duration_s": t.duration.total_seconds() if t.duration else None,
-            "fail_reason": u.get("fail_reason") or t.system_attrs.get("fail_reason", ""),
-        }
-        row["size_ratio"] = row["size_bytes"] / teacher_bytes if row["size_bytes"] and teacher_bytes else None
-        if row["latency_ms"] is not None and row["teacher_latency_ms"]:
-            row["latency_ratio"] = row["latency_ms"] / row["teacher_latency_ms"]
-        else:
-            row["latency_ratio"] = None
-        if "plan" in u:
-            plan = Plan.from_dict(u["plan"])
-            for layer, lp in plan.layers.items():
-                for knob in ("sparsity", "channel_ratio", "bits", "rank"):
-                    row[f"{layer}.{knob}"] = getattr(lp, knob)
-            for knob, value in vars(plan.distill).items():
-                row[f"distill.{knob}"] = value
-        rows.append(row)
+    rows = [_row(t, pareto, attrs.get("teacher_size_bytes"), attrs.get("teacher_accuracy")) for t in trials]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=["trial", "state", *OBJECTIVE_COLUMNS])
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in ["trial", "state", *OBJECTIVE_COLUMNS]})
+    front = [c for c in frame.columns if not _is_setting(c)]
+    layers = layer_order(trials)
+    settings = [f"{layer}.{knob}" for layer in layers for knob in KNOBS if f"{layer}.{knob}" in frame]
+    rest = [c for c in frame.columns if _is_setting(c) and c not in settings]
+    frame = frame[front + settings + rest]
+    for col in (*(c for c in _INT_COLUMNS if c in frame), *(c for c in frame.columns if c.endswith(".bits"))):
+        try:  # nullable integers: sizes and bit widths print as 12345 and 4, not 12345.0 and 4.0
+            frame[col] = pd.array(frame[col].tolist(), dtype="Int64")
+        except (TypeError, ValueError):  # a non-integral value from a custom metric: keep it as stored
+            pass
+    for col in ("baseline", "fail_reason", "state"):
+        frame[col] = frame[col].fillna("").astype(str)
     return frame
 
 
-def plan_summary(row: pd.Series) -> str:
-    """A short human line for a trial's settings (hover text and tables)."""
+def pareto_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials ``study.best_trials`` returns (without its deep copies): complete,
+    feasible, and not dominated by another such trial in (accuracy up, size down, latency down)."""
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values and len(t.values) == 3
+            and _feasible(t)]
+    if not done:
+        return set()
+    pts = np.array([[-t.values[0], t.values[1], t.values[2]] for t in done], dtype=float)
+    le = np.all(pts[:, None, :] <= pts[None, :, :], axis=2)
+    lt = np.any(pts[:, None, :] < pts[None, :, :], axis=2)
+    dominated = (le & lt).any(axis=0)  # [i, j]: i dominates j
+    return {t.number for t, d in zip(done, dominated, strict=True) if not d}
+
+
+def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | None,
+         teacher_acc: float | None) -> dict[str, Any]:
+    u = t.user_attrs
+    metrics = u.get("metrics") or {}
+    values = t.values if t.values and len(t.values) == 3 else None
+    row: dict[str, Any] = {
+        "trial": t.number,
+        "state": t.state.name,
+        "baseline": u.get("baseline") or "",
+        "pareto": t.number in pareto,
+        "feasible": _feasible(t),
+        "accuracy": values[0] if values else math.nan,
+        "size_bytes": _int(values[1]) if values else None,
+        "latency_ms": values[2] if values else math.nan,
+    }
+    size, lat, teacher_lat = row["size_bytes"], row["latency_ms"], metrics.get("teacher_latency_ms")
+    row["drop"] = teacher_acc - row["accuracy"] if teacher_acc is not None else math.nan
+    row["size_ratio"] = size / teacher_bytes if size is not None and teacher_bytes else math.nan
+    row["latency_ratio"] = lat / teacher_lat if values and teacher_lat else math.nan
+    for key in ("latency_p90_ms", "teacher_latency_ms", "params", "nonzero_params", "macs"):
+        row[key] = metrics.get(key)
+    row["eager_accuracy"] = u.get("eager_accuracy")
+    row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
+    row["datetime_start"] = t.datetime_start
+    for stage, sec in (u.get("seconds") or {}).items():
+        row[f"seconds.{stage}"] = sec
+    row["fail_reason"] = u.get("fail_reason") or ""
+    if "plan" in u:
+        plan = Plan.from_dict(u["plan"])
+        for layer, lp in plan.layers.items():
+            for knob in KNOBS:
+                row[f"{layer}.{knob}"] = getattr(lp, knob)
+        for knob, value in vars(plan.distill).items():
+            row[f"distill.{knob}"] = value
+        row["quant_mode"] = plan.quant_mode
+    return row
+
+
+def _feasible(t: optuna.trial.FrozenTrial) -> bool:
+    """Every constraint value <= 0 (Optuna's rule); ``FrozenTrial.constraints`` reads old and new formats."""
+    values = getattr(t, "constraints", None)
+    if values is None:  # optuna < 5 keeps a list under one key
+        values = dict(enumerate(t.system_attrs.get("constraints") or []))
+    return all(v <= 0 for v in values.values())
+
+
+def _int(value: float) -> float | None:
+    """Bytes are whole numbers: store them as ints; anything else stays exactly as stored."""
+    if not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def _is_setting(col: str) -> bool:
+    return col.endswith(tuple("." + k for k in KNOBS)) or col.startswith("distill.") or col == "quant_mode"
+
+
+def layer_order(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Layers in model order: the order the sampler drew their parameters (Optuna keeps it),
+    then any layer only a Plan names, in natural order (``features.2`` before ``features.10``)."""
+    order: dict[str, None] = {}
+    for t in trials:
+        for name in t.distributions:
+            layer, _, knob = name.rpartition(".")
+            if knob in KNOBS and layer:
+                order.setdefault(layer, None)
+    extra: set[str] = set()
+    for t in trials:
+        extra.update((t.user_attrs.get("plan") or {}).get("layers", {}))
+    return list(order) + sorted(extra - set(order), key=_natural)
+
+
+def _natural(name: str) -> list[Any]:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p]
+
+
+def setting_columns(columns: Iterable[str], knob: str) -> list[str]:
+    """``{layer}.{knob}`` names among a frame's columns (or a row's index), in model order."""
+    return [c for c in columns if c.endswith("." + knob) and not c.startswith("distill.")]
+
+
+def teacher_point(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] | None:
+    """The teacher's accuracy, artifact bytes and latency: the study's attrs, else its baseline trial.
+
+    Latency comes from the ``teacher`` baseline trial, else the median of the teacher timings
+    each trial records beside its own. None when nothing is known.
+    """
+    attrs = study.user_attrs
+    done = frame[frame["state"] == "COMPLETE"] if "state" in frame else frame
+    row = done[done["baseline"] == "teacher"] if "baseline" in done else done.iloc[0:0]
+    first = row.iloc[0] if not row.empty else None
+    acc = attrs.get("teacher_accuracy", first["accuracy"] if first is not None else None)
+    size = attrs.get("teacher_size_bytes", first["size_bytes"] if first is not None else None)
+    if first is not None:
+        lat = float(first["latency_ms"])
+    elif "teacher_latency_ms" in done and done["teacher_latency_ms"].notna().any():
+        lat = float(done["teacher_latency_ms"].median())
+    else:
+        lat = None
+    if acc is None or size is None or lat is None:
+        return None
+    return {"accuracy": float(acc), "size_bytes": float(size), "latency_ms": lat}
+
+
+def plan_summary(row: Mapping[str, Any]) -> str:
+    """A short human line for a trial's settings (hover text and tables); ``row`` is a frame row
+    (a Series or a ``to_dict("records")`` dict)."""
+    if isinstance(row, pd.Series):
+        row = row.to_dict()
     if row.get("baseline"):
         return f"baseline: {row['baseline']}"
+    keys = list(row)
     parts = []
-    for knob, fmt in (("bits", "{:.0f}b"), ("sparsity", "sp{:.2f}"), ("channel_ratio", "ch{:.2f}"), ("rank", "r{:.2f}")):
-        cols = [c for c in row.index if c.endswith("." + knob) and not c.startswith("distill.")]
-        vals = [row[c] for c in cols if row[c] is not None and row[c] == row[c]]
-        if knob == "rank":
-            vals = [v for v in vals if v < 1]
-        elif knob != "bits":
-            vals = [v for v in vals if v > 0]
-        if vals:
-            mean = sum(vals) / len(vals)
-            parts.append(f"{len(vals)}x " + fmt.format(mean) if knob != "bits" else f"{len(vals)}x ~{mean:.0f}b")
+    for knob in KNOBS:
+        cols = setting_columns(keys, knob)
+        vals = [row[c] for c in cols if pd.notna(row[c])]
+        if knob == "bits":
+            if vals:
+                parts.append(f"{len(vals)}/{len(cols)} quantized ~{sum(vals) / len(vals):.1f}b")
+            continue
+        active = [v for v in vals if (v < 1 if knob == "rank" else v > 0)]
+        if active:
+            label = {"sparsity": "sparse", "channel_ratio": "channels cut", "rank": "rank kept"}[knob]
+            parts.append(f"{len(active)} {label} {sum(active) / len(active):.2f}")
+    temperature = row.get("distill.temperature")
+    if temperature is not None and pd.notna(temperature):
+        parts.append(f"T={temperature:.1f}")
     return ", ".join(parts) or "uncompressed"
 
 
-def pareto_frame(study: optuna.Study) -> pd.DataFrame:
-    """The Pareto points, most accurate first, with ratios to the teacher's artifact."""
-    frame = trials_frame(study)
+def pareto_frame(source: optuna.Study | pd.DataFrame) -> pd.DataFrame:
+    """The Pareto points, most accurate first, with size and latency as ratios to the teacher."""
+    frame = trials_frame(source) if isinstance(source, optuna.Study) else source
     if frame.empty or "pareto" not in frame:
         return pd.DataFrame()
-    front = frame[frame["pareto"]].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
+    front = frame[frame["pareto"]].sort_values(["accuracy", "size_bytes", "trial"], ascending=[False, True, True])
     out = pd.DataFrame({
         "trial": front["trial"],
         "accuracy %": front["accuracy"].round(2),
-        "size KB": (front["size_bytes"] / 1024).round(1),
+        "drop": front["drop"].round(2),
+        "size KB": (front["size_bytes"].astype(float) / 1024).round(1),
         "size x": front["size_ratio"].round(3),
         "latency ms": front["latency_ms"].round(4),
         "latency x": front["latency_ratio"].round(2),
-        "settings": [plan_summary(r) for _, r in front.iterrows()],
+        "settings": [plan_summary(r) for r in front.to_dict("records")],
     })
     return out.reset_index(drop=True)

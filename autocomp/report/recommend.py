@@ -1,55 +1,119 @@
-"""Recommend the point to ship under the user's constraints, and the command that exports it."""
+"""Recommend the point to ship under the user's limits, say why, and give the command that exports it.
+
+The rule, simple enough to check by hand: among finished trials whose accuracy is at most
+``max_drop`` points under the teacher's, whose artifact is at most ``max_size`` bytes and whose
+latency is at most ``max_latency`` ms, take the best by ``prefer`` (``size``: smallest artifact,
+then lower latency, then higher accuracy; ``latency``: fastest, then smaller, then more
+accurate; ``accuracy``: most accurate, then smaller, then faster), ties to the earlier trial.
+Such a point is always on the Pareto front: anything dominating it would meet the limits too.
+
+Example::
+
+    rec = recommend(trials_frame(study), teacher_accuracy=98.9, max_drop=1.0)
+    print(rec.trial, rec.reason)
+"""
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 import pandas as pd
 
+from autocomp.errors import AutocompError
 from autocomp.report.frame import plan_summary, trials_frame
+from autocomp.report.plots import finished
+
+PREFERENCES = {  # prefer -> (sort columns, ascending, words)
+    "size": (["size_bytes", "latency_ms", "accuracy", "trial"], [True, True, False, True], "smallest artifact"),
+    "latency": (["latency_ms", "size_bytes", "accuracy", "trial"], [True, True, False, True], "fastest"),
+    "accuracy": (["accuracy", "size_bytes", "latency_ms", "trial"], [False, True, True, True], "most accurate"),
+}
+SHOW_RULED_OUT = 3
 
 
 @dataclass(frozen=True)
 class Recommendation:
     trial: int | None
     reason: str
+    candidates: list[int] = field(default_factory=list)  # every trial meeting the limits
+
+
+def _violations(row: pd.Series, teacher_accuracy: float, max_drop: float, max_size: int | None,
+                max_latency: float | None) -> list[str]:
+    why = []
+    drop = teacher_accuracy - row["accuracy"]
+    if drop > max_drop + 1e-9:
+        why.append(f"drops {drop:.2f} points > {max_drop:g}")
+    if max_size is not None and row["size_bytes"] > max_size:
+        why.append(f"is {int(row['size_bytes']):,} bytes > {max_size:,}")
+    if max_latency is not None and row["latency_ms"] > max_latency:
+        why.append(f"takes {row['latency_ms']:.4f} ms > {max_latency:g}")
+    return why
 
 
 def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.0, max_size: int | None = None,
-              max_latency: float | None = None) -> Recommendation:
-    """The smallest artifact among finished trials within the limits; ties go to lower latency,
-    then higher accuracy, then the earlier trial."""
-    done = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
+              max_latency: float | None = None, prefer: str = "size") -> Recommendation:
+    """The best finished trial within the limits (see the module docstring for the rule)."""
+    if prefer not in PREFERENCES:
+        raise AutocompError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
+    columns, ascending, words = PREFERENCES[prefer]
+    done = finished(frame)
     if done.empty:
         return Recommendation(None, "no finished trials")
-    ok = done[done["accuracy"] >= teacher_accuracy - max_drop - 1e-9]
+    done = done.assign(size_bytes=done["size_bytes"].astype(float))
+    ranked = done.sort_values(columns, ascending=ascending)
+    meets = ranked["accuracy"] >= teacher_accuracy - max_drop - 1e-9
     if max_size is not None:
-        ok = ok[ok["size_bytes"] <= max_size]
+        meets &= ranked["size_bytes"] <= max_size
     if max_latency is not None:
-        ok = ok[ok["latency_ms"] <= max_latency]
+        meets &= ranked["latency_ms"] <= max_latency
+    ok = ranked[meets]
+    limits = f"accuracy drop <= {max_drop:g} points" + (f", size <= {max_size:,} bytes" if max_size is not None else "")
+    limits += f", latency <= {max_latency:g} ms" if max_latency is not None else ""
+
+    def why(row: pd.Series) -> str:
+        return " and ".join(_violations(row, teacher_accuracy, max_drop, max_size, max_latency))
+
     if ok.empty:
-        return Recommendation(None, "no finished trial meets the limits; relax them or run more trials")
-    best = ok.sort_values(["size_bytes", "latency_ms", "accuracy", "trial"], ascending=[True, True, False, True]).iloc[0]
+        closest = ranked.iloc[0]
+        return Recommendation(None, f"no finished trial meets the limits ({limits}); the {words}, trial "
+                              f"{int(closest['trial'])}, {why(closest)}; relax the limits or run more trials")
+    best = ok.iloc[0]
+    number = int(best["trial"])
+    ahead = ranked.iloc[: int(meets.to_numpy().argmax())]  # better by `prefer`, but over a limit
+    ruled_out = [f"trial {int(r['trial'])} {why(r)}" for _, r in ahead.head(SHOW_RULED_OUT).iterrows()]
     reason = (
-        f"trial {int(best['trial'])} is the smallest artifact ({int(best['size_bytes'])} bytes"
-        + (f", {best['size_ratio']:.3f}x the teacher" if pd.notna(best.get("size_ratio")) else "")
-        + f") with accuracy {best['accuracy']:.2f}% (teacher {teacher_accuracy:.2f}%, drop "
-        f"{teacher_accuracy - best['accuracy']:.2f} <= {max_drop}) and latency {best['latency_ms']:.4f} ms; "
-        f"{len(ok)} of {len(done)} finished trials meet the limits; settings: {plan_summary(best)}"
+        f"trial {number} is the {words} within the limits ({limits}): {int(best['size_bytes']):,} bytes"
+        + (f" ({best['size_ratio']:.3f}x the teacher)" if pd.notna(best.get("size_ratio")) else "")
+        + f", {best['accuracy']:.2f}% accuracy (teacher {teacher_accuracy:.2f}%, drop "
+        f"{teacher_accuracy - best['accuracy']:.2f}), {best['latency_ms']:.4f} ms"
+        + (f" ({best['latency_ratio']:.2f}x the teacher)" if pd.notna(best.get("latency_ratio")) else "")
+        + f". {len(ok)} of {len(done)} finished trials meet the limits."
     )
-    return Recommendation(int(best["trial"]), reason)
+    if ruled_out:
+        shown = "; ".join(ruled_out)
+        more = f" (and {len(ahead) - SHOW_RULED_OUT} more)" if len(ahead) > SHOW_RULED_OUT else ""
+        reason += f" Ahead of it by {prefer} but ruled out: {shown}{more}."
+    reason += f" Settings: {plan_summary(best)}."
+    return Recommendation(number, reason, [int(t) for t in ok["trial"]])
+
+
+def export_command(storage: str, study_name: str, trial: int) -> str:
+    """The exact ``autocomp export`` command line that rebuilds and writes ``trial``."""
+    return shlex.join(["autocomp", "export", "--storage", storage, "--study-name", study_name,
+                       "--trial", str(trial), "--out", f"trial_{trial}.acz"])
 
 
 def recommend_text(study: optuna.Study, storage: str, max_drop: float = 1.0, max_size: int | None = None,
-                   max_latency: float | None = None) -> str:
+                   max_latency: float | None = None, prefer: str = "size", frame: pd.DataFrame | None = None) -> str:
+    """The recommendation as printed by ``autocomp report`` and ``autocomp search``."""
+    frame = trials_frame(study) if frame is None else frame
     teacher_acc = study.user_attrs.get("teacher_accuracy")
     if teacher_acc is None:
         return "recommendation: the study has no teacher accuracy recorded yet"
-    rec = recommend(trials_frame(study), teacher_acc, max_drop, max_size, max_latency)
+    rec = recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer)
     if rec.trial is None:
         return f"recommendation: none ({rec.reason})"
-    cmd = shlex.join(["autocomp", "export", "--storage", storage, "--study-name", study.study_name,
-                      "--trial", str(rec.trial), "--out", f"trial_{rec.trial}.acz"])
-    return f"recommendation: {rec.reason}\nexport it with:\n  {cmd}"
+    return f"recommendation: {rec.reason}\nexport it with:\n  {export_command(storage, study.study_name, rec.trial)}"

@@ -1,0 +1,122 @@
+"""Hypervolume of the (accuracy, size, latency) front, and its history over trials.
+
+The reference point is the teacher made slightly worse in accuracy: (teacher accuracy - 2
+points, teacher bytes, teacher latency). A point adds volume only when it is more accurate than
+that, smaller and faster than the teacher, so a flat history means the search has stopped
+finding deployable improvements.
+
+The volume is reported normalized: divided by the box from the reference point to the ideal
+point (100 %, 0 bytes, 0 ms), so 0 = nothing better than the reference, 1 = perfect.
+
+Example::
+
+    ref = reference_point(teacher)  # teacher: {"accuracy", "size_bytes", "latency_ms"}
+    history = hypervolume_history(trials_frame(study), ref)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ACCURACY_MARGIN = 2.0  # points below the teacher where a point stops counting
+
+
+def reference_point(teacher: dict[str, float], margin: float = ACCURACY_MARGIN) -> tuple[float, float, float]:
+    """(accuracy, bytes, ms) of the reference: the teacher, ``margin`` points less accurate."""
+    return (teacher["accuracy"] - margin, teacher["size_bytes"], teacher["latency_ms"])
+
+
+def to_minimization(points: np.ndarray, reference: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (accuracy, bytes, ms) -> rows to minimize, scaled so the reference box is the unit cube."""
+    acc_ref, size_ref, lat_ref = reference
+    span = np.array([100.0 - acc_ref, size_ref, lat_ref], dtype=float)
+    pts = np.asarray(points, dtype=float).reshape(-1, 3)
+    scaled = np.column_stack([(100.0 - pts[:, 0]), pts[:, 1], pts[:, 2]]) / span
+    return scaled, np.ones(3)
+
+
+def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact volume dominated by ``points`` (to minimize, shape (n, d), d <= 3) inside ``reference``.
+
+    Slices along the first axis: between consecutive first coordinates the dominated region is
+    the (d-1)-dimensional volume of the points seen so far.
+    """
+    pts = np.asarray(points, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    if pts.size == 0:
+        return 0.0
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    if pts.shape[1] == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if pts.shape[1] == 2:
+        order = np.argsort(pts[:, 0], kind="stable")
+        xs, best_y = pts[order, 0], np.minimum.accumulate(pts[order, 1])
+        widths = np.diff(np.append(xs, ref[0]))
+        return float(np.sum(widths * (ref[1] - best_y)))
+    order = np.argsort(pts[:, 0], kind="stable")
+    pts = pts[order]
+    edges = np.append(pts[:, 0], ref[0])
+    total = 0.0
+    for i in range(len(pts)):
+        width = edges[i + 1] - edges[i]
+        if width > 0:
+            total += width * hypervolume(pts[: i + 1, 1:], ref[1:])
+    return total
+
+
+def _dominated(point: np.ndarray, front: np.ndarray) -> bool:
+    return bool(len(front)) and bool(np.any(np.all(front <= point, axis=1)))
+
+
+def nondominated(points: np.ndarray) -> np.ndarray:
+    """The rows no other row weakly dominates (duplicates kept once)."""
+    pts = np.unique(np.asarray(points, dtype=float), axis=0)
+    if len(pts) < 2:
+        return pts
+    le = np.all(pts[:, None, :] <= pts[None, :, :], axis=2)  # le[i, j]: i weakly dominates j
+    np.fill_diagonal(le, False)
+    return pts[~le.any(axis=0)]
+
+
+def contribution(point: np.ndarray, front: np.ndarray, reference: np.ndarray) -> float:
+    """Volume ``point`` adds to ``front``: its box minus what the front already covers of it."""
+    box = float(np.prod(np.clip(reference - point, 0.0, None)))
+    if box == 0.0 or len(front) == 0:
+        return box
+    return box - hypervolume(nondominated(np.maximum(front, point)), reference)
+
+
+def hypervolume_history(frame: pd.DataFrame, reference: tuple[float, float, float] | None) -> dict[str, Any]:
+    """Normalized hypervolume after each finished trial, in trial order.
+
+    Returns ``{"trial": [...], "hypervolume": [...], "improved": [...], "reference": ref}``;
+    ``improved`` marks trials that raised it. Empty lists when there is no reference or no
+    finished trial.
+    """
+    out: dict[str, Any] = {"trial": [], "hypervolume": [], "improved": [], "reference": reference}
+    if reference is None or frame.empty or not all(math.isfinite(v) for v in reference):
+        return out
+    done = frame[(frame["state"] == "COMPLETE") & frame["accuracy"].notna()].sort_values("trial")
+    if done.empty:
+        return out
+    raw = done[["accuracy", "size_bytes", "latency_ms"]].astype(float).to_numpy()
+    scaled, ref = to_minimization(raw, reference)
+    front = np.empty((0, 3))
+    value = 0.0
+    for number, point in zip(done["trial"].tolist(), scaled, strict=True):
+        improved = False
+        if np.all(np.isfinite(point)) and np.all(point < ref) and not _dominated(point, front):
+            gain = contribution(point, front, ref)
+            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
+            improved = gain > 1e-12
+            value += gain
+        out["trial"].append(int(number))
+        out["hypervolume"].append(value)
+        out["improved"].append(improved)
+    return out

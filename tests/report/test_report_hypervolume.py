@@ -1,0 +1,79 @@
+"""Hypervolume: exact against Optuna's implementation and a grid count; history never decreases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from optuna._hypervolume import compute_hypervolume  # test-only cross-check
+
+from autocomp.report.frame import teacher_point, trials_frame
+from autocomp.report.hypervolume import (
+    contribution,
+    hypervolume,
+    hypervolume_history,
+    nondominated,
+    reference_point,
+    to_minimization,
+)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_hypervolume_matches_optuna(dims, seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.random((30, dims))
+    ref = np.full(dims, 0.9)
+    inside = pts[np.all(pts < ref, axis=1)]
+    assert hypervolume(pts, ref) == pytest.approx(compute_hypervolume(inside, ref), rel=1e-12)
+
+
+def test_hypervolume_matches_a_grid_count():
+    pts = np.array([[1, 3, 2], [2, 1, 3], [3, 2, 1], [2, 2, 2]], dtype=float)  # integer corners
+    ref = np.array([4.0, 4.0, 4.0])
+    grid = np.stack(np.meshgrid(*[np.arange(4) + 0.5] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    covered = np.any(np.all(pts[None, :, :] <= grid[:, None, :], axis=2), axis=1).sum()
+    assert hypervolume(pts, ref) == float(covered)
+
+
+def test_points_outside_the_reference_add_nothing():
+    ref = np.ones(3)
+    assert hypervolume(np.array([[1.0, 0.1, 0.1], [0.5, 2.0, 0.1]]), ref) == 0.0
+    assert hypervolume(np.empty((0, 3)), ref) == 0.0
+    assert contribution(np.array([0.5, 0.5, 0.5]), np.array([[0.1, 0.1, 0.1]]), ref) == 0.0
+    assert contribution(np.array([0.5, 0.5, 0.5]), np.empty((0, 3)), ref) == pytest.approx(0.125)
+
+
+def test_nondominated_drops_dominated_and_duplicates():
+    pts = np.array([[1, 1, 1], [1, 1, 1], [2, 2, 2], [0, 3, 1]], dtype=float)
+    assert sorted(map(tuple, nondominated(pts))) == [(0.0, 3.0, 1.0), (1.0, 1.0, 1.0)]
+
+
+def test_to_minimization_scales_the_reference_box_to_the_unit_cube():
+    scaled, ref = to_minimization(np.array([[96.0, 100.0, 2.0], [100.0, 0.0, 0.0]]), (96.0, 100.0, 2.0))
+    assert np.allclose(scaled, [[1, 1, 1], [0, 0, 0]]) and np.allclose(ref, 1)
+
+
+def test_history_is_monotone_and_ends_at_the_hypervolume_of_all_trials(make_study):
+    study = make_study(n=40, seed=1)
+    frame = trials_frame(study)
+    ref = reference_point(teacher_point(study, frame))
+    assert ref == (96.0, 100_000.0, 0.05)
+    history = hypervolume_history(frame, ref)
+    done = frame[frame["state"] == "COMPLETE"]
+    assert history["trial"] == sorted(done["trial"])
+    hv = history["hypervolume"]
+    assert all(b >= a for a, b in zip(hv, hv[1:], strict=False))
+    assert hv[-1] > 0
+    scaled, unit = to_minimization(done[["accuracy", "size_bytes", "latency_ms"]].astype(float).to_numpy(), ref)
+    assert hv[-1] == pytest.approx(hypervolume(scaled, unit), rel=1e-9)
+    for prev, cur, up in zip([0.0, *hv], hv, history["improved"], strict=False):
+        assert up == (cur > prev + 1e-12)
+    assert history["trial"][:3] == [0, 1, 2] and history["hypervolume"][0] == 0.0  # the teacher is the reference
+
+
+def test_history_without_reference_or_trials_is_empty():
+    frame = pd.DataFrame({"trial": [0], "state": ["FAIL"], "accuracy": [np.nan], "size_bytes": [None],
+                          "latency_ms": [np.nan]})
+    assert hypervolume_history(frame, None)["trial"] == []
+    assert hypervolume_history(frame, (96.0, 1e5, 0.05))["hypervolume"] == []
