@@ -71,7 +71,6 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
         if bar:
             bar.close()
     from autocomp.report import write_report  # deferred: pandas/plotly
-
     from autocomp.report.recommend import recommend_text
 
     c = space.constraints
