@@ -7,6 +7,7 @@ Heavy imports (torch, optuna, plotly) happen inside the commands so ``--help`` s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -35,6 +36,8 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
     ("--study-name", str, "study name (default MODEL-DATASET); the same name resumes the same study"),
     ("--run-dir", str, "where the report, trials table and artifacts go (default runs/STUDY_NAME)"),
     ("--device", str, "cpu (default) or cuda[:N] for fine-tuning; latency is measured on ONNX Runtime"),
+    ("--train-threads", int, "torch threads for teacher training and fine-tunes (default: torch's choice); "
+     "1 is fastest on a busy machine"),
     ("--batch", int, "batch size of the latency measurement (default 1)"),
     ("--threads", int, "ONNX Runtime intra-op threads for latency (default 1)"),
     ("--heartbeat", int, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
@@ -145,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenMP threads that spin while waiting collapse when the cores are shared (a fine-tune
+    # ran 40 s instead of 6 s on a loaded 2-core machine); sleeping threads degrade gracefully.
+    # Set before torch is imported; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -43,6 +43,7 @@ class SearchConfig:
     baselines: tuple[str, ...] = ("teacher", "int8", "prune50")
     keep_artifacts: bool = True
     heartbeat: int = 10
+    train_threads: int | None = None  # torch intra-op threads for teacher training and fine-tunes
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, problem: str) -> None:
@@ -54,6 +55,8 @@ class SearchConfig:
         need(self.trial_timeout is None or self.trial_timeout > 0, "trial_timeout", "must be > 0 seconds")
         need(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         need(1 <= self.heartbeat <= 3600, "heartbeat", f"must be 1 to 3600 seconds, got {self.heartbeat}")
+        need(self.train_threads is None or 1 <= self.train_threads <= 1024, "train_threads",
+             f"must be 1 or more, got {self.train_threads}")
         need(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
         need(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
         need(self.teacher_epochs >= 0, "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")

@@ -20,8 +20,14 @@ from autocomp.study import Objective, open_storage, open_study, pareto_trials, p
 from autocomp.trial import Workbench
 
 
+def use_threads(config: SearchConfig) -> None:
+    if config.train_threads:
+        torch.set_num_threads(config.train_threads)
+
+
 def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[nn.Module, DataBundle]:
     """Data and teacher for a config (teacher trained and cached on first use)."""
+    use_threads(config)
     torch.manual_seed(config.seed)
     data = load_data(config.data_spec, seed=config.seed)
     key = {"model": config.model, **config.data_spec.__dict__, "n_train": len(data.train_x)}
@@ -40,6 +46,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     """
     # Failed trials are reported by the progress line and the trials table, not as log tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    use_threads(config)
     space = space or load_space(config.space)
     probe_storage(config.storage_url)  # every check runs before anything is written
     if teacher is None or data is None:

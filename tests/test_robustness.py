@@ -23,7 +23,7 @@ from autocomp.runner import run_search
 from autocomp.trial import Workbench
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-CLI = [sys.executable, "-m", "autocomp.cli", "search", "--teacher-epochs", "2", "--no-progress"]
+CLI = [sys.executable, "-m", "autocomp.cli", "search", "--teacher-epochs", "2", "--no-progress", "--train-threads", "1"]
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
