@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -106,9 +105,3 @@ class Workbench:
         seconds["measure"] = time.perf_counter() - t2
         return TrialResult(plan, metrics, info, eager, losses, seconds)
 
-
-def check_artifact_matches(path: str | Path, val_x: np.ndarray, val_y: np.ndarray, expected: Metrics,
-                           measure: MeasureConfig = MeasureConfig()) -> dict[str, float]:
-    """Re-measure an artifact; return accuracy and size differences from ``expected``."""
-    again = measure_artifact(path, val_x, val_y, measure)
-    return {"accuracy_diff": again.accuracy - expected.accuracy, "size_diff": again.size_bytes - expected.size_bytes}

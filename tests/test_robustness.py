@@ -140,3 +140,35 @@ def test_workers_share_postgresql(tmp_path: Path) -> None:
     engine.dispose()
     trials = _workers(url, tmp_path, n_workers=3, n_each=3)
     _check_shared_study(trials, 9)
+
+
+def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    proc = subprocess.Popen(CLI + ["--storage", url, "--study-name", "c", "--run-dir", str(tmp_path / "run"),
+                                   "--n-trials", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    with contextlib.suppress(Exception):
+        while len(_finished(url, "c")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    before = _finished(url, "c")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert before <= _finished(url, "c")
+    assert (tmp_path / "run" / "report.html").is_file()
+    rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()
+    assert len(rows) - 1 == len(_trials(url, "c"))
+
+
+def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data) -> None:
+    from conftest import tiny_cnn
+
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", n_trials=2, storage=f"sqlite:///{tmp_path / 't.db'}",
+                          study_name="t", run_dir=str(tmp_path), baselines=("teacher", "int8"), trial_timeout=1e-3)
+    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, progress=False, log=lambda s: None)
+    teacher, int8 = study.trials
+    assert teacher.state == optuna.trial.TrialState.COMPLETE  # no fine-tune, nothing to time out
+    assert int8.state == optuna.trial.TrialState.FAIL
+    assert int8.user_attrs["fail_reason"].startswith("trial timed out during fine-tune")
