@@ -138,6 +138,7 @@ class Objective:
         total = time.monotonic() - started
         trial.set_user_attr("metrics", m.to_dict())
         trial.set_user_attr("eager_accuracy", result.eager_accuracy)
+        trial.set_user_attr("eager_latency_ms", result.eager_latency_ms)
         trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
         trial.set_user_attr("seconds", {**result.seconds, "total": total})
         trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
