@@ -59,6 +59,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
     bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    space.params(teacher, bench.outputs)  # a space that cannot apply to this model fails here, before any trial
     study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
     study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
     study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})

@@ -1,6 +1,6 @@
 """Search spaces: a YAML file -> ``SearchSpace``; ``sample(trial)`` -> ``Plan``.
 
-Format (version 1)::
+Format (version 1; the full reference with examples is ``docs/search_spaces.md``)::
 
     version: 1
     description: Mixed precision and pruning for any CNN.
@@ -10,7 +10,7 @@ Format (version 1)::
       - pattern: "layer4.*"       #   2. glob (``pattern``) or regular expression (``regex``)
         bits: [8, 4]
         group: deep               #   layers a rule with ``group`` hits share one sampled value
-      - type: Conv2d              #   3. layer type: Conv2d, DepthwiseConv2d or Linear
+      - type: Conv2d              #   3. layer type: Conv2d, DepthwiseConv2d, PointwiseConv2d, Linear
         sparsity: {low: 0.0, high: 0.9, step: 0.1}
         channel_ratio: {low: 0.0, high: 0.5, step: 0.125}
         bits: [null, 8, 4]        #   null = keep float32
@@ -23,7 +23,7 @@ Format (version 1)::
       temperature: {low: 1.0, high: 8.0}
       alpha: {low: 0.2, high: 0.9}
       l1: 0.0                     # or {low: 1.0e-7, high: 1.0e-4, log: true}
-      steps: 100
+      steps: 100                  # fine-tune budget in optimizer steps (not epochs)
       lr: 0.001
       batch_size: 64
       quant_mode: qat             # qat | ptq | dynamic
@@ -36,14 +36,19 @@ Within one precedence level the first rule in the file wins. A knob is a fixed v
 of choices, or a range ``{low, high, step?, log?}``; a knob a rule omits is not searched.
 Trial parameters are named like the model: ``layer4.1.conv2.bits`` (or ``GROUP.bits``), and
 ``distill.temperature`` for the global knobs.
+
+Every mistake in a file raises ``AutocompError`` with one line naming the file, the key and the
+problem, e.g. ``my.yaml: layers[2].bits: bit widths are integers from 2 to 8 or null, got 16``.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,9 +76,20 @@ GLOBAL_KNOBS = {
     "lr": ("float", 1e-7, 1.0),
     "batch_size": ("int", 1, 65536),
 }
-LAYER_TYPES = ("Conv2d", "DepthwiseConv2d", "Linear")
+LAYER_TYPES = ("Conv2d", "DepthwiseConv2d", "PointwiseConv2d", "Linear")
 CONSTRAINTS = ("max_accuracy_drop", "max_size_bytes", "max_latency_ms")
 TOP_KEYS = ("version", "description", "layers", "default", "global", "constraints")
+MAX_BYTES = 1_000_000  # a space is a page of YAML; refuse anything that could only be an accident
+MAX_RULES = 1000
+MAX_CHOICES = 64
+MAX_GRID = 100_000  # points of a stepped range
+HINTS = {  # keys users reach for that the format spells differently
+    "epochs": "the fine-tune budget is `steps`, counted in optimizer steps so a trial costs the same on "
+    "any dataset (one epoch = ceil(train samples / batch_size) steps)",
+    "temp": "did you mean temperature?",
+    "bitwidth": "did you mean bits?",
+    "lambda": "did you mean l1?",
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Knob:
     integer: bool = False
 
     def suggest(self, trial: Any, name: str) -> Any:
+        """Ask ``trial`` for this knob's value under the parameter ``name``."""
         if self.choices is not None:
             return trial.suggest_categorical(name, list(self.choices))
         if self.low is None:
@@ -104,7 +121,7 @@ class Knob:
 
 @dataclass(frozen=True)
 class Rule:
-    selector: str  # one of SELECTORS
+    selector: str  # one of SELECTORS, or "default"
     value: str
     knobs: dict[str, Knob]
     skip: bool = False
@@ -118,13 +135,24 @@ class Rule:
             return fnmatch.fnmatchcase(name, self.value)
         if self.selector == "regex":
             return re.fullmatch(self.value, name) is not None
-        if self.value == "DepthwiseConv2d":
-            return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
-        return type(module).__name__ == self.value
+        return layer_type_matches(self.value, module)
 
     @property
     def label(self) -> str:
-        return f"layers[{self.index}] ({self.selector}: {self.value})"
+        return "default" if self.selector == "default" else f"layers[{self.index}] ({self.selector}: {self.value})"
+
+
+def layer_type_matches(kind: str, module: nn.Module) -> bool:
+    """``Conv2d`` and ``Linear`` include subclasses; depthwise and pointwise are kinds of Conv2d."""
+    if kind == "Linear":
+        return isinstance(module, nn.Linear)
+    if not isinstance(module, nn.Conv2d):
+        return False
+    if kind == "DepthwiseConv2d":
+        return module.groups > 1 and module.groups == module.in_channels
+    if kind == "PointwiseConv2d":
+        return module.groups == 1 and tuple(module.kernel_size) == (1, 1)
+    return kind == "Conv2d"
 
 
 @dataclass(frozen=True)
@@ -132,6 +160,16 @@ class Constraints:
     max_accuracy_drop: float | None = None
     max_size_bytes: int | None = None
     max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Param:
+    """One knob of one layer, and the trial parameter that decides it."""
+
+    layer: str
+    knob: str
+    name: str  # ``layer.knob`` or ``group.knob``
+    spec: Knob
 
 
 @dataclass(frozen=True)
@@ -154,7 +192,7 @@ class SearchSpace:
                     return rule
         return self.default
 
-    def assignments(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> dict[str, Rule]:
+    def assignments(self, model: nn.Module) -> dict[str, Rule]:
         """``{layer: rule}`` for every compute layer a non-skip rule hits, in model order."""
         out = {}
         for name, module in compute_layers(model).items():
@@ -163,35 +201,52 @@ class SearchSpace:
                 out[name] = rule
         return out
 
+    def hits(self, model: nn.Module) -> dict[int, list[str]]:
+        """``{rule index: layers it decides}`` (skip rules included; the default is -1)."""
+        out: dict[int, list[str]] = {r.index: [] for r in self.rules}
+        for name, module in compute_layers(model).items():
+            rule = self.rule_for(name, module)
+            if rule is not None:
+                out.setdefault(rule.index, []).append(name)
+        return out
+
     def unused_rules(self, model: nn.Module) -> list[Rule]:
+        """Rules that decide no layer of ``model`` (nothing matches, or a rule before them wins)."""
+        hits = self.hits(model)
+        return [r for r in self.rules if not hits[r.index]]
+
+    def params(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[Param]:
+        """Every (layer, knob) the space sets on ``model``, with its trial parameter name."""
         layers = compute_layers(model)
-        used = {id(self.rule_for(n, m)) for n, m in layers.items()}
-        return [r for r in self.rules if id(r) not in used]
-
-    def dimensions(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[str]:
-        """Names of the searched trial parameters (shared group knobs counted once)."""
-        names: list[str] = []
+        out = []
         for layer, rule in self.assignments(model).items():
-            for knob_name, knob in rule.knobs.items():
-                if knob_name == "channel_ratio" and layer in output_layers:
-                    continue
-                pname = f"{rule.group or layer}.{knob_name}"
-                if knob.searched and pname not in names:
-                    names.append(pname)
-        names += [f"distill.{k}" for k, v in self.globals.items() if v.searched]
-        return names
-
-    # -- sampling ---------------------------------------------------------------------------
-    def sample(self, trial: Any, model: nn.Module, output_layers: frozenset[str] = frozenset(), seed: int = 0) -> Plan:
-        layers: dict[str, LayerPlan] = {}
-        for layer, rule in self.assignments(model).items():
-            values = {}
+            if rule.group in layers:
+                raise AutocompError(f"{self.source}: {rule.label}.group: {rule.group!r} is also a layer name "
+                                    "of the model; pick another group name")
             for knob_name, knob in rule.knobs.items():
                 if knob_name == "channel_ratio" and layer in output_layers:
                     continue  # the output layer keeps its classes
-                values[knob_name] = knob.suggest(trial, f"{rule.group or layer}.{knob_name}")
-            if values:
-                layers[layer] = LayerPlan(**values)
+                out.append(Param(layer, knob_name, f"{rule.group or layer}.{knob_name}", knob))
+        return out
+
+    def dimensions(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[str]:
+        """Names of the searched trial parameters (a group's knob counted once)."""
+        names = dict.fromkeys(p.name for p in self.params(model, output_layers) if p.spec.searched)
+        return [*names, *(f"distill.{k}" for k, v in self.globals.items() if v.searched)]
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample(self, trial: Any, model: nn.Module, output_layers: frozenset[str] = frozenset(), seed: int = 0) -> Plan:
+        """One Plan: every knob asked of ``trial`` under its model-like name.
+
+        Example::
+
+            plan = load_space("default").sample(optuna.create_study().ask(), model)
+        """
+        values: dict[str, dict[str, Any]] = {}
+        for p in self.params(model, output_layers):
+            # Optuna hands back the value already sampled for a name: a group shares one value.
+            values.setdefault(p.layer, {})[p.knob] = p.spec.suggest(trial, p.name)
+        layers = {layer: LayerPlan(**v) for layer, v in values.items() if v}
         distill = {k: v.suggest(trial, f"distill.{k}") for k, v in self.globals.items()}
         return Plan(layers=layers, distill=DistillPlan(**distill), quant_mode=self.quant_mode, seed=seed)
 
@@ -220,71 +275,104 @@ def library() -> dict[str, Path]:
 
 
 def load_space(name_or_path: str) -> SearchSpace:
-    """A shipped space by name (``default``) or a YAML file path."""
+    """A shipped space by name (``default``) or a YAML file path.
+
+    Example::
+
+        space = load_space("mixed_precision")
+    """
     path = Path(name_or_path)
     if not path.is_file():
         shipped = library()
         if name_or_path not in shipped:
-            raise AutocompError(
-                f"search space {name_or_path!r} is neither a file nor a shipped space ({', '.join(shipped)})"
-            )
+            what = "is a directory, not a file" if path.is_dir() else "is neither a file nor a shipped space"
+            raise AutocompError(_line(f"search space {name_or_path!r} {what} (shipped: {', '.join(shipped)})"))
         path = shipped[name_or_path]
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise AutocompError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raw = path.read_bytes()
     except OSError as exc:
-        raise AutocompError(f"{path}: cannot read ({exc.strerror})") from None
+        raise AutocompError(_line(f"{path}: cannot read ({exc.strerror})")) from None
+    if len(raw) > MAX_BYTES:
+        raise AutocompError(_line(f"{path}: {len(raw)} bytes is too large for a search space (at most {MAX_BYTES})"))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AutocompError(_line(f"{path}: not UTF-8 text (byte {exc.start})")) from None
     return parse_space(text, str(path))
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)
+    and reads ``1e-4`` as a number (YAML 1.1, hence PyYAML, wants ``1.0e-4``)."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Checked before merge keys (``<<: *base``) are expanded: a key may override a merged one.
+        if not getattr(node, "checked_for_duplicates", False):
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    key = (key_node.tag, key_node.value)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {_show(key_node.value)} given twice", key_node.start_mark)
+                    seen.add(key)
+            node.checked_for_duplicates = True
+        super().flatten_mapping(node)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:  # 2020-13-45 as a date, a 5000-digit integer
+            raise yaml.constructor.ConstructorError(None, None, str(exc), node.start_mark) from None
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def parse_space(text: str, source: str = "<space>") -> SearchSpace:
+    """Validate YAML text into a SearchSpace; any mistake is one ``AutocompError`` line."""
+    if len(text) > MAX_BYTES:
+        raise AutocompError(_line(f"{source}: {len(text)} characters is too large for a search space"))
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise AutocompError(f"{source}: invalid YAML{where}: {problem}") from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise AutocompError(_line(f"{source}: invalid YAML{where}: {problem}")) from None
     except RecursionError:
-        raise AutocompError(f"{source}: YAML nested too deeply") from None
-    v = _Validator(source)
-    if not isinstance(data, dict):
-        v.fail("", f"must be a mapping with {', '.join(TOP_KEYS)}, got {_kind(data)}")
-    v.keys("", data, TOP_KEYS)
-    version = data.get("version", None)
-    if version != VERSION or isinstance(version, bool):
-        v.fail("version", f"must be {VERSION}, got {version!r}")
-    description = data.get("description", "") or ""
-    if not isinstance(description, str):
-        v.fail("description", f"must be text, got {_kind(description)}")
-    raw_rules = data.get("layers", []) or []
-    if not isinstance(raw_rules, list):
-        v.fail("layers", f"must be a list of rules, got {_kind(raw_rules)}")
-    rules = tuple(v.rule(f"layers[{i}]", r, i) for i, r in enumerate(raw_rules))
-    default = None
-    if data.get("default") is not None:
-        default = v.rule("default", data["default"], -1, is_default=True)
-    raw_global = data.get("global", {}) or {}
-    if not isinstance(raw_global, dict):
-        v.fail("global", f"must be a mapping, got {_kind(raw_global)}")
-    v.keys("global", raw_global, (*GLOBAL_KNOBS, "quant_mode"))
-    quant_mode = raw_global.get("quant_mode", "qat")
-    if quant_mode not in ("qat", "ptq", "dynamic"):
-        v.fail("global.quant_mode", f"must be qat, ptq or dynamic, got {quant_mode!r}")
-    globals_ = {k: v.knob(f"global.{k}", k, raw_global[k], GLOBAL_KNOBS) for k in GLOBAL_KNOBS if k in raw_global}
-    constraints = v.constraints(data.get("constraints", {}) or {})
-    groups: dict[str, dict] = {}
-    for rule in rules:
-        if rule.group:
-            knobs = groups.setdefault(rule.group, rule.knobs)
-            if knobs != rule.knobs:
-                v.fail(f"{rule.label}.group", f"group {rule.group!r} is given different knobs by two rules")
-    return SearchSpace(rules, default, globals_, quant_mode, constraints, description, source, text)
+        raise AutocompError(_line(f"{source}: YAML nested too deeply")) from None
+    return _Validator(source).space(data, text)
+
+
+def _line(message: str, limit: int = 400) -> str:
+    """One line: every line break (\\r, \\u2028, ...) folded to a space, and bounded."""
+    line = " ".join(message.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _show(x: Any) -> str:
+    """A short, safe description of a value a user wrote (never a huge or recursive repr)."""
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, int):
+        return str(x) if x.bit_length() <= 200 else f"a {x.bit_length()}-bit integer"
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, str):
+        return repr(x) if len(x) <= 40 else repr(x[:40]) + "..."
+    if isinstance(x, (list, dict, set, tuple)):
+        return f"a {_kind(x)} of {len(x)} item{'s' * (len(x) != 1)}"
+    return f"a {_kind(x)}"
 
 
 def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
+    names = {type(None): "nothing", dict: "mapping", list: "list", str: "text", bool: "boolean",
+             int: "integer", float: "number", bytes: "binary value", set: "set"}
+    return names.get(type(value), type(value).__name__)
 
 
 class _Validator:
@@ -293,43 +381,97 @@ class _Validator:
 
     def fail(self, key: str, problem: str) -> None:
         where = f"{self.source}: {key}: " if key else f"{self.source}: "
-        raise AutocompError((where + problem).replace("\n", " ")[:400])
+        raise AutocompError(_line(where + problem))
 
     def keys(self, key: str, mapping: dict, allowed: tuple) -> None:
         for k in mapping:
             if k not in allowed:
                 prefix = f"{key}." if key else ""
-                self.fail(f"{prefix}{k}", f"unknown key (expected one of {', '.join(allowed)})")
+                shown = _line(k, 60) if isinstance(k, str) else _show(k)
+                hint = HINTS.get(k) if isinstance(k, str) else None
+                close = difflib.get_close_matches(k, allowed, n=1) if isinstance(k, str) and not hint else []
+                hint = hint or (f"did you mean {close[0]}?" if close else f"expected one of {', '.join(allowed)}")
+                self.fail(f"{prefix}{shown}", f"unknown key; {hint}")
 
-    def rule(self, key: str, raw: Any, index: int, is_default: bool = False) -> Rule:
+    def space(self, data: Any, text: str) -> SearchSpace:
+        if data is None:
+            self.fail("", "empty file; a search space starts with `version: 1`")
+        if not isinstance(data, dict):
+            self.fail("", f"must be a mapping with keys {', '.join(TOP_KEYS)}, got {_show(data)}")
+        self.keys("", data, TOP_KEYS)
+        if "version" not in data:
+            self.fail("version", f"missing; start the file with `version: {VERSION}`")
+        version = data["version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
+            self.fail("version", f"must be {VERSION} (the only format version), got {_show(version)}")
+        description = data.get("description") or ""
+        if not isinstance(description, str):
+            self.fail("description", f"must be text, got {_show(description)}")
+        raw_rules = data.get("layers") or []
+        if not isinstance(raw_rules, list):
+            self.fail("layers", f"must be a list of rules (each starting with `- type:`, `- name:` ...), "
+                                f"got {_show(raw_rules)}")
+        if len(raw_rules) > MAX_RULES:
+            self.fail("layers", f"{len(raw_rules)} rules; at most {MAX_RULES}")
+        rules = tuple(self.rule(f"layers[{i}]", r, i) for i, r in enumerate(raw_rules))
+        default = self.rule("default", data["default"], -1) if data.get("default") is not None else None
+        raw_global = data.get("global") or {}
+        if not isinstance(raw_global, dict):
+            self.fail("global", f"must be a mapping, got {_show(raw_global)}")
+        self.keys("global", raw_global, (*GLOBAL_KNOBS, "quant_mode"))
+        quant_mode = raw_global.get("quant_mode", "qat")
+        if not isinstance(quant_mode, str) or quant_mode not in ("qat", "ptq", "dynamic"):
+            self.fail("global.quant_mode", f"must be qat, ptq or dynamic, got {_show(quant_mode)}")
+        globals_ = {k: self.knob(f"global.{k}", k, raw_global[k], GLOBAL_KNOBS) for k in GLOBAL_KNOBS
+                    if k in raw_global}
+        constraints = self.constraints(data.get("constraints") or {})
+        groups: dict[str, Rule] = {}
+        for rule in (*rules, *([default] if default else [])):
+            if rule.group:
+                first = groups.setdefault(rule.group, rule)
+                if first.knobs != rule.knobs:
+                    self.fail(f"{rule.label}.group", f"group {rule.group!r} is already given other knobs by "
+                                                     f"{first.label}; layers of a group share identical knobs")
+        return SearchSpace(rules, default, globals_, quant_mode, constraints, description, self.source, text)
+
+    def rule(self, key: str, raw: Any, index: int) -> Rule:
+        is_default = index < 0
         if not isinstance(raw, dict):
-            self.fail(key, f"must be a mapping, got {_kind(raw)}")
+            self.fail(key, f"must be a mapping like {{type: Conv2d, bits: [null, 8]}}, got {_show(raw)}")
         allowed = (*LAYER_KNOBS, "skip", "group") + (() if is_default else SELECTORS)
         self.keys(key, raw, allowed)
         selector, value = "default", ""
         if not is_default:
             present = [s for s in SELECTORS if s in raw]
             if len(present) != 1:
-                self.fail(key, f"needs exactly one selector of {', '.join(SELECTORS)}, got {len(present)}")
+                self.fail(key, f"needs exactly one selector of {', '.join(SELECTORS)}, got "
+                               f"{', '.join(present) if present else 'none'}")
             selector, value = present[0], raw[present[0]]
-            if not isinstance(value, str) or not value:
-                self.fail(f"{key}.{selector}", f"must be non-empty text, got {_kind(value)}")
+            if not isinstance(value, str) or not value.strip():
+                self.fail(f"{key}.{selector}", f"must be non-empty text, got {_show(value)}")
             if selector == "regex":
                 try:
                     re.compile(value)
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:
                     self.fail(f"{key}.regex", f"invalid regular expression: {exc}")
             if selector == "type" and value not in LAYER_TYPES:
-                self.fail(f"{key}.type", f"unknown layer type {value!r} (expected {', '.join(LAYER_TYPES)})")
+                close = difflib.get_close_matches(value, LAYER_TYPES, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                self.fail(f"{key}.type", f"unknown layer type {_show(value)} (expected one of "
+                                         f"{', '.join(LAYER_TYPES)}){hint}")
         skip = raw.get("skip", False)
         if not isinstance(skip, bool):
-            self.fail(f"{key}.skip", f"must be true or false, got {_kind(skip)}")
+            self.fail(f"{key}.skip", f"must be true or false, got {_show(skip)}")
         group = raw.get("group")
-        if group is not None and (not isinstance(group, str) or not group or group == "distill"):
-            self.fail(f"{key}.group", "must be a non-empty name other than 'distill'")
+        if group is not None and (not isinstance(group, str) or not re.fullmatch(r"[A-Za-z_][\w.-]{0,99}", group)
+                                  or group == "distill"):
+            self.fail(f"{key}.group", f"must be a name of letters, digits, '_', '.' or '-' (not 'distill'), "
+                                      f"got {_show(group)}")
         knobs = {k: self.knob(f"{key}.{k}", k, raw[k], LAYER_KNOBS) for k in LAYER_KNOBS if k in raw}
-        if skip and knobs:
-            self.fail(key, "a skipped rule cannot also set knobs")
+        if skip and (knobs or group):
+            self.fail(key, "a rule with `skip: true` cannot also set knobs or a group")
+        if not skip and not knobs:
+            self.fail(key, f"sets no knob; give it some of {', '.join(LAYER_KNOBS)}, or `skip: true`")
         return Rule(selector, value, knobs, skip, group, index)
 
     def knob(self, key: str, name: str, raw: Any, table: dict) -> Knob:
@@ -337,64 +479,78 @@ class _Validator:
         if isinstance(raw, list):
             if not raw:
                 self.fail(key, "empty list of choices")
-            if len(raw) > 64:
-                self.fail(key, f"{len(raw)} choices; at most 64")
-            values = [self.value(key, kind, lo, hi, x) for x in raw]
-            if len(set(map(repr, values))) != len(values):
+            if len(raw) > MAX_CHOICES:
+                self.fail(key, f"{len(raw)} choices; at most {MAX_CHOICES}")
+            values = [self.value(f"{key}[{i}]", kind, lo, hi, x) for i, x in enumerate(raw)]
+            if len(set(values)) != len(values):
                 self.fail(key, "choices repeat a value")
             return Knob(choices=tuple(values))
         if isinstance(raw, dict):
             if kind == "bits":
                 self.fail(key, "bits take a list of choices like [null, 8, 4], not a range")
-            self.keys(key, raw, ("low", "high", "step", "log"))
-            if "low" not in raw or "high" not in raw:
-                self.fail(key, "a range needs low and high")
-            low = self.value(f"{key}.low", kind, lo, hi, raw["low"])
-            high = self.value(f"{key}.high", kind, lo, hi, raw["high"])
-            if low > high:
-                self.fail(key, f"empty range: low {low} > high {high}")
-            log = raw.get("log", False)
-            if not isinstance(log, bool):
-                self.fail(f"{key}.log", f"must be true or false, got {_kind(log)}")
-            step = raw.get("step")
-            if step is not None:
-                step = self.value(f"{key}.step", "int" if kind == "int" else "float", 0, hi - lo if high > low else hi, step)
-                if step <= 0:
-                    self.fail(f"{key}.step", "must be > 0")
-                if log:
-                    self.fail(key, "step and log cannot be combined")
-            if log and low <= 0:
-                self.fail(key, "a log range needs low > 0")
-            return Knob(low=low, high=high, step=step, log=log, integer=kind == "int")
+            return self.range(key, kind, lo, hi, raw)
         return Knob(fixed=self.value(key, kind, lo, hi, raw))
+
+    def range(self, key: str, kind: str, lo: float, hi: float, raw: dict) -> Knob:
+        self.keys(key, raw, ("low", "high", "step", "log"))
+        if "low" not in raw or "high" not in raw:
+            self.fail(key, "a range needs low and high, like {low: 0.0, high: 0.9, step: 0.1}")
+        low = self.value(f"{key}.low", kind, lo, hi, raw["low"])
+        high = self.value(f"{key}.high", kind, lo, hi, raw["high"])
+        if low > high:
+            self.fail(key, f"empty range: low {low} > high {high}")
+        log = raw.get("log", False)
+        if not isinstance(log, bool):
+            self.fail(f"{key}.log", f"must be true or false, got {_show(log)}")
+        if log and low <= 0:
+            self.fail(key, f"a log range needs low > 0, got {low}")
+        step = raw.get("step")
+        if step is not None:
+            if log:
+                self.fail(key, "step and log cannot be combined")
+            step = self.value(f"{key}.step", kind, 0, hi, step)
+            if step <= 0:
+                self.fail(f"{key}.step", f"must be > 0, got {step}")
+            points = (high - low) / step
+            if points > MAX_GRID:
+                self.fail(f"{key}.step", f"{step} makes {points:.3g} grid points; at most {MAX_GRID}")
+            # Decimal, as Optuna checks it: otherwise Optuna silently lowers ``high``.
+            if (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) != 0:
+                self.fail(f"{key}.step", f"high - low ({high - low:g}) is not a multiple of step {step}")
+        return Knob(low=low, high=high, step=step, log=log, integer=kind == "int")
 
     def value(self, key: str, kind: str, lo: float, hi: float, x: Any) -> Any:
         if kind == "bits":
             if x is None:
                 return None
             if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
-                self.fail(key, f"bit widths are integers from {lo} to {hi} or null, got {x!r}")
+                self.fail(key, f"bit widths are integers from {lo} to {hi} or null, got {_show(x)}")
             return x
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            self.fail(key, f"must be a number, got {_kind(x)}")
-        if kind == "int" and not float(x).is_integer():
-            self.fail(key, f"must be a whole number, got {x!r}")
-        if not math.isfinite(x) or not lo <= x <= hi:
-            self.fail(key, f"must be between {lo} and {hi}, got {x!r}")
+            self.fail(key, f"must be a number, got {_show(x)}")
+        if isinstance(x, float) and (math.isnan(x) or (kind == "int" and math.isfinite(x) and not x.is_integer())):
+            self.fail(key, f"must be a {'whole ' if kind == 'int' else ''}number, got {_show(x)}")
+        if not lo <= x <= hi:  # int/float comparison is exact, even for a 400-digit integer
+            self.fail(key, f"must be from {lo:g} to {hi:g}, got {_show(x)}")
         return int(x) if kind == "int" else float(x)
 
     def constraints(self, raw: Any) -> Constraints:
         if not isinstance(raw, dict):
-            self.fail("constraints", f"must be a mapping, got {_kind(raw)}")
+            self.fail("constraints", f"must be a mapping, got {_show(raw)}")
         self.keys("constraints", raw, CONSTRAINTS)
-        values = {}
-        for key, hi, kind in (("max_accuracy_drop", 100.0, "float"), ("max_size_bytes", 1e15, "int"),
-                              ("max_latency_ms", 1e7, "float")):
+        values: dict[str, Any] = {}
+        for key, low, high, kind, unit in (("max_accuracy_drop", 0.0, 100.0, float, "points of top-1"),
+                                           ("max_size_bytes", 1, 10**15, int, "bytes"),
+                                           ("max_latency_ms", 1e-6, 1e7, float, "ms")):
             x = raw.get(key)
             if x is None:
                 continue
-            low = 0.0 if key == "max_accuracy_drop" else 1e-9
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not low <= x <= hi:
-                self.fail(f"constraints.{key}", f"cannot be met: must be a number from {low:g} to {hi:g}, got {x!r}")
-            values[key] = int(x) if kind == "int" else float(x)
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or isinstance(x, float) and math.isnan(x):
+                self.fail(f"constraints.{key}", f"must be a number of {unit}, got {_show(x)}")
+            if kind is int and isinstance(x, float) and math.isfinite(x) and not x.is_integer():
+                self.fail(f"constraints.{key}", f"must be a whole number of bytes, got {_show(x)}")
+            if not low <= x <= high:
+                self.fail(f"constraints.{key}", f"cannot be met: must be from {low:g} to {high:g} {unit}, "
+                                                f"got {_show(x)}")
+            values[key] = kind(x)
         return Constraints(**values)

@@ -1,56 +1,109 @@
-"""``autocomp spaces list | show NAME | check FILE --model SPEC``."""
+"""``autocomp spaces list | show NAME | check FILE --model SPEC``.
+
+``check`` validates a space against a model before any trial runs: which layers each rule
+decides, how many dimensions the search has, and a warning for each rule that decides nothing
+(a name or pattern that matches no layer, or a rule whose every layer is taken by a rule of
+higher precedence); a layer type the model does not have is only a note, since shipped spaces
+name every type.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from autocomp.errors import AutocompError
-from autocomp.space import library, load_space
+from autocomp.space import Rule, SearchSpace, library, load_space
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
+    """Dispatch ``args.spaces_command``; returns the exit status."""
     if args.spaces_command == "list":
         for name, path in library().items():
             space = load_space(str(path))
-            print(f"{name:16s} {space.description}")
+            out(f"{name:18s} {' '.join(space.description.split())}")
         return 0
     if args.spaces_command == "show":
         spaces = library()
         if args.name not in spaces:
             raise AutocompError(f"no shipped space {args.name!r} (shipped: {', '.join(spaces)})")
-        print(spaces[args.name].read_text(encoding="utf-8"), end="")
+        out(spaces[args.name].read_text(encoding="utf-8").rstrip("\n"))
         return 0
-    return _check(args)
+    return check(args.file, args.model, args.input_shape, args.num_classes, out)
 
 
-def _check(args: argparse.Namespace) -> int:
+def check(file: str, model_spec: str, input_shape: str | None = None, num_classes: int = 10,
+          out: Callable[[str], None] = print) -> int:
+    """Print what ``file`` does to ``model_spec``; warnings for rules that decide no layer."""
     import torch
 
     from autocomp.compress import output_layers
     from autocomp.methods.registry import compute_layers
     from autocomp.models import build_model
 
-    space = load_space(args.file)
-    shape = _input_shape(args.input_shape, args.model)
-    model = build_model(args.model, args.num_classes, shape).eval()
-    outputs = output_layers(model, torch.zeros(1, *shape))
+    space = load_space(file)
+    shape = _input_shape(input_shape, model_spec)
+    model = build_model(model_spec, num_classes, shape).eval()
+    try:
+        outputs = output_layers(model, torch.zeros(1, *shape))
+    except Exception as exc:  # a model that cannot take this input fails in many ways
+        raise AutocompError(f"{model_spec} does not accept inputs of shape {shape} ({type(exc).__name__}); "
+                            "pass --input-shape C,H,W") from None
     layers = compute_layers(model)
-    hits: dict[str, list[str]] = {}
-    for name, module in layers.items():
-        rule = space.rule_for(name, module)
-        label = "(no rule: left alone)" if rule is None else ("default" if rule.selector == "default" else rule.label)
-        if rule is not None and rule.skip:
-            label += " [skip]"
-        hits.setdefault(label, []).append(name)
-    print(f"{space.source}: {len(layers)} compute layers in {args.model}")
-    for label, names in hits.items():
-        shown = ", ".join(names[:8]) + (f" ... (+{len(names) - 8})" if len(names) > 8 else "")
-        print(f"  {label}: {len(names)} layers: {shown}")
-    dims = space.dimensions(model, outputs)
-    print(f"search dimensions: {len(dims)}")
+    params = space.params(model, outputs)
+    searched = {p.name for p in params if p.spec.searched}
+    hits = space.hits(model)
+    out(f"{space.source}: {' '.join(space.description.split()) or '(no description)'}")
+    out(f"{model_spec}: {len(layers)} compute layers (Conv2d, Linear); input {','.join(map(str, shape))}")
+    for rule in (*space.rules, *([space.default] if space.default else [])):
+        names = hits.get(rule.index, [])
+        dims = {p.name for p in params if p.name in searched and rule.index == _rule_of(space, p.layer, layers)}
+        what = "skip" if rule.skip else (", ".join(rule.knobs) or "no knobs")
+        group = f", group {rule.group}" if rule.group else ""
+        out(f"  {rule.label} [{what}{group}]: {_n(len(names), 'layer')}, {_n(len(dims), 'dimension')}"
+            f"{_listing(names)}")
+    alone = [n for n in layers if space.rule_for(n, layers[n]) is None]
+    if alone:
+        out(f"  no rule (left alone): {_n(len(alone), 'layer')}{_listing(alone)}")
+    n_global = sum(k.searched for k in space.globals.values())
+    out(f"search dimensions: {len(searched) + n_global} ({len(searched)} per-layer, {n_global} global)")
+    c = space.constraints
+    limits = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in vars(c).items() if v is not None]
+    out(f"constraints: {', '.join(limits) if limits else 'none'}")
     for rule in space.unused_rules(model):
-        print(f"warning: {rule.label} hits no layer of {args.model}")
+        why = _why_unused(space, rule, layers)
+        # A generic space names types a model may lack (no depthwise convs in a ResNet): a note.
+        # A name or pattern that hits nothing, or a rule shadowed by another, is likely a mistake.
+        kind = "note" if rule.selector == "type" and not why else "warning"
+        out(f"{kind}: {rule.label} hits no layer of {model_spec}{why}")
+    if not params:
+        out(f"warning: the space sets no knob on any layer of {model_spec}; no layer is compressed")
     return 0
+
+
+def _rule_of(space: SearchSpace, layer: str, layers: dict) -> int | None:
+    rule = space.rule_for(layer, layers[layer])
+    return None if rule is None else rule.index
+
+
+def _why_unused(space: SearchSpace, rule: Rule, layers: dict) -> str:
+    matched = [n for n, m in layers.items() if rule.matches(n, m)]
+    if not matched:
+        return ""
+    winners = sorted({space.rule_for(n, layers[n]).label for n in matched})
+    return (f" (it matches {len(matched)}, but each is taken first by a rule of higher precedence or earlier "
+            f"in the file: {', '.join(winners)})")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _listing(names: list[str], shown: int = 6) -> str:
+    if not names:
+        return ""
+    more = f" ... (+{len(names) - shown})" if len(names) > shown else ""
+    return ": " + ", ".join(names[:shown]) + more
 
 
 def _input_shape(text: str | None, model: str) -> tuple[int, ...]:
@@ -59,8 +112,8 @@ def _input_shape(text: str | None, model: str) -> tuple[int, ...]:
             shape = tuple(int(x) for x in text.split(","))
         except ValueError:
             raise AutocompError(f"--input-shape must be C,H,W integers, got {text!r}") from None
-        if len(shape) != 3 or min(shape) < 1:
-            raise AutocompError(f"--input-shape must be three positive integers C,H,W, got {text!r}")
+        if len(shape) != 3 or min(shape) < 1 or max(shape) > 4096:
+            raise AutocompError(f"--input-shape must be three integers C,H,W from 1 to 4096, got {text!r}")
         return shape
     if model == "digits_cnn":
         return (1, 8, 8)
