@@ -10,6 +10,7 @@ import optuna
 import torch
 from torch import nn
 
+from autocomp.compress import output_layers
 from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
 from autocomp.errors import TrialFailed
@@ -52,6 +53,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     if teacher is None or data is None:
         teacher, data = prepare(config, log)
     check_fits(teacher, data)
+    space.params(teacher, output_layers(teacher, data.train_x[:1]))  # a space that cannot fit fails before any write
     storage = open_storage(config.storage_url, config.heartbeat)
     study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
     run_dir = config.directory
@@ -59,7 +61,6 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
     bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
-    space.params(teacher, bench.outputs)  # a space that cannot apply to this model fails here, before any trial
     study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
     study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
     study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
