@@ -8,10 +8,11 @@ scales see the surviving weights only.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
 from autocomp.methods.lowrank import LowRankConfig
@@ -51,6 +52,21 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[st
     return frozenset(found)
 
 
+def _private_copy(model: nn.Module) -> nn.Module:
+    """A deep copy whose parametrized modules get classes of their own.
+
+    ``parametrize`` keeps each parametrized tensor as a property on a per-module class, and a
+    deep copy shares that class with its original; removing a parametrization from the copy (as
+    ``bake`` does at export) would then break the original. A copied class keeps them apart.
+    """
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    return clone
+
+
 def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Module:
     """Return a compressed copy of ``teacher``; the teacher itself is never modified.
 
@@ -62,7 +78,7 @@ def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Mod
     unknown = sorted(set(plan.layers) - set(known))
     if unknown:
         raise AutocompError(f"plan names layers the model does not have: {', '.join(unknown[:5])}")
-    student = copy.deepcopy(teacher).eval()
+    student = _private_copy(teacher).eval()
     ctx = MethodContext(example_input=example_input, output_layers=output_layers(student, example_input))
     for config_type, read in STAGES:
         configs = {}

@@ -62,10 +62,16 @@ def quantize(
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "q.onnx")
         onnx.save(proto, src)
         if mode == "dynamic":
+            # ORT's dynamic quantizer turns Gemm into MatMul under a new name, which would miss
+            # nodes_to_quantize; converting the chosen Gemms first keeps their names.
+            proto = _gemm_to_matmul(proto, set(node_bits))
+            onnx.save(proto, src)
             quantize_dynamic(
                 src, dst, per_channel=True, weight_type=QuantType.QInt8,
                 nodes_to_quantize=nodes, extra_options={"WeightSymmetric": True},
             )
+            quantized = onnx.load(dst)
+            return quantized, _set_exact_codes_dynamic(proto, quantized, node_bits)
         else:
             quantize_static(
                 src, dst, Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -168,3 +174,78 @@ def _rescale_bias(
         info = np.iinfo(np.int32)
         inits[b_name].CopyFrom(numpy_helper.from_array(np.clip(codes, info.min, info.max).astype(np.int32), b_name))
         inits[bs_name].CopyFrom(numpy_helper.from_array(b_scale_new.astype(np.float32), bs_name))
+
+
+# --- dynamic mode ---------------------------------------------------------------------------
+# ConvInteger / MatMulInteger take int8 weights with a zero point and no scale; the scale is a
+# float Mul after the integer op, so a per-output-channel scale is just a broadcastable vector
+# there. ORT picks a per-tensor scale for ConvInteger; it is replaced by the per-channel grid.
+
+
+def _gemm_to_matmul(proto: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
+    """Rewrite the named ``Gemm`` nodes (``A @ B^T + C``, B constant) as ``MatMul`` (+ ``Add``)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    new_nodes = []
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        simple = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or node.name not in names or not simple or node.input[1] not in inits:
+            new_nodes.append(node)
+            continue
+        w_name = node.input[1]
+        weight = numpy_helper.to_array(inits[w_name])
+        if attrs.get("transB", 0):
+            weight = weight.T
+        mm_weight = w_name + "_matmul"
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), mm_weight))
+        users[w_name] -= 1
+        has_bias = len(node.input) > 2 and node.input[2] != ""
+        mm_out = node.output[0] + "_matmul" if has_bias else node.output[0]
+        new_nodes.append(onnx.helper.make_node("MatMul", [node.input[0], mm_weight], [mm_out], name=node.name))
+        if has_bias:
+            new_nodes.append(
+                onnx.helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=node.name + "_bias")
+            )
+    graph.ClearField("node")
+    graph.node.extend(new_nodes)
+    kept = [i for i in graph.initializer if users.get(i.name, 1) > 0]  # drop weights now unused
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    return out
+
+
+def _set_exact_codes_dynamic(
+    fp32: onnx.ModelProto, quantized: onnx.ModelProto, node_bits: dict[str, int]
+) -> dict[str, int]:
+    """Overwrite ORT's int8 weights with the per-output-channel b-bit grid of the student."""
+    floats = {i.name: i for i in fp32.graph.initializer}
+    inits = {i.name: i for i in quantized.graph.initializer}
+    stored: dict[str, int] = {}
+    for node in fp32.graph.node:
+        if node.name not in node_bits or len(node.input) < 2 or node.input[1] not in floats:
+            continue
+        name, bits = node.input[1], node_bits[node.name]
+        q_name, s_name, z_name = name + QUANT_SUFFIX, name + "_scale", name + "_zero_point"
+        if q_name not in inits or s_name not in inits:
+            continue  # ORT left this node in float: nothing to pack
+        w = numpy_helper.to_array(floats[name]).astype(np.float64)
+        axis = 1 if node.op_type == "MatMul" else 0  # MatMul weights are (in, out); Conv (out, ...)
+        reduce = tuple(d for d in range(w.ndim) if d != axis)
+        scale = np.maximum(np.abs(w).max(axis=reduce, keepdims=True), 1e-12) / qmax(bits)
+        codes = np.clip(np.round(w / scale), -qmax(bits), qmax(bits)).astype(np.int8)
+        # The scale multiplies the integer op's output: (out,) for MatMul, (out, 1, 1) for Conv.
+        shape = (-1,) if axis == 1 else (-1,) + (1,) * (w.ndim - 2)
+        inits[q_name].CopyFrom(numpy_helper.from_array(codes, q_name))
+        inits[s_name].CopyFrom(numpy_helper.from_array(scale.reshape(shape).astype(np.float32), s_name))
+        if z_name in inits:  # symmetric grid: zero points are 0 (scalar or per column)
+            zp = numpy_helper.to_array(inits[z_name])
+            inits[z_name].CopyFrom(numpy_helper.from_array(np.zeros_like(zp), z_name))
+        stored[q_name] = bits
+    return stored

@@ -2,8 +2,17 @@
 
 Linear ``W (out x in)`` becomes ``Linear(in, r) -> Linear(r, out)``. A k x k conv becomes a
 spatial-SVD pair ``Conv(in, r, (kh, 1)) -> Conv(r, out, (1, kw))`` (Jaderberg et al. 2014);
-a 1 x 1 conv becomes two 1 x 1 convs. A layer is left alone when the factorized pair would not
-cut MACs, and grouped/depthwise convs are never factorized.
+a 1 x 1 conv becomes two 1 x 1 convs. A grouped conv is factorized group by group:
+``Conv(in, r*g, (kh, 1), groups=g) -> Conv(r*g, out, (1, kw), groups=g)``. Depthwise convs are
+left alone: at most a 3x3 becomes 3x1 + 1x3 (6 MACs instead of 9), and the channel-multiplier
+pair it would need ties channels in a way structured pruning cannot follow.
+
+``rank`` is a fraction of the full rank of the matrix that is split (of one group's, for a
+grouped conv). A layer is left alone when the factorized pair would not cut MACs.
+
+Example::
+
+    apply_lowrank(model, {"fc1": LowRankConfig(0.25)}, ctx)  # fc1 -> Sequential(Linear, Linear)
 """
 
 from __future__ import annotations
@@ -27,63 +36,94 @@ class LowRankConfig:
 
 
 def full_rank(layer: nn.Module) -> int:
+    """Rank of the matrix the factorization splits (one group's, for a grouped conv)."""
     if isinstance(layer, nn.Linear):
         return min(layer.in_features, layer.out_features)
     kh, kw = layer.kernel_size
-    return min(layer.in_channels * kh, layer.out_channels * kw)
+    g = layer.groups
+    return min(layer.in_channels // g * kh, layer.out_channels // g * kw)
 
 
 def kept_rank(layer: nn.Module, fraction: float) -> int:
     return max(1, int(round(fraction * full_rank(layer))))
 
 
-def factorizable(layer: nn.Module, rank: int) -> bool:
-    """True when the factorized pair has fewer weights (hence MACs per output pixel)."""
+def macs_per_output(layer: nn.Module, rank: int | None = None) -> int:
+    """MACs per output pixel (per output vector for Linear): whole layer, or factorized at ``rank``."""
     if isinstance(layer, nn.Linear):
-        return rank * (layer.in_features + layer.out_features) < layer.in_features * layer.out_features
-    if not isinstance(layer, nn.Conv2d) or layer.groups != 1 or layer.padding_mode != "zeros":
+        if rank is None:
+            return layer.in_features * layer.out_features
+        return rank * (layer.in_features + layer.out_features)
+    kh, kw = layer.kernel_size
+    cin, cout, g = layer.in_channels, layer.out_channels, layer.groups
+    if rank is None:
+        return cin // g * cout * kh * kw
+    # The first factor runs before the stride on w is taken (unless its kernel is 1 wide too).
+    w_stride = layer.stride[1] if kw > 1 else 1
+    return rank * cin * kh * w_stride + cout * rank * kw
+
+
+def factorizable(layer: nn.Module, rank: int) -> bool:
+    """True when the factorized pair costs fewer MACs than the layer."""
+    if isinstance(layer, nn.Linear):
+        return macs_per_output(layer, rank) < macs_per_output(layer)
+    if not isinstance(layer, nn.Conv2d) or layer.padding_mode != "zeros":
+        return False
+    if layer.groups > 1 and layer.groups == layer.in_channels:  # depthwise: see the module doc
         return False
     if isinstance(layer.padding, str):  # "same"/"valid" padding cannot be split per axis
         return False
-    kh, kw = layer.kernel_size
-    cin, cout = layer.in_channels, layer.out_channels
-    # MACs per output pixel; the first factor runs at full width before the stride on w.
-    full = cin * cout * kh * kw
-    factored = rank * cin * kh * layer.stride[1] + rank * cout * kw
-    return factored < full
+    return macs_per_output(layer, rank) < macs_per_output(layer)
+
+
+def _factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
+    u, s, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+    root = s[:rank].sqrt()
+    first = nn.Linear(layer.in_features, rank, bias=False)
+    second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
+    first.weight.copy_(root[:, None] * vh[:rank])
+    second.weight.copy_(u[:, :rank] * root[None, :])
+    return nn.Sequential(first, second)
+
+
+def _factorize_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
+    cout, cin_g, kh, kw = layer.weight.shape
+    g = layer.groups
+    cout_g = cout // g
+    # Per group, W[o, i, y, x] -> M[(i, y), (o, x)]; M = A B splits the kernel into (kh,1), (1,kw).
+    w = layer.weight.detach().reshape(g, cout_g, cin_g, kh, kw)
+    mat = w.permute(0, 2, 3, 1, 4).reshape(g, cin_g * kh, cout_g * kw)
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    root = s[:, :rank].sqrt()
+    a = u[:, :, :rank] * root[:, None, :]  # (g, cin_g*kh, r)
+    b = root[:, :, None] * vh[:, :rank]  # (g, r, cout_g*kw)
+    a = a.reshape(g, cin_g, kh, rank).permute(0, 3, 1, 2).reshape(g * rank, cin_g, kh, 1)
+    b = b.reshape(g, rank, cout_g, kw).permute(0, 2, 1, 3).reshape(cout, rank, 1, kw)
+    (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+    if kw == 1:  # nothing left to do on w after the first factor: it takes the whole stride/padding
+        first_w, second_w = (sw, pw, 1), (1, 0, 1)
+    else:
+        first_w, second_w = (1, 0, 1), (sw, pw, dw)
+    first = nn.Conv2d(
+        layer.in_channels, g * rank, (kh, 1), stride=(sh, first_w[0]), padding=(ph, first_w[1]),
+        dilation=(dh, first_w[2]), groups=g, bias=False,
+    )
+    second = nn.Conv2d(
+        g * rank, cout, (1, kw), stride=(1, second_w[0]), padding=(0, second_w[1]),
+        dilation=(1, second_w[2]), groups=g, bias=layer.bias is not None,
+    )
+    first.weight.copy_(a)
+    second.weight.copy_(b)
+    return nn.Sequential(first, second)
 
 
 def factorize(layer: nn.Module, rank: int) -> nn.Sequential:
+    """The factorized pair, with the layer's bias on the second factor."""
     with torch.no_grad():
-        if isinstance(layer, nn.Linear):
-            u, s, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
-            root = s[:rank].sqrt()
-            first = nn.Linear(layer.in_features, rank, bias=False)
-            second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
-            first.weight.copy_(root[:, None] * vh[:rank])
-            second.weight.copy_(u[:, :rank] * root[None, :])
-        else:
-            cout, cin, kh, kw = layer.weight.shape
-            # W[o, i, y, x] -> M[(i, y), (o, x)]; M = A B splits the kernel into (kh,1) then (1,kw).
-            mat = layer.weight.detach().permute(1, 2, 0, 3).reshape(cin * kh, cout * kw)
-            u, s, vh = torch.linalg.svd(mat, full_matrices=False)
-            root = s[:rank].sqrt()
-            a = (u[:, :rank] * root).reshape(cin, kh, rank).permute(2, 0, 1).unsqueeze(-1)
-            b = (root[:, None] * vh[:rank]).reshape(rank, cout, kw).permute(1, 0, 2).unsqueeze(2)
-            first = nn.Conv2d(
-                cin, rank, (kh, 1), stride=(layer.stride[0], 1),
-                padding=(layer.padding[0], 0), dilation=(layer.dilation[0], 1), bias=False,
-            )
-            second = nn.Conv2d(
-                rank, cout, (1, kw), stride=(1, layer.stride[1]),
-                padding=(0, layer.padding[1]), dilation=(1, layer.dilation[1]),
-                bias=layer.bias is not None,
-            )
-            first.weight.copy_(a)
-            second.weight.copy_(b)
+        pair = _factorize_linear(layer, rank) if isinstance(layer, nn.Linear) else _factorize_conv(layer, rank)
         if layer.bias is not None:
-            second.bias.copy_(layer.bias.detach())
-    return nn.Sequential(first, second)
+            pair[1].bias.copy_(layer.bias.detach())
+    return pair.to(layer.weight.device, layer.weight.dtype)
 
 
 @register(LowRankConfig)

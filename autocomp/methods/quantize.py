@@ -49,13 +49,21 @@ def quantize_weight(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torc
 
 
 class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        return torch.round(x)
+    """``clamp(round(x), -q, q)`` forward, identity backward.
+
+    The clamp lives inside the estimator on purpose: ``torch.clamp`` passes no gradient at its
+    bounds, and after rounding every weight that lands on the grid's end sits exactly there (at
+    2 bits, most of them), so a clamp outside would freeze those weights. The scale comes from
+    each channel's max, so nothing lies beyond the bounds and the identity is the right slope.
+    """
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-        return grad
+    def forward(ctx, x: torch.Tensor, q: int) -> torch.Tensor:  # noqa: ANN001
+        return torch.clamp(torch.round(x), -q, q)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        return grad, None
 
 
 class FakeQuant(nn.Module):
@@ -70,8 +78,7 @@ class FakeQuant(nn.Module):
         if not self.enabled:
             return weight
         scale = channel_scale(weight, self.bits)
-        q = qmax(self.bits)
-        return torch.clamp(_RoundSTE.apply(weight / scale), -q, q) * scale
+        return _RoundSTE.apply(weight / scale, qmax(self.bits)) * scale
 
 
 @register(QuantConfig)

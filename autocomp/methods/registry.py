@@ -9,8 +9,8 @@ targets, and a context with an example input; it edits the model in place or ret
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
