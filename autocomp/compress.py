@@ -34,9 +34,11 @@ STAGES: list[tuple[type, Callable[[LayerPlan, Plan], object | None]]] = [
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[str]:
     """Compute layers whose output is (a view of) the model's output; their outputs must stay."""
     layers = compute_layers(model)
-    produced: dict[int, str] = {}
+    # Keep the tensors themselves: matching by id() alone failed when a freed tensor's id was
+    # reused (squeezenet: a wrong layer 3 times in 20, and its classes were then pruned).
+    produced: list[tuple[torch.Tensor, str]] = []
     hooks = [
-        m.register_forward_hook(lambda mod, inp, out, n=name: produced.__setitem__(id(out), n))
+        m.register_forward_hook(lambda mod, inp, out, n=name: produced.append((out, n)))
         for name, m in layers.items()
     ]
     try:
@@ -46,7 +48,7 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[st
         for h in hooks:
             h.remove()
     outs = out if isinstance(out, (tuple, list)) else [out]
-    found = {produced[id(o)] for o in outs if id(o) in produced}
+    found = {n for o in outs for t, n in produced if t is o}
     if not found and layers:  # e.g. a trailing flatten/view: fall back to the last layer run
         found = {list(layers)[-1]}
     return frozenset(found)

@@ -57,9 +57,9 @@ def load_data(spec: DataSpec, seed: int = 0) -> DataBundle:
         train_ds, val_ds = _datasets(spec)
         train_x, train_y = _materialize(train_ds, spec.name)
         val_x, val_y = _materialize(val_ds, spec.name)
-    train_x, val_x = _resize(train_x, spec), _resize(val_x, spec)
-    train_x, train_y = _subset(train_x, train_y, spec.train_samples, seed)
+    train_x, train_y = _subset(train_x, train_y, spec.train_samples, seed)  # before resizing: cheaper
     val_x, val_y = _subset(val_x, val_y, spec.val_samples, seed)
+    train_x, val_x = _resize(train_x, spec), _resize(val_x, spec)
     if len(train_x) == 0 or len(val_x) == 0:
         raise AutocompError(f"dataset {spec.name!r} has an empty train or validation split")
     dims = [0, 2, 3] if train_x.dim() == 4 else [0]

@@ -6,46 +6,13 @@ import os
 
 import pytest
 import torch
+from tiny_models import TINY_MODELS
 from torch import nn
 
 from autocomp.data import DataBundle
 
 # Keep the suite quick and deterministic on 2 cores; never touch the user's cache.
 torch.set_num_threads(1)
-
-
-class TinyResidual(nn.Module):
-    """Conv stem, one residual block with a 1x1 projection, a depthwise conv, a linear head."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
-        self.bn_a = nn.BatchNorm2d(8)
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.proj = nn.Conv2d(8, 16, 1)
-        self.head = nn.Linear(16, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.relu(x + self.bn_a(self.conv_a(x)))
-        x = torch.relu(self.proj(self.dw(x)))
-        return self.head(x.mean(dim=(2, 3)))
-
-
-def tiny_cnn(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes),
-    )
-
-
-def tiny_mlp(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, num_classes))
-
-
-TINY_MODELS = {"tiny_cnn": tiny_cnn, "tiny_residual": TinyResidual, "tiny_mlp": tiny_mlp}
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ def test_import_is_light() -> None:
 
 
 def test_search_in_a_few_lines(tmp_path, tiny_data) -> None:
-    from conftest import tiny_cnn
+    from tiny_models import tiny_cnn
 
     torch.manual_seed(0)
     study = autocomp.search(tiny_cnn().eval(), (tiny_data.train_x, tiny_data.train_y),

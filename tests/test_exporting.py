@@ -76,3 +76,31 @@ def test_export_errors_are_one_line(searched, capsys, args, message) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.mark.slow
+def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
+    """Issue 4's acceptance check on real data: accuracy within 0.1 point, size to the byte,
+    latency within 15 % for every Pareto point of a LeNet-5 search on MNIST."""
+    if not (MNIST / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST not found at {MNIST}")
+    storage = f"sqlite:///{tmp_path / 'l.db'}"
+    assert main(["search", "--model", "lenet5", "--dataset", "mnist", "--data-dir", str(MNIST),
+                 "--train-samples", "6000", "--teacher-epochs", "3", "--n-trials", "12", "--storage", storage,
+                 "--study-name", "l", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                 "--baselines", "teacher,int8,int4,prune90"]) == 0
+    study = optuna.load_study(study_name="l", storage=storage)
+    front = pareto_trials(study)
+    assert len(front) >= 2
+    for trial in front:
+        out = tmp_path / f"t{trial.number}.acz"
+        assert main(["export", "--storage", storage, "--study-name", "l", "--trial", str(trial.number),
+                     "--out", str(out)]) == 0
+        now = json.loads(Path(f"{out}.card.json").read_text())["measured_now"]
+        then = trial.user_attrs["metrics"]
+        assert now["size_bytes"] == then["size_bytes"]
+        assert abs(now["accuracy"] - then["accuracy"]) <= 0.1
+        assert abs(now["latency_ms"] / then["latency_ms"] - 1) <= 0.15, (trial.number, now, then)

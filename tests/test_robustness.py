@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments_loses_no_finished_trial(tmp_path: Path) -> No
 
 
 def test_nan_loss_and_export_error_fail_their_trials_only(tmp_path: Path, tiny_data, monkeypatch) -> None:
-    from conftest import tiny_cnn
+    from tiny_models import tiny_cnn
 
     real_run = Workbench.run
 
@@ -162,7 +162,7 @@ def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> N
 
 
 def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data) -> None:
-    from conftest import tiny_cnn
+    from tiny_models import tiny_cnn
 
     torch.manual_seed(0)
     config = SearchConfig(model="python", dataset="python", n_trials=2, storage=f"sqlite:///{tmp_path / 't.db'}",

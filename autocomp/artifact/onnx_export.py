@@ -95,7 +95,10 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelPr
         raise TrialFailed(f"ONNX export failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     proto = unshare_constants(onnx.load_from_string(buf.getvalue()))
     modules = _call_order(model, example_input)
-    nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS]
+    weights = {i.name for i in proto.graph.initializer}
+    # Activation x activation MatMuls (attention scores) are no module's call: only compute
+    # nodes with a constant weight are layers.
+    nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in weights]
     bits: dict[str, int] = {}
     if any(getattr(m, "autocomp_bits", None) for m in modules):
         if len(nodes) != len(modules):

@@ -45,7 +45,7 @@ def graph_params(model: onnx.ModelProto) -> tuple[int, int]:
     """(total, nonzero) elements of the weight tensors (rank >= 2) the graph stores."""
     total = nonzero = 0
     for init in model.graph.initializer:
-        if len(init.dims) >= 2:
+        if len(init.dims) >= 2 and not init.name.endswith(("_scale", "_zero_point")):
             arr = onnx.numpy_helper.to_array(init)
             total += arr.size
             nonzero += int(np.count_nonzero(arr))

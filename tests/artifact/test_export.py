@@ -59,7 +59,7 @@ def onnx_array(init):
 
 
 def test_size_falls_as_bits_fall_and_sparsity_rises(tiny_data, tmp_path) -> None:
-    from conftest import tiny_cnn
+    from tiny_models import tiny_cnn
 
     torch.manual_seed(0)
     model = tiny_cnn().eval()
@@ -148,3 +148,26 @@ def test_mixed_plan_keeps_float_layers_float(tmp_path) -> None:
     ops = _executed_ops(info.path, tmp_path)
     assert ops.count("QLinearConv") == 1 and ops.count("Conv") == 1  # conv2 stays float
     assert info.quantized_nodes == 2 and sorted(info.packed_tensors.values()) == [4, 8]
+
+
+class _TinyAttention(torch.nn.Module):
+    """Linear projections plus an activation x activation MatMul, which no module owns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.head = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(x.shape[0], 8, 8)
+        scores = torch.softmax(self.q(tokens) @ self.k(tokens).transpose(1, 2), dim=-1)
+        return self.head(scores.flatten(1))
+
+
+def test_attention_style_model_quantizes(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = _TinyAttention().eval()
+    x = torch.randn(16, 1, 8, 8)
+    _, info = _export(model, _uniform(model, bits=8), x, tmp_path / "a.acz")
+    assert info.quantized_nodes == 3
+    out = open_session(info.path).run(None, {"input": x.numpy()})[0]
+    assert out.shape == (16, 10) and np.isfinite(out).all()
