@@ -34,8 +34,8 @@ def tiny_cnn(num_classes: int = 10) -> nn.Module:
     )
 
 
-def tiny_mlp(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, num_classes))
+def tiny_mlp(width: int = 48, num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
 
 
 TINY_MODELS = {"tiny_cnn": tiny_cnn, "tiny_residual": TinyResidual, "tiny_mlp": tiny_mlp}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from tiny_models import TinyResidual, tiny_cnn, tiny_mlp
 from torch import nn
 
 from autocomp.artifact import ArtifactInfo, export, load_model, open_session
@@ -22,36 +23,9 @@ from autocomp.measure import graph_macs, graph_params
 IMAGE = (3, 32, 32)
 
 
-class Residual(nn.Module):
-    """Conv stem, a residual add, a depthwise conv, a 1x1 projection, a linear head (8x8 input)."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.conv_a = nn.Conv2d(8, 8, 3, padding=1)
-        self.bn_a = nn.BatchNorm2d(8)
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.proj = nn.Conv2d(8, 16, 1)
-        self.head = nn.Linear(16, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = torch.relu(x + self.bn_a(self.conv_a(x)))
-        x = torch.relu(self.proj(self.dw(x)))
-        return self.head(x.mean(dim=(2, 3)))
-
-
-def cnn(num_classes: int = 10) -> nn.Module:
-    """conv(1->8)+BN, conv(8->16), pool to 2x2, flatten, Linear(64, 32), Linear(32, classes)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes),
-    )
-
-
-def mlp(width: int = 48, num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+Residual = TinyResidual
+cnn = tiny_cnn
+mlp = tiny_mlp
 
 
 def seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
