@@ -93,7 +93,6 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
     row["latency_ratio"] = lat / teacher_lat if values and teacher_lat else math.nan
     for key in ("latency_p90_ms", "teacher_latency_ms", "params", "nonzero_params", "macs"):
         row[key] = metrics.get(key)
-    row["eager_accuracy"] = u.get("eager_accuracy")
     row["eager_latency_ms"] = u.get("eager_latency_ms")
     row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
     row["datetime_start"] = t.datetime_start

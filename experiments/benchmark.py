@@ -1,0 +1,472 @@
+"""Benchmark: the default sampler against random search and the uniform baselines, side by side.
+
+One process, one teacher and one ``Workbench`` per config: every run (sampler x seed) is its own
+study with the same trial budget, the same space and the same brief fine-tune, and every
+number is measured on the trial's exported artifact in ONNX Runtime. Each uniform baseline
+(``int8``, ``int4``, ``prune50``, ``prune90``, ``svd50``; plus the uncompressed ``teacher``)
+is a fixed plan, run once.
+
+    python experiments/benchmark.py --quick                      # offline digits, about 2 minutes
+    python experiments/benchmark.py --config experiments/lenet5.yaml --trials 50 --seeds 0,1,2,3,4
+    python experiments/benchmark.py --config experiments/lenet5.yaml --samplers tpe,random,nsga2 \\
+        --storage sqlite:///runs/benchmark/lenet5.db --out runs/benchmark/lenet5
+
+What the columns mean (every search row is the median over its seeds):
+
+- ``HV``: hypervolume of the run's points in (accuracy, bytes, latency), normalized to the box
+  between the reference point and the ideal point (100 %, 0 bytes, 0 x). Reference: the
+  teacher's accuracy - 2 points, the fp32 artifact's bytes, the teacher's latency. Latency
+  enters as the ratio to the fp32 teacher timed in the same interleaved rounds as the trial,
+  so a slow spell of a shared machine hits both and the runs stay comparable.
+- ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
+  minus the run's HV (0 = the run found the whole pooled front).
+- ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact within 0.5 / 1
+  point of the teacher's accuracy (Deep Compression's "39x"); ``-`` when none is.
+- ``lat@1``: latency of the fastest artifact within 1 point, as a ratio to the fp32 teacher.
+- ``trials/h``: trials started per hour of wall time (failed and early-stopped ones count).
+- ``outside %``: share of the run's wall time spent outside fine-tuning (building the student
+  and its KD steps, including the early-stop accuracy check at mid fine-tune) and evaluation
+  (``seconds.measure``: the artifact's accuracy pass, its latency timing beside the teacher's,
+  params and MACs). Everything else counts as outside: export and packing (``export %``), the
+  eager-PyTorch reference numbers (``reference %``), the sampler, storage and Optuna.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the CLI does, before torch is imported: spinning OpenMP waits collapse on shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from autocomp.config import BASELINES, SAMPLERS, SearchConfig, read_config_file
+from autocomp.errors import AutocompError, TrialFailed
+from autocomp.measure import MeasureConfig
+from autocomp.models import check_fits, state_digest
+from autocomp.report.hypervolume import hypervolume, nondominated, to_minimization
+from autocomp.runner import prepare
+from autocomp.space import SearchSpace, load_space
+from autocomp.study import Objective, open_study
+from autocomp.trial import Workbench
+
+HERE = Path(__file__).resolve().parent
+UNIFORM_BASELINES = tuple(b for b in BASELINES if b != "teacher")
+DEFAULT_SAMPLERS = ("tpe", "random")
+QUICK = {"config": str(HERE / "default.yaml"), "trials": 20, "seeds": "0,1", "samplers": "tpe,random"}
+COLUMNS = ["run", "seeds", "trials", "HV", "regret", "regret/random", "HV acc+size", "x@0.5", "x@1", "lat@1",
+           "trials/h", "outside %"]
+
+
+class TimedWorkbench(Workbench):
+    """A ``Workbench`` that also clocks every rebuild (student + fine-tune), early-stopped ones too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rebuild_seconds = 0.0
+
+    def rebuild(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return super().rebuild(*args, **kwargs)
+        finally:
+            self.rebuild_seconds += time.perf_counter() - start
+
+
+@dataclass
+class Run:
+    """One study of the benchmark: a sampler at a seed, or the fixed baselines."""
+
+    label: str
+    seed: int | None
+    points: list[dict[str, Any]] = field(default_factory=list)  # one per finished trial
+    started: int = 0
+    pruned: int = 0
+    failed: int = 0
+    lost: list[str] = field(default_factory=list)  # "baseline or #trial: why" of unfinished trials
+    wall_s: float = 0.0
+    finetune_s: float = 0.0
+    export_s: float = 0.0
+    measure_s: float = 0.0
+    reference_s: float = 0.0  # eager-PyTorch accuracy/latency recorded for reference (not objectives)
+
+    @property
+    def outside_share(self) -> float:
+        return max(0.0, self.wall_s - self.finetune_s - self.measure_s) / self.wall_s if self.wall_s else math.nan
+
+
+@dataclass
+class Teacher:
+    accuracy: float
+    size_bytes: int
+    latency_ms: float = math.nan  # median of the paired timings of every trial
+
+
+# -- samplers ------------------------------------------------------------------------------------
+def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler | None:
+    """Candidates beside ``autocomp.study.make_sampler``'s: None for its own names.
+
+    ``tpe-indep`` (TPE without the multivariate/group model), ``tpe-sN`` (TPE with N startup
+    trials), ``nsga2-pN`` (NSGA-II, population N), ``gp`` (Gaussian process, Optuna's GPSampler).
+    """
+    import warnings
+
+    if label in SAMPLERS:
+        return None
+    startup = max(4, min(10, n_trials // 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature warnings
+        if label == "tpe-indep":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        if m := re.fullmatch(r"tpe-s(\d+)", label):
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(m[1]), multivariate=True, group=True)
+        if m := re.fullmatch(r"nsga2-p(\d+)", label):
+            return optuna.samplers.NSGAIISampler(population_size=max(2, int(m[1])), seed=seed)
+        if label == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    raise AutocompError(f"unknown sampler {label!r}: use {', '.join(SAMPLERS)}, tpe-indep, tpe-sN, nsga2-pN or gp")
+
+
+# -- running -------------------------------------------------------------------------------------
+def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, label: str, seed: int | None,
+              n_trials: int, storage: optuna.storages.BaseStorage, baselines: Sequence[str] = ()) -> Run:
+    """One study on the shared workbench; ``baselines`` enqueues those fixed plans instead of sampling."""
+    name = f"bench-{config.name}-{label}" + (f"-s{seed}" if seed is not None else "")
+    cfg = replace(config, seed=config.seed if seed is None else seed, study_name=name[:100],
+                  sampler=label if label in SAMPLERS else "random", baselines=tuple(baselines),
+                  storage=None, keep_artifacts=False)
+    study, fresh = open_study(cfg, space, storage, state_digest(bench.teacher), n_trials)
+    if not fresh:
+        raise AutocompError(f"study {name!r} already exists in the storage: give the benchmark a new --storage")
+    if seed is not None and (sampler := variant_sampler(label, seed, n_trials)) is not None:
+        study.sampler = sampler
+    study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
+    study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
+    data = bench.data
+    study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+    run = Run(label, seed)
+    bench.rebuild_seconds = 0.0
+    start = time.perf_counter()
+    study.optimize(Objective(bench, space, cfg, None), n_trials=n_trials, catch=(TrialFailed, MemoryError),
+                   gc_after_trial=False)
+    run.wall_s = time.perf_counter() - start
+    run.finetune_s = bench.rebuild_seconds
+    for t in study.get_trials(deepcopy=False):
+        run.started += 1
+        if t.state == optuna.trial.TrialState.PRUNED:
+            run.pruned += 1
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            run.failed += t.state == optuna.trial.TrialState.FAIL
+            who = t.user_attrs.get("baseline") or f"#{t.number}"
+            run.lost.append(f"{who}: {t.state.name.lower()} ({t.user_attrs.get('fail_reason') or 'no reason'})")
+            continue
+        m, sec = t.user_attrs["metrics"], t.user_attrs.get("seconds", {})
+        run.export_s += sec.get("export", 0.0)
+        run.measure_s += sec.get("measure", 0.0)
+        run.reference_s += sec.get("reference", 0.0)
+        run.points.append({
+            "trial": t.number, "baseline": t.user_attrs.get("baseline") or "",
+            "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
+            "teacher_latency_ms": m.get("teacher_latency_ms"),
+            "latency_ratio": t.values[2] / m["teacher_latency_ms"] if m.get("teacher_latency_ms") else math.nan,
+            "seconds": sec,
+        })
+    return run
+
+
+def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, seeds: Sequence[int] = (0,),
+              n_trials: int | None = None, baselines: Sequence[str] = BASELINES, storage: str | None = None,
+              log: Callable[[str], None] = print) -> tuple[Teacher, list[Run]]:
+    """Every sampler x seed and the baselines, on one teacher and one workbench.
+
+    ``storage``: an Optuna URL to keep every study (named ``bench-MODEL-DATASET-SAMPLER-sSEED``)
+    for ``autocomp report``/``export``; default in memory.
+    """
+    import torch
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # One fine-tune thread unless the config says otherwise: on 2 shared cores the default two
+    # threads made a 2 s digits fine-tune take anywhere from 1 to 50 s, which no table survives.
+    config = replace(config, train_threads=config.train_threads or 1)
+    torch.set_num_threads(config.train_threads)
+    for label in samplers:
+        variant_sampler(label, 0, 1)  # unknown names fail before any work
+    n = config.n_trials if n_trials is None else n_trials
+    space = load_space(config.space)
+    teacher, data = prepare(config, log)
+    check_fits(teacher, data)
+    bench = TimedWorkbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    if storage:
+        from autocomp.study import open_storage
+
+        store = open_storage(storage, config.heartbeat)
+    else:
+        store = optuna.storages.InMemoryStorage()
+    runs = []
+    if baselines:
+        # A baseline is measured to the end: without the accuracy constraint nothing stops it early.
+        fixed = replace(space, constraints=replace(space.constraints, max_accuracy_drop=None))
+        runs.append(run_study(bench, fixed, config, "baselines", None, len(baselines), store, baselines))
+        log(f"baselines: {len(baselines)} fixed plans in {runs[-1].wall_s:.1f} s")
+    for label in samplers:
+        for seed in seeds:
+            runs.append(run_study(bench, space, config, label, seed, n, store))
+            r = runs[-1]
+            log(f"{label} seed {seed}: {len(r.points)}/{r.started} finished ({r.pruned} stopped early, "
+                f"{r.failed} failed) in {r.wall_s:.1f} s")
+    lats = [p["teacher_latency_ms"] for r in runs for p in r.points if p["teacher_latency_ms"]]
+    info = Teacher(bench.teacher_accuracy, bench.teacher_path.stat().st_size,
+                   float(np.median(lats)) if lats else math.nan)
+    return info, runs
+
+
+# -- scoring -------------------------------------------------------------------------------------
+def _matrix(points: list[dict[str, Any]]) -> np.ndarray:
+    rows = [[p["accuracy"], p["size_bytes"], p["latency_ratio"]] for p in points]
+    arr = np.asarray(rows, dtype=float).reshape(-1, 3)
+    return arr[np.all(np.isfinite(arr), axis=1)]
+
+
+def reference(teacher: Teacher, margin: float = 2.0) -> tuple[float, float, float]:
+    """(teacher accuracy - margin, fp32 artifact bytes, latency ratio 1.0)."""
+    return (teacher.accuracy - margin, float(teacher.size_bytes), 1.0)
+
+
+def front_volume(points: list[dict[str, Any]], teacher: Teacher, objectives: int = 3) -> float:
+    """Normalized hypervolume; ``objectives=2`` drops latency (accuracy and bytes only)."""
+    raw = _matrix(points)
+    if len(raw) == 0:
+        return 0.0
+    scaled, ref = to_minimization(raw, reference(teacher))
+    return hypervolume(nondominated(scaled[:, :objectives]), ref[:objectives])
+
+
+def dominated(point: dict[str, Any], front: list[dict[str, Any]]) -> bool:
+    """``point`` is no better than some front point in every objective and worse in one."""
+    p = np.array([-point["accuracy"], point["size_bytes"], point["latency_ratio"]], dtype=float)
+    f = _matrix(front) * np.array([-1.0, 1.0, 1.0])
+    return bool(len(f)) and bool(np.any(np.all(f <= p, axis=1) & np.any(f < p, axis=1)))
+
+
+def run_scores(run: Run, teacher: Teacher, best_volume: float) -> dict[str, float]:
+    pts = run.points
+    volume = front_volume(pts, teacher)
+
+    def within(drop: float) -> list[dict[str, Any]]:
+        return [p for p in pts if p["accuracy"] >= teacher.accuracy - drop - 1e-9]
+
+    small05, small1 = within(0.5), within(1.0)
+    return {
+        "HV": volume,
+        "regret": max(0.0, best_volume - volume),
+        "HV acc+size": front_volume(pts, teacher, objectives=2),
+        "x@0.5": teacher.size_bytes / min(p["size_bytes"] for p in small05) if small05 else math.nan,
+        "x@1": teacher.size_bytes / min(p["size_bytes"] for p in small1) if small1 else math.nan,
+        "lat@1": min(p["latency_ratio"] for p in small1) if small1 else math.nan,
+        "trials/h": run.started / run.wall_s * 3600 if run.wall_s else math.nan,
+        "outside %": 100 * run.outside_share,
+        "export %": 100 * run.export_s / run.wall_s if run.wall_s else math.nan,
+        "reference %": 100 * run.reference_s / run.wall_s if run.wall_s else math.nan,
+    }
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[str, Any]:
+    """The side-by-side table (one row per sampler, medians over seeds; one per baseline),
+    the per-seed scores, and which uniform baselines each sampler's fronts dominate."""
+    import pandas as pd
+
+    pooled = [p for r in runs for p in r.points]
+    best = front_volume(pooled, teacher)
+    per_seed = []
+    for r in runs:
+        if r.label == "baselines":
+            continue
+        per_seed.append({"run": r.label, "seed": r.seed, "trials": r.started, "finished": len(r.points),
+                         "stopped early": r.pruned, "failed": r.failed, "wall s": r.wall_s,
+                         **run_scores(r, teacher, best)})
+    seeds = pd.DataFrame(per_seed)
+    rows = []
+    labels = list(dict.fromkeys(s["run"] for s in per_seed))
+    for label in labels:
+        mine = seeds[seeds["run"] == label]
+        row = {"run": label, "seeds": len(mine), "trials": int(mine["trials"].median())}
+        for col in COLUMNS[3:]:
+            if col != "regret/random":
+                row[col] = _median(mine[col].tolist())
+        rows.append(row)
+    random_regret = next((r["regret"] for r in rows if r["run"] == "random"), math.nan)
+    for row in rows:
+        row["regret/random"] = row["regret"] / random_regret if random_regret and math.isfinite(random_regret) \
+            else math.nan
+    dominance, notes = [], []
+    for r in runs:
+        if r.label != "baselines":
+            continue
+        notes += [f"baseline {lost}" for lost in r.lost]
+        for p in r.points:
+            sec = p["seconds"]
+            single = Run(p["baseline"], None, [p], started=1, wall_s=sec.get("total", math.nan),
+                         finetune_s=sec.get("finetune", 0.0), export_s=sec.get("export", 0.0),
+                         measure_s=sec.get("measure", 0.0), reference_s=sec.get("reference", 0.0))
+            s = run_scores(single, teacher, best)
+            rows.append({"run": f"baseline {p['baseline']}", "seeds": math.nan, "trials": 1,
+                         **{c: s[c] for c in COLUMNS[3:] if c in s}, "regret/random": math.nan})
+            if p["baseline"] not in UNIFORM_BASELINES:
+                continue
+            entry = {"baseline": p["baseline"], "accuracy": p["accuracy"], "drop": teacher.accuracy - p["accuracy"],
+                     "x smaller": teacher.size_bytes / p["size_bytes"], "latency x": p["latency_ratio"]}
+            for label in labels:
+                fronts = [q.points for q in runs if q.label == label]
+                entry[f"dominated by {label}"] = f"{sum(dominated(p, f) for f in fronts)}/{len(fronts)}"
+            entry["dominated by pooled search"] = dominated(p, [q for q in pooled if not q["baseline"]])
+            dominance.append(entry)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return {"table": table, "per_seed": seeds, "dominance": pd.DataFrame(dominance), "best_hv": best,
+            "default": default, "notes": notes}
+
+
+# -- printing ------------------------------------------------------------------------------------
+def _cell(col: str, v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if col in ("seeds", "trials", "seed", "finished", "stopped early", "failed"):
+        return str(int(v))
+    if col in ("HV", "regret", "HV acc+size"):
+        return f"{v:.4f}"
+    if col in ("x@0.5", "x@1", "x smaller"):
+        return f"{v:.1f}x"
+    if col in ("lat@1", "latency x", "regret/random"):
+        return f"{v:.2f}"
+    if col in ("trials/h", "wall s"):
+        return f"{v:.0f}"
+    return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+
+def markdown(frame: Any) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for rec in frame.to_dict("records"):
+        lines.append("| " + " | ".join(_cell(c, rec[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def report_text(config: SearchConfig, teacher: Teacher, summary: dict[str, Any], command: str, wall_s: float) -> str:
+    per_seed = summary["per_seed"]
+    lines = [
+        f"## {config.name}: {config.model} on {config.dataset} ({config.space} space)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Teacher: {teacher.accuracy:.2f} % top-1, fp32 artifact {teacher.size_bytes:,} bytes, "
+        f"{teacher.latency_ms:.4f} ms (ONNX Runtime, batch {config.batch}, {config.threads} thread(s); median of "
+        f"the paired timings). HV reference: ({teacher.accuracy - 2:.2f} %, {teacher.size_bytes:,} B, 1.0x latency); "
+        f"pooled best HV {summary['best_hv']:.4f}. Wall time {wall_s / 60:.1f} min.",
+        "",
+        markdown(summary["table"]),
+        "",
+        *(f"- {note}" for note in summary["notes"]),
+    ]
+    if summary["best_hv"] == 0.0:
+        lines.append("- No artifact was smaller, faster and within 2 points of the teacher at once: the 3-objective "
+                     "HV is 0 for every run; compare `HV acc+size`.")
+    if lines[-1] != "":
+        lines.append("")
+    if not summary["dominance"].empty:
+        lines += ["Uniform baselines, and in how many seeds each search's front dominates them:", "",
+                  markdown(summary["dominance"]), ""]
+    if not per_seed.empty:
+        lines += ["Per seed:", "", markdown(per_seed), ""]
+    return "\n".join(lines)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["train_samples=12000", "space=uniform"]`` -> typed values (YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AutocompError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str, overrides: dict[str, Any]) -> SearchConfig:
+    settings = read_config_file(path)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return SearchConfig(**settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="experiments/NAME.yaml (SearchConfig keys); default experiments/default.yaml")
+    parser.add_argument("--trials", type=int, help="trials per run (default: the config's n_trials)")
+    parser.add_argument("--seeds", help="comma list of seeds (default 0,1,2,3,4)")
+    parser.add_argument("--samplers", help=f"comma list (default {','.join(DEFAULT_SAMPLERS)}); also nsga2, "
+                        "tpe-indep, tpe-sN, nsga2-pN, gp")
+    parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list of fixed plans run once "
+                        "(default all: teacher,int8,int4,prune50,prune90,svd50); '' for none")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key (repeatable), e.g. --set train_samples=12000")
+    parser.add_argument("--storage", help="keep every study in this Optuna storage URL (default: in memory)")
+    parser.add_argument("--out", help="directory for results.md and runs.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: default config, 20 trials, seeds 0,1, "
+                        "tpe and random (about 2 minutes on 2 cores)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    try:
+        config = load_config(args.config or str(HERE / "default.yaml"), parse_overrides(args.set))
+        seeds = [int(s) for s in (args.seeds or "0,1,2,3,4").split(",") if s.strip()]
+        samplers = [s.strip() for s in (args.samplers or ",".join(DEFAULT_SAMPLERS)).split(",") if s.strip()]
+        baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+        for b in baselines:
+            if b not in BASELINES:
+                raise AutocompError(f"unknown baseline {b!r} (expected {', '.join(BASELINES)})")
+        start = time.perf_counter()
+        teacher, runs = benchmark(config, samplers, seeds, args.trials, baselines, args.storage,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
+    except (AutocompError, ValueError) as exc:
+        print(f"benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    summary = summarize(teacher, runs, default=samplers[0])
+    command = "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = report_text(config, teacher, summary, command.strip(), wall)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(text + "\n")
+        (out / "runs.json").write_text(json.dumps({"teacher": asdict(teacher), "config": config.to_dict(),
+                                                   "runs": [asdict(r) for r in runs]}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
