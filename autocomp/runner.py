@@ -17,7 +17,7 @@ from autocomp.errors import TrialFailed
 from autocomp.measure import MeasureConfig
 from autocomp.models import check_fits, prepare_teacher, state_digest
 from autocomp.space import SearchSpace, load_space
-from autocomp.study import Objective, open_storage, open_study, pareto_trials, probe_storage
+from autocomp.study import Objective, fail_orphaned_trials, open_storage, open_study, pareto_trials, probe_storage
 from autocomp.trial import Workbench
 
 
@@ -56,6 +56,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     space.params(teacher, output_layers(teacher, data.train_x[:1]))  # a space that cannot fit fails before any write
     storage = open_storage(config.storage_url, config.heartbeat)
     study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
+    fail_orphaned_trials(study, grace=3 * config.heartbeat)
     run_dir = config.directory
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "

@@ -15,6 +15,7 @@ import random
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,41 @@ def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, t
         for name in config.baselines:
             study.enqueue_trial({}, user_attrs={"baseline": name})
     return study
+
+
+def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
+    """Fail (and retry once) RUNNING trials that never sent a heartbeat and started over
+    ``grace`` seconds ago.
+
+    A process killed between creating its trial and the trial's first heartbeat leaves a
+    RUNNING trial with no heartbeat row, which Optuna's stale check skips forever (seen in the
+    SIGKILL test). Only RDB storages keep heartbeats; others are left as they are.
+    """
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDB storage in a cache
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return []
+    try:  # Optuna has no public query for "has this trial a heartbeat"
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(storage.scoped_session) as session:
+            beating = {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id).all()}
+    except Exception:  # a future Optuna may move these; then only its own stale check runs
+        return []
+    now, failed = datetime.now(), []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t._trial_id in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died before the first heartbeat")
+            if not storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a live worker
+            continue
+        retry(study, study._storage.get_trial(t._trial_id))
+        failed.append(t.number)
+    return failed
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

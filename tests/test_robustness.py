@@ -172,3 +172,18 @@ def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data
     assert teacher.state == optuna.trial.TrialState.COMPLETE  # no fine-tune, nothing to time out
     assert int8.state == optuna.trial.TrialState.FAIL
     assert int8.user_attrs["fail_reason"].startswith("trial timed out during fine-tune")
+
+
+def test_trial_that_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path) -> None:
+    from autocomp.study import fail_orphaned_trials, open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=1)
+    study = optuna.create_study(study_name="o", storage=storage, directions=["maximize", "minimize", "minimize"])
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, never a heartbeat
+    assert fail_orphaned_trials(study, grace=60) == []  # too recent: its worker may be alive
+    time.sleep(0.05)
+    assert fail_orphaned_trials(study, grace=0.01) == [orphan.number]
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params  # retried with the same parameters
+    assert study.trials[0].user_attrs["fail_reason"] == "its process died before the first heartbeat"
