@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 
 import optuna
@@ -69,7 +68,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir)
-    bar = _progress(study, config, progress)
+    bar = _Bar(config.n_trials) if progress and config.n_trials else None
     interrupted = False
     try:
         study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout,
@@ -88,7 +87,8 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
               "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms}
     paths = write_report(study, run_dir, storage=config.storage_url, **limits)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    log(("interrupted: " if interrupted else "") + f"{done} finished trials in study {config.name!r}")
+    log(("interrupted: " if interrupted else "") + f"{done} complete trials of {len(study.trials)} in study "
+        f"{config.name!r}")
     log(_front_table(study))
     log(f"report: {paths['html']}\ntrials table: {paths['csv']}")
     log(recommend_text(study, config.storage_url, **limits))
@@ -107,12 +107,13 @@ def _front_table(study: optuna.Study) -> str:
 
 
 class _Bar:
-    def __init__(self, total: int, study: optuna.Study) -> None:
+    """Trials done, elapsed time, ETA and the current front size, after every trial."""
+
+    def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                          bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
-        self.start = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.tqdm.update(1)
@@ -120,10 +121,6 @@ class _Bar:
 
     def close(self) -> None:
         self.tqdm.close()
-
-
-def _progress(study: optuna.Study, config: SearchConfig, enabled: bool) -> _Bar | None:
-    return _Bar(config.n_trials, study) if enabled and config.n_trials else None
 
 
 def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "default", n_trials: int = 20,  # noqa: ANN001
