@@ -27,7 +27,7 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
     ("--val-samples", int, "use at most N validation samples"),
     ("--teacher-epochs", int, "epochs to train the teacher when no checkpoint is given (default 30)"),
     ("--space", str, "search space: a shipped name (see `autocomp spaces list`) or a YAML file (default: default)"),
-    ("--n-trials", int, "trials to add in this run (default 20); running again adds more to the same study"),
+    ("--n-trials", int, "trials to add in this run (default 50); running again adds more to the same study"),
     ("--timeout", float, "stop starting trials after this many seconds"),
     ("--trial-timeout", float, "fail a trial that runs longer than this many seconds"),
     ("--sampler", str, "tpe (default) | nsga2 | random"),
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="run (or resume) a compression search and write its report",
                        description="Run or resume a search. With no arguments: the builtin digits CNN on "
-                       "scikit-learn's digits, 20 trials, offline.")
+                       "scikit-learn's digits, 50 trials, offline.")
     s.add_argument("--config", help="YAML file holding any of the settings below (flags override it)")
     for flag, kind, text in SEARCH_FLAGS:
         s.add_argument(flag, type=kind, default=None, help=text)

@@ -29,7 +29,7 @@ class SearchConfig:
     val_samples: int | None = None
     teacher_epochs: int = 30
     space: str = "default"
-    n_trials: int = 20
+    n_trials: int = 50
     timeout: float | None = None
     trial_timeout: float | None = None
     sampler: str = "tpe"

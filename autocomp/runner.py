@@ -82,8 +82,10 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     from autocomp.report import write_report  # deferred: pandas/plotly
     from autocomp.report.recommend import recommend_text
 
+    # The space's accuracy constraint bounds the search (often generous, 5 points); what to ship
+    # defaults to `autocomp report`'s 1 point unless the space asks for less.
     c = space.constraints
-    limits = {"max_drop": c.max_accuracy_drop if c.max_accuracy_drop is not None else 1.0,
+    limits = {"max_drop": min(1.0, c.max_accuracy_drop) if c.max_accuracy_drop is not None else 1.0,
               "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms}
     paths = write_report(study, run_dir, storage=config.storage_url, **limits)
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -123,7 +125,7 @@ class _Bar:
         self.tqdm.close()
 
 
-def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "default", n_trials: int = 20,  # noqa: ANN001
+def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "default", n_trials: int = 50,  # noqa: ANN001
            **settings) -> optuna.Study:
     """Search compressions of a trained ``model`` in a few lines.
 

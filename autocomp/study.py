@@ -253,7 +253,9 @@ def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
     except Exception:  # a future Optuna may move these; then only its own stale check runs
         return []
     now, failed = datetime.now(), []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    with warnings.catch_warnings():  # marked experimental; it is Optuna's own retry
+        warnings.simplefilter("ignore")
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t._trial_id in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
             continue
