@@ -53,7 +53,7 @@ def test_check_shows_layers_per_rule_dimensions_and_notes(capsys: pytest.Capture
     assert "layers[2] (type: Linear) [sparsity, channel_ratio, bits, rank]: 2 layers, 7 dimensions: fc1, fc2" in out
     model = build_model("lenet5", 10, (1, 28, 28))
     dims = load_space("default").dimensions(model, frozenset({"fc2"}))
-    assert f"search dimensions: {len(dims)} (15 per-layer, 3 global)" in out and len(dims) == 18
+    assert f"search dimensions: {len(dims)} (15 per-layer, 2 global)" in out and len(dims) == 17
     assert "note: layers[0] (type: DepthwiseConv2d) hits no layer of lenet5" in out
     assert "warning" not in out and "constraints: max_accuracy_drop 5" in out
 
