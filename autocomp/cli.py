@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 
 from autocomp.errors import AutocompError
 
@@ -162,12 +161,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autocomp: interrupted; finished trials are kept", file=sys.stderr)
         return 130
-
-
-def _config_fields() -> set[str]:  # used by tests to check every setting has a flag
-    from autocomp.config import SearchConfig
-
-    return {f.name for f in fields(SearchConfig)}
 
 
 if __name__ == "__main__":

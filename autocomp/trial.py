@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from autocomp.errors import TrialFailed
 from autocomp.finetune import finetune, teacher_logits
 from autocomp.measure import MeasureConfig, Metrics, eager_latency, measure_artifact, session_accuracy
 from autocomp.methods.registry import compute_layers
-from autocomp.plan import LayerPlan, Plan
+from autocomp.plan import Plan
 
 UNIFORM = {  # the baselines a user would otherwise pick by hand
     "int8": {"bits": 8},
@@ -71,11 +71,7 @@ class Workbench:
         """Teacher (no compression, no fine-tune) or a uniform setting on every layer."""
         if name == "teacher":
             return Plan(seed=template.seed).with_distill(steps=0)
-        settings = dict(UNIFORM[name])
-        if "bits" not in settings:
-            settings["bits"] = None
-        layers = {n: LayerPlan(**settings) for n in self.layers}
-        return Plan(layers=layers, distill=template.distill, quant_mode=template.quant_mode, seed=template.seed)
+        return replace(template, layers=Plan.uniform(self.layers, **UNIFORM[name]).layers)
 
     def rebuild(self, plan: Plan, steps: int | None = None, deadline: float | None = None,
                 on_step: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
 
-from autocomp.cli import SEARCH_FLAGS, _config_fields, build_parser, main
+from autocomp.cli import SEARCH_FLAGS, build_parser, main
+from autocomp.config import SearchConfig
 
 
 def test_help_lists_subcommands() -> None:
@@ -23,7 +25,7 @@ def test_help_lists_subcommands() -> None:
 def test_search_help_documents_every_setting() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["search"].format_help()
     flags = {f[2:].replace("-", "_") for f, _, _ in SEARCH_FLAGS} | {"download"}
-    missing = _config_fields() - flags - {"keep_artifacts"}
+    missing = {f.name for f in fields(SearchConfig)} - flags - {"keep_artifacts"}
     assert not missing, f"settings with no flag: {missing}"
     for flag, _, help_text in SEARCH_FLAGS:
         assert flag in text and help_text.split()[0] in text

@@ -11,7 +11,6 @@ STYLE = {  # group -> (color, symbol, legend name)
 }
 KNOB_TITLES = {"bits": "weight bits (32 = float)", "sparsity": "sparsity", "channel_ratio": "channels removed",
                "rank": "rank kept"}
-HOVER = "%{text}<extra></extra>"
 
 
 def pareto_figure(data: dict[str, Any]):  # noqa: ANN201

@@ -14,7 +14,6 @@ import pandas as pd
 
 from autocomp.report.frame import KNOBS, plan_summary, setting_columns
 
-GROUPS = ("dominated", "front", "baselines")
 DEFAULTS = {"bits": 32, "sparsity": 0.0, "channel_ratio": 0.0, "rank": 1.0}  # a layer left alone
 MAX_HOVER_LAYERS = 12
 
