@@ -78,7 +78,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from autocomp.exporting import export_trial
+    from autocomp.export_trial import export_trial
 
     card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs)
     print(card)

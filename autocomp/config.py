@@ -11,8 +11,8 @@ import yaml
 
 from autocomp.data import DataSpec
 from autocomp.errors import AutocompError
+from autocomp.plan import BASELINES
 
-BASELINES = ("teacher", "int8", "int4", "prune50", "prune90", "svd50")
 SAMPLERS = ("tpe", "nsga2", "random")
 
 

@@ -17,32 +17,83 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from autocomp.errors import AutocompError
+from autocomp.methods.quantize import check_mode
+from autocomp.methods.registry import knobs
 
 PLAN_VERSION = 1
+# Fixed plans a user would otherwise pick by hand, enqueued as trials next to the search:
+# the teacher (no compression, no fine-tune) and one setting on every layer.
+BASELINES: dict[str, dict[str, Any] | None] = {
+    "teacher": None,
+    "int8": {"bits": 8},
+    "int4": {"bits": 4},
+    "prune50": {"sparsity": 0.5},
+    "prune90": {"sparsity": 0.9},
+    "svd50": {"rank": 0.5},
+}
 
 
-@dataclass(frozen=True)
 class LayerPlan:
-    """Per-layer choices. Defaults mean "leave this layer alone"."""
+    """Per-layer choices: one value per registered knob (``autocomp.methods.registry.knobs``).
 
-    sparsity: float = 0.0  # fraction of weights zeroed by magnitude (unstructured)
-    channel_ratio: float = 0.0  # fraction of output channels physically removed
-    bits: int | None = None  # weight bit width; None keeps float32
-    rank: float = 1.0  # fraction of full rank kept by SVD; 1.0 = not factorized
+    A knob not given keeps its no-op value, so ``LayerPlan()`` leaves the layer alone. Values
+    are validated by the method's own config class. Immutable, hashable, and equal when the
+    same knobs are active with the same values.
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.sparsity < 1.0:
-            raise AutocompError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if not 0.0 <= self.channel_ratio < 1.0:
-            raise AutocompError(f"channel_ratio must be in [0, 1), got {self.channel_ratio}")
-        if self.bits is not None and not (isinstance(self.bits, int) and 2 <= self.bits <= 8):
-            raise AutocompError(f"bits must be an integer from 2 to 8 or null, got {self.bits!r}")
-        if not 0.0 < self.rank <= 1.0:
-            raise AutocompError(f"rank must be in (0, 1], got {self.rank}")
+    Example::
+
+        lp = LayerPlan(sparsity=0.5, bits=4)
+        lp.bits, lp.rank          # 4, 1.0 (rank left alone)
+    """
+
+    __slots__ = ("_active",)
+
+    def __init__(self, **values: Any) -> None:
+        table = knobs()
+        unknown = sorted(set(values) - set(table))
+        if unknown:
+            raise AutocompError(f"unknown layer setting {', '.join(map(repr, unknown))} (known: {', '.join(table)})")
+        active = {}
+        for name, knob in table.items():
+            if name in values and knob.active(values[name]):
+                knob.config(values[name])  # the method's config validates the value
+                active[name] = values[name]
+        object.__setattr__(self, "_active", active)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._active:
+            return self._active[name]
+        table = knobs()
+        if name in table:
+            return table[name].noop
+        raise AttributeError(f"LayerPlan has no setting {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("LayerPlan is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LayerPlan) and self._active == other._active
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._active.items())))
+
+    def __repr__(self) -> str:
+        return f"LayerPlan({', '.join(f'{k}={v!r}' for k, v in self._active.items())})"
 
     @property
     def is_noop(self) -> bool:
-        return self == LayerPlan()
+        return not self._active
+
+    @property
+    def active(self) -> dict[str, Any]:
+        """The knobs that change this layer, in ``apply`` order."""
+        return dict(self._active)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every registered knob's value (no-ops included), as stored on a trial."""
+        return {name: self._active.get(name, knob.noop) for name, knob in knobs().items()}
 
 
 @dataclass(frozen=True)
@@ -86,8 +137,7 @@ class Plan:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.quant_mode not in ("qat", "ptq", "dynamic"):
-            raise AutocompError(f"quant_mode must be qat, ptq or dynamic, got {self.quant_mode!r}")
+        check_mode(self.quant_mode)
         # A plain dict is hashable-unsafe inside a frozen dataclass; keep a sorted copy so two
         # equal plans compare and serialize identically.
         object.__setattr__(self, "layers", dict(sorted(self.layers.items())))
@@ -105,7 +155,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": PLAN_VERSION,
-            "layers": {k: asdict(v) for k, v in self.layers.items()},
+            "layers": {k: v.to_dict() for k, v in self.layers.items()},
             "distill": asdict(self.distill),
             "quant_mode": self.quant_mode,
             "seed": self.seed,
@@ -122,7 +172,7 @@ class Plan:
         if version != PLAN_VERSION:
             raise AutocompError(f"plan version {version} is not supported (expected {PLAN_VERSION})")
         try:
-            layers = {str(k): _build(LayerPlan, v) for k, v in dict(data.get("layers", {})).items()}
+            layers = {str(k): _layer(v) for k, v in dict(data.get("layers", {})).items()}
             distill = _build(DistillPlan, data.get("distill", {}))
         except TypeError as exc:
             raise AutocompError(f"malformed plan: {exc}") from None
@@ -141,6 +191,22 @@ class Plan:
     def uniform(cls, layer_names: list[str], **layer_settings: Any) -> Plan:
         """The same LayerPlan on every named layer (used for the uniform baselines)."""
         return cls(layers={name: LayerPlan(**layer_settings) for name in layer_names})
+
+    @classmethod
+    def baseline(cls, name: str, layer_names: list[str], template: Plan) -> Plan:
+        """A named baseline (``BASELINES``) with ``template``'s fine-tune, quant mode and seed."""
+        if name not in BASELINES:
+            raise AutocompError(f"unknown baseline {name!r} (expected {', '.join(BASELINES)})")
+        settings = BASELINES[name]
+        if settings is None:  # the teacher: nothing changed, nothing fine-tuned
+            return cls(seed=template.seed).with_distill(steps=0)
+        return replace(template, layers=cls.uniform(layer_names, **settings).layers)
+
+
+def _layer(values: Any) -> LayerPlan:
+    if not isinstance(values, Mapping):
+        raise TypeError("LayerPlan must be a mapping")
+    return LayerPlan(**{str(k): v for k, v in values.items()})
 
 
 def _build(kind: type, values: Any) -> Any:

@@ -9,14 +9,22 @@ import optuna
 import torch
 from torch import nn
 
-from autocomp.compress import output_layers
 from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
 from autocomp.errors import TrialFailed
+from autocomp.layers import output_layers
 from autocomp.measure import MeasureConfig
 from autocomp.models import check_fits, prepare_teacher, state_digest
 from autocomp.space import SearchSpace, load_space
-from autocomp.study import Objective, fail_orphaned_trials, open_storage, open_study, pareto_trials, probe_storage
+from autocomp.study import (
+    Objective,
+    fail_orphaned_trials,
+    open_storage,
+    open_study,
+    pareto_trials,
+    probe_storage,
+    record_workbench,
+)
 from autocomp.trial import Workbench
 
 
@@ -61,9 +69,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
     bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
-    study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
-    study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
-    study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+    record_workbench(study, bench)
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)

@@ -57,18 +57,14 @@ import yaml
 from torch import nn
 
 from autocomp.errors import AutocompError
-from autocomp.methods.registry import compute_layers
+from autocomp.layers import compute_layers
+from autocomp.methods.quantize import MODE_WORDS, QUANT_MODES
+from autocomp.methods.registry import knobs
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 VERSION = 1
 SELECTORS = ("name", "pattern", "regex", "type")
-LAYER_KNOBS = {  # knob -> (kind, lowest, highest)
-    "sparsity": ("float", 0.0, 0.98),
-    "channel_ratio": ("float", 0.0, 0.9),
-    "bits": ("bits", 2, 8),
-    "rank": ("float", 0.01, 1.0),
-}
-GLOBAL_KNOBS = {
+GLOBAL_KNOBS = {  # knob -> (kind, lowest, highest); per-layer knobs come from the methods' registry
     "temperature": ("float", 0.5, 50.0),
     "alpha": ("float", 0.0, 1.0),
     "l1": ("float", 0.0, 1.0),
@@ -92,9 +88,14 @@ HINTS = {  # keys users reach for that the format spells differently
 }
 
 
+def layer_knobs() -> dict[str, tuple[str, float, float]]:
+    """Per-layer knob -> (kind, lowest, highest), as the registered methods declare them."""
+    return {name: (k.kind, k.low, k.high) for name, k in knobs().items()}
+
+
 @dataclass(frozen=True)
-class Knob:
-    """A fixed value, a list of choices, or a numeric range."""
+class Domain:
+    """The values one knob may take in a space: a fixed value, a list of choices, or a range."""
 
     fixed: Any = None
     choices: tuple | None = None
@@ -123,7 +124,7 @@ class Knob:
 class Rule:
     selector: str  # one of SELECTORS, or "default"
     value: str
-    knobs: dict[str, Knob]
+    knobs: dict[str, Domain]
     skip: bool = False
     group: str | None = None
     index: int = 0  # position in the file, for first-match order and messages
@@ -169,14 +170,14 @@ class Param:
     layer: str
     knob: str
     name: str  # ``layer.knob`` or ``group.knob``
-    spec: Knob
+    spec: Domain
 
 
 @dataclass(frozen=True)
 class SearchSpace:
     rules: tuple[Rule, ...] = ()
     default: Rule | None = None
-    globals: dict[str, Knob] = field(default_factory=dict)
+    globals: dict[str, Domain] = field(default_factory=dict)
     quant_mode: str = "qat"
     constraints: Constraints = Constraints()
     description: str = ""
@@ -218,15 +219,16 @@ class SearchSpace:
     def params(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[Param]:
         """Every (layer, knob) the space sets on ``model``, with its trial parameter name."""
         layers = compute_layers(model)
+        table = knobs()
         out = []
         for layer, rule in self.assignments(model).items():
             if rule.group in layers:
                 raise AutocompError(f"{self.source}: {rule.label}.group: {rule.group!r} is also a layer name "
                                     "of the model; pick another group name")
-            for knob_name, knob in rule.knobs.items():
-                if knob_name == "channel_ratio" and layer in output_layers:
-                    continue  # the output layer keeps its classes
-                out.append(Param(layer, knob_name, f"{rule.group or layer}.{knob_name}", knob))
+            for knob_name, domain in rule.knobs.items():
+                if layer in output_layers and not table[knob_name].on_output_layers:
+                    continue  # e.g. the output layer keeps its classes
+                out.append(Param(layer, knob_name, f"{rule.group or layer}.{knob_name}", domain))
         return out
 
     def dimensions(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[str]:
@@ -420,8 +422,8 @@ class _Validator:
             self.fail("global", f"must be a mapping, got {_show(raw_global)}")
         self.keys("global", raw_global, (*GLOBAL_KNOBS, "quant_mode"))
         quant_mode = raw_global.get("quant_mode", "qat")
-        if not isinstance(quant_mode, str) or quant_mode not in ("qat", "ptq", "dynamic"):
-            self.fail("global.quant_mode", f"must be qat, ptq or dynamic, got {_show(quant_mode)}")
+        if not isinstance(quant_mode, str) or quant_mode not in QUANT_MODES:
+            self.fail("global.quant_mode", f"must be {MODE_WORDS}, got {_show(quant_mode)}")
         globals_ = {k: self.knob(f"global.{k}", k, raw_global[k], GLOBAL_KNOBS) for k in GLOBAL_KNOBS
                     if k in raw_global}
         constraints = self.constraints(data.get("constraints") or {})
@@ -438,7 +440,8 @@ class _Validator:
         is_default = index < 0
         if not isinstance(raw, dict):
             self.fail(key, f"must be a mapping like {{type: Conv2d, bits: [null, 8]}}, got {_show(raw)}")
-        allowed = (*LAYER_KNOBS, "skip", "group") + (() if is_default else SELECTORS)
+        table = layer_knobs()
+        allowed = (*table, "skip", "group") + (() if is_default else SELECTORS)
         self.keys(key, raw, allowed)
         selector, value = "default", ""
         if not is_default:
@@ -467,14 +470,14 @@ class _Validator:
                                   or group == "distill"):
             self.fail(f"{key}.group", f"must be a name of letters, digits, '_', '.' or '-' (not 'distill'), "
                                       f"got {_show(group)}")
-        knobs = {k: self.knob(f"{key}.{k}", k, raw[k], LAYER_KNOBS) for k in LAYER_KNOBS if k in raw}
-        if skip and (knobs or group):
+        domains = {k: self.knob(f"{key}.{k}", k, raw[k], table) for k in table if k in raw}
+        if skip and (domains or group):
             self.fail(key, "a rule with `skip: true` cannot also set knobs or a group")
-        if not skip and not knobs:
-            self.fail(key, f"sets no knob; give it some of {', '.join(LAYER_KNOBS)}, or `skip: true`")
-        return Rule(selector, value, knobs, skip, group, index)
+        if not skip and not domains:
+            self.fail(key, f"sets no knob; give it some of {', '.join(table)}, or `skip: true`")
+        return Rule(selector, value, domains, skip, group, index)
 
-    def knob(self, key: str, name: str, raw: Any, table: dict) -> Knob:
+    def knob(self, key: str, name: str, raw: Any, table: dict) -> Domain:
         kind, lo, hi = table[name]
         if isinstance(raw, list):
             if not raw:
@@ -484,14 +487,14 @@ class _Validator:
             values = [self.value(f"{key}[{i}]", kind, lo, hi, x) for i, x in enumerate(raw)]
             if len(set(values)) != len(values):
                 self.fail(key, "choices repeat a value")
-            return Knob(choices=tuple(values))
+            return Domain(choices=tuple(values))
         if isinstance(raw, dict):
             if kind == "bits":
                 self.fail(key, "bits take a list of choices like [null, 8, 4], not a range")
             return self.range(key, kind, lo, hi, raw)
-        return Knob(fixed=self.value(key, kind, lo, hi, raw))
+        return Domain(fixed=self.value(key, kind, lo, hi, raw))
 
-    def range(self, key: str, kind: str, lo: float, hi: float, raw: dict) -> Knob:
+    def range(self, key: str, kind: str, lo: float, hi: float, raw: dict) -> Domain:
         self.keys(key, raw, ("low", "high", "step", "log"))
         if "low" not in raw or "high" not in raw:
             self.fail(key, "a range needs low and high, like {low: 0.0, high: 0.9, step: 0.1}")
@@ -517,7 +520,7 @@ class _Validator:
             # Decimal, as Optuna checks it: otherwise Optuna silently lowers ``high``.
             if (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) != 0:
                 self.fail(f"{key}.step", f"high - low ({high - low:g}) is not a multiple of step {step}")
-        return Knob(low=low, high=high, step=step, log=log, integer=kind == "int")
+        return Domain(low=low, high=high, step=step, log=log, integer=kind == "int")
 
     def value(self, key: str, kind: str, lo: float, hi: float, x: Any) -> Any:
         if kind == "bits":

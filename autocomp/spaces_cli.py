@@ -37,8 +37,7 @@ def check(file: str, model_spec: str, input_shape: str | None = None, num_classe
     """Print what ``file`` does to ``model_spec``; warnings for rules that decide no layer."""
     import torch
 
-    from autocomp.compress import output_layers
-    from autocomp.methods.registry import compute_layers
+    from autocomp.layers import compute_layers, output_layers
     from autocomp.models import build_model
 
     space = load_space(file)

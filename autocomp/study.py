@@ -9,7 +9,6 @@ the storage URL.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -25,12 +24,12 @@ import torch
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.measure import module_accuracy
+from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import Plan
 from autocomp.space import SearchSpace
 from autocomp.trial import Workbench
 
-DIRECTIONS = ["maximize", "minimize", "minimize"]
-OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
+DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
 
 
@@ -270,8 +269,17 @@ def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
     return failed
 
 
+def record_workbench(study: optuna.Study, bench: Workbench) -> None:
+    """Study attrs measured by this process's workbench: the teacher's artifact and the input it takes."""
+    data = bench.data
+    study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
+    study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
+    study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+
+
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.best_trials if all(v is not None and math.isfinite(v) for v in t.values)]
+    """The feasible Pareto front (``autocomp.pareto.front_trials``) of a study."""
+    return front_trials(study.get_trials(deepcopy=False))
 
 
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:

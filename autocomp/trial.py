@@ -11,28 +11,20 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from autocomp.artifact import ArtifactInfo, export, open_session
-from autocomp.compress import apply, output_layers
+from autocomp.compress import apply
 from autocomp.data import DataBundle, calibration_batches
 from autocomp.errors import TrialFailed
 from autocomp.finetune import finetune, teacher_logits
+from autocomp.layers import compute_layers, output_layers
 from autocomp.measure import MeasureConfig, Metrics, eager_latency, measure_artifact, session_accuracy
-from autocomp.methods.registry import compute_layers
 from autocomp.plan import Plan
-
-UNIFORM = {  # the baselines a user would otherwise pick by hand
-    "int8": {"bits": 8},
-    "int4": {"bits": 4},
-    "prune50": {"sparsity": 0.5},
-    "prune90": {"sparsity": 0.9},
-    "svd50": {"rank": 0.5},
-}
 
 
 @dataclass
@@ -69,9 +61,7 @@ class Workbench:
 
     def baseline_plan(self, name: str, template: Plan) -> Plan:
         """Teacher (no compression, no fine-tune) or a uniform setting on every layer."""
-        if name == "teacher":
-            return Plan(seed=template.seed).with_distill(steps=0)
-        return replace(template, layers=Plan.uniform(self.layers, **UNIFORM[name]).layers)
+        return Plan.baseline(name, self.layers, template)
 
     def rebuild(self, plan: Plan, steps: int | None = None, deadline: float | None = None,
                 on_step: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:

@@ -19,8 +19,8 @@ import torch
 
 from autocomp.artifact import export, open_session
 from autocomp.compress import apply
+from autocomp.layers import compute_layers
 from autocomp.measure.latency import time_calls
-from autocomp.methods.registry import compute_layers
 from autocomp.models import LeNet5
 from autocomp.plan import LayerPlan, Plan
 

@@ -53,14 +53,16 @@ from typing import Any
 import numpy as np
 import optuna
 
-from autocomp.config import BASELINES, SAMPLERS, SearchConfig, read_config_file
+from autocomp.config import SAMPLERS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.measure import MeasureConfig
 from autocomp.models import check_fits, state_digest
-from autocomp.report.hypervolume import hypervolume, nondominated, to_minimization
+from autocomp.pareto import dominated_by, to_minimize, unique_front
+from autocomp.plan import BASELINES
+from autocomp.report.hypervolume import hypervolume, to_minimization
 from autocomp.runner import prepare
 from autocomp.space import SearchSpace, load_space
-from autocomp.study import Objective, open_study
+from autocomp.study import Objective, open_study, record_workbench
 from autocomp.trial import Workbench
 
 HERE = Path(__file__).resolve().parent
@@ -153,10 +155,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
         raise AutocompError(f"study {name!r} already exists in the storage: give the benchmark a new --storage")
     if seed is not None and (sampler := variant_sampler(label, seed, n_trials)) is not None:
         study.sampler = sampler
-    study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
-    study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
-    data = bench.data
-    study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+    record_workbench(study, bench)
     run = Run(label, seed)
     bench.rebuild_seconds = 0.0
     start = time.perf_counter()
@@ -251,14 +250,13 @@ def front_volume(points: list[dict[str, Any]], teacher: Teacher, objectives: int
     if len(raw) == 0:
         return 0.0
     scaled, ref = to_minimization(raw, reference(teacher))
-    return hypervolume(nondominated(scaled[:, :objectives]), ref[:objectives])
+    return hypervolume(unique_front(scaled[:, :objectives]), ref[:objectives])
 
 
 def dominated(point: dict[str, Any], front: list[dict[str, Any]]) -> bool:
     """``point`` is no better than some front point in every objective and worse in one."""
-    p = np.array([-point["accuracy"], point["size_bytes"], point["latency_ratio"]], dtype=float)
-    f = _matrix(front) * np.array([-1.0, 1.0, 1.0])
-    return bool(len(f)) and bool(np.any(np.all(f <= p, axis=1) & np.any(f < p, axis=1)))
+    p = to_minimize([[point["accuracy"], point["size_bytes"], point["latency_ratio"]]])[0]
+    return dominated_by(p, to_minimize(_matrix(front)))
 
 
 def run_scores(run: Run, teacher: Teacher, best_volume: float) -> dict[str, float]:

@@ -13,6 +13,22 @@ from autocomp.data import DataBundle
 
 # Keep the suite quick and deterministic on 2 cores; never touch the user's cache.
 torch.set_num_threads(1)
+HEAVY = ("e2e", "slow", "benchmark")  # left out of the quick loop; `--all` runs them too
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all", action="store_true",
+                     help="run every test: the quick ones and those marked e2e, slow and benchmark")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The quick loop (no flags) leaves out the heavy markers; ``--all`` or any ``-m`` decides itself."""
+    if config.getoption("--all") or config.option.markexpr:
+        return
+    heavy = [item for item in items if any(item.get_closest_marker(m) for m in HEAVY)]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if item not in heavy]
 
 
 @pytest.fixture(autouse=True)

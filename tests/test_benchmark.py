@@ -12,6 +12,7 @@ import pytest
 from autocomp.config import SearchConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.benchmark  # runs the benchmark script end to end
 
 SPACE = """\
 version: 1

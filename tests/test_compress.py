@@ -3,35 +3,33 @@
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from methods_kit import IMAGE, export_student, torchvision_model
 from torch import nn
 from torch.nn.utils import parametrizations
 
 from autocomp.artifact import export, load_model, open_session
-from autocomp.compress import STAGES, apply
+from autocomp.compress import apply
 from autocomp.errors import AutocompError
+from autocomp.layers import compute_layers
 from autocomp.measure import graph_params
 from autocomp.methods.lowrank import LowRankConfig
 from autocomp.methods.prune import MagnitudePruneConfig
 from autocomp.methods.quantize import QuantConfig
-from autocomp.methods.registry import compute_layers
+from autocomp.methods.registry import knobs
 from autocomp.methods.structured import ChannelPruneConfig
 from autocomp.plan import LayerPlan, Plan
-
-sys.path.insert(0, str(Path(__file__).parent / "methods"))
-from methods_kit import IMAGE, export_student, torchvision_model  # noqa: E402
 
 SETTINGS = {"rank": 0.5, "channel_ratio": 0.5, "sparsity": 0.6, "bits": 4}
 COMBOS = [c for n in range(1, 5) for c in itertools.combinations(SETTINGS, n)]
 
 
 def test_stage_order_is_low_rank_structured_unstructured_quant() -> None:
-    assert [t for t, _ in STAGES] == [LowRankConfig, ChannelPruneConfig, MagnitudePruneConfig, QuantConfig]
+    order = [LowRankConfig, ChannelPruneConfig, MagnitudePruneConfig, QuantConfig]
+    assert [k.method for k in knobs().values()] == order
 
 
 def test_noop_plan_leaves_outputs_unchanged(tiny_model, tmp_path) -> None:
@@ -117,7 +115,7 @@ def test_factors_are_then_pruned_masked_and_quantized() -> None:
     assert first.out_features == 24  # rank 0.5 of 48, and the rank is not channel-pruned
     assert second.out_features == 24 and student[3].in_features == 24  # then half the outputs go
     for layer in (first, second):
-        assert layer.autocomp_bits == 4
+        assert layer.parametrizations.weight[1].bits == 4  # mask first, then the 4-bit grid
         assert int((layer.parametrizations.weight[0].mask == 0).sum()) == int(round(0.6 * layer.weight.numel()))
 
 
@@ -160,7 +158,7 @@ def test_output_layer_is_found_every_time_on_squeezenet() -> None:
     """Matching outputs by id() of freed tensors once named the wrong layer 3 times in 20."""
     import torchvision
 
-    from autocomp.compress import output_layers
+    from autocomp.layers import output_layers
 
     torch.manual_seed(0)
     model = torchvision.models.squeezenet1_1(num_classes=10).eval()

@@ -11,6 +11,8 @@ import pytest
 from autocomp.cli import main
 from autocomp.study import pareto_trials
 
+pytestmark = pytest.mark.e2e  # a whole CLI search, then exports of its points
+
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:

@@ -44,6 +44,7 @@ def _finished(url: str, name: str) -> set[int]:
     return {t.number for t in _trials(url, name) if t.state in FINISHED}
 
 
+@pytest.mark.e2e
 def test_sigkill_at_random_moments_loses_no_finished_trial(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
     cmd = CLI + ["--storage", url, "--study-name", "k", "--run-dir", str(tmp_path / "run"), "--heartbeat", "1"]
@@ -121,11 +122,13 @@ def _check_shared_study(trials: list[optuna.trial.FrozenTrial], expected: int) -
     assert len(set(searched)) == len(searched), "two workers ran the same sampled plan"
 
 
+@pytest.mark.e2e
 def test_workers_share_a_journal_file(tmp_path: Path) -> None:
     trials = _workers(f"journal:{tmp_path / 'study.log'}", tmp_path, n_workers=3, n_each=3)
     _check_shared_study(trials, 9)
 
 
+@pytest.mark.e2e
 def test_workers_share_postgresql(tmp_path: Path) -> None:
     url = os.environ.get("AUTOCOMP_TEST_POSTGRES")
     if not url:
@@ -142,6 +145,7 @@ def test_workers_share_postgresql(tmp_path: Path) -> None:
     _check_shared_study(trials, 9)
 
 
+@pytest.mark.e2e
 def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     proc = subprocess.Popen(CLI + ["--storage", url, "--study-name", "c", "--run-dir", str(tmp_path / "run"),

@@ -9,32 +9,20 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from tiny_models import TinyResidual
 from torch import nn
 
 import autocomp.space as space_mod
 from autocomp.data import DataBundle
 from autocomp.errors import AutocompError
+from autocomp.methods.registry import knobs
 from autocomp.models import LeNet5, build_model
 from autocomp.plan import Plan
-from autocomp.space import Constraints, Knob, SearchSpace, library, load_space, parse_space
+from autocomp.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
-KNOBS = ("sparsity", "channel_ratio", "bits", "rank")
+KNOBS = tuple(knobs())
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-class TinyResidual(nn.Module):
-    """A conv stem, a depthwise conv, a pointwise projection and a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.proj = nn.Conv2d(8, 16, 1)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.proj(self.dw(self.stem(x))).mean(dim=(2, 3)))
 
 
 def trial(seed: int = 0) -> optuna.Trial:
@@ -271,7 +259,7 @@ layers:
     rank: [1.0, 0.5]
 """)
     assert s.rules[0].knobs == {k: v for k, v in s.rules[1].knobs.items() if k != "rank"}
-    assert s.rules[1].knobs["rank"] == Knob(choices=(1.0, 0.5))
+    assert s.rules[1].knobs["rank"] == Domain(choices=(1.0, 0.5))
 
 
 # -- documentation examples are valid -----------------------------------------------------------------
@@ -319,8 +307,8 @@ def synthetic(shape: tuple[int, ...], n_train: int = 64, n_val: int = 32) -> Dat
 
 def quick(s: SearchSpace) -> SearchSpace:
     """The same space with a two-step fine-tune and no constraints (the teacher is untrained)."""
-    return dataclasses.replace(s, globals={**s.globals, "steps": Knob(fixed=min(2, _steps(s))),
-                                           "batch_size": Knob(fixed=16)}, constraints=Constraints())
+    return dataclasses.replace(s, globals={**s.globals, "steps": Domain(fixed=min(2, _steps(s))),
+                                           "batch_size": Domain(fixed=16)}, constraints=Constraints())
 
 
 def _steps(s: SearchSpace) -> int:

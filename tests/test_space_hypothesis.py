@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from autocomp.errors import AutocompError
 from autocomp.models import LeNet5
-from autocomp.space import GLOBAL_KNOBS, LAYER_KNOBS, LAYER_TYPES, SearchSpace, library, load_space, parse_space
+from autocomp.space import GLOBAL_KNOBS, LAYER_TYPES, SearchSpace, layer_knobs, library, load_space, parse_space
+
+LAYER_KNOBS = layer_knobs()
 
 SOURCE = "h.yaml"
 BASE = yaml.safe_load(library()["default"].read_text(encoding="utf-8"))

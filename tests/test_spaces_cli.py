@@ -48,9 +48,9 @@ def test_check_shows_layers_per_rule_dimensions_and_notes(capsys: pytest.Capture
     code, out, err = run(capsys, "check", "default", "--model", "lenet5")
     assert code == 0 and err == ""
     assert "lenet5: 4 compute layers" in out
-    assert re.search(r"layers\[1\] \(type: Conv2d\) \[sparsity, channel_ratio, bits, rank\]: 2 layers, "
+    assert re.search(r"layers\[1\] \(type: Conv2d\) \[rank, channel_ratio, sparsity, bits\]: 2 layers, "
                      r"8 dimensions: conv1, conv2", out)
-    assert "layers[2] (type: Linear) [sparsity, channel_ratio, bits, rank]: 2 layers, 7 dimensions: fc1, fc2" in out
+    assert "layers[2] (type: Linear) [rank, channel_ratio, sparsity, bits]: 2 layers, 7 dimensions: fc1, fc2" in out
     model = build_model("lenet5", 10, (1, 28, 28))
     dims = load_space("default").dimensions(model, frozenset({"fc2"}))
     assert f"search dimensions: {len(dims)} (15 per-layer, 2 global)" in out and len(dims) == 17

@@ -26,23 +26,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from autocomp.methods.quantize import qmax
+
 FORMAT = "autocomp-acz"
 VERSION = 1
 _DATE = (2020, 1, 1, 0, 0, 0)
 
 
 def _pack(codes: np.ndarray, bits: int) -> bytes:
-    q = 2 ** (bits - 1) - 1
-    u = (codes.astype(np.int16) + q).astype(np.uint8)
+    u = (codes.astype(np.int16) + qmax(bits)).astype(np.uint8)
     b = np.unpackbits(u[:, None], axis=1)[:, 8 - bits :]
     return np.packbits(b.reshape(-1)).tobytes()
 
 
 def _unpack(data: bytes, count: int, bits: int) -> np.ndarray:
-    q = 2 ** (bits - 1) - 1
     b = np.unpackbits(np.frombuffer(data, np.uint8))[: count * bits].reshape(count, bits)
     u = np.packbits(np.pad(b, ((0, 0), (8 - bits, 0))), axis=1).reshape(-1)
-    return (u.astype(np.int16) - q).astype(np.int8)
+    return (u.astype(np.int16) - qmax(bits)).astype(np.int8)
 
 
 def _encode(arr: np.ndarray, bits: int | None) -> tuple[dict, bytes]:

@@ -15,29 +15,40 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import TrialFailed
-from autocomp.methods.registry import compute_layers
+from autocomp.layers import compute_layers
+from autocomp.methods.quantize import FakeQuant
 
 OPSET = 17
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def bake(student: nn.Module) -> nn.Module:
+def bake(student: nn.Module) -> dict[str, int]:
     """Make weights plain tensors, in place: masks applied, weights on their quant grid.
+
+    Returns ``{layer name: weight bits}`` of the quantized layers, read from their
+    ``FakeQuant`` parametrizations before those are removed: the one way the bit width
+    reaches the exporter.
 
     In place on purpose: ``remove_parametrizations`` deletes the weight property from the
     parametrized class, which a deep copy shares with its original, so baking a copy would
-    break the original. Quantized modules keep ``autocomp_bits``.
+    break the original.
     """
-    for module in list(student.modules()):
+    bits: dict[str, int] = {}
+    for name, module in list(student.named_modules()):
         if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return student.eval()
+            for tensor in list(module.parametrizations.keys()):
+                for p in module.parametrizations[tensor]:
+                    if isinstance(p, FakeQuant):
+                        bits[name] = p.bits
+                parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)
+    student.eval()
+    return bits
 
 
-def _call_order(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod)) for m in compute_layers(model).values()]
+def _call_order(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, nn.Module]]:
+    order: list[tuple[str, nn.Module]] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: order.append((n, mod)))
+             for name, m in compute_layers(model).items()]
     try:
         with torch.no_grad():
             model(example_input)
@@ -74,13 +85,15 @@ def unshare_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def to_onnx(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelProto, dict[str, int]]:
+def to_onnx(model: nn.Module, example_input: torch.Tensor,
+            layer_bits: dict[str, int] | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
     """Export a baked model; return the graph and ``{node name: weight bits}``.
 
-    Quantized modules carry ``autocomp_bits``. Compute nodes are matched to modules by
+    ``layer_bits`` is what ``bake`` returned. Compute nodes are matched to modules by
     execution order (the TorchScript exporter emits one Conv/Gemm per module call, in call
     order) and the match is checked against weight shapes.
     """
+    layer_bits = layer_bits or {}
     model = model.eval()
     buf = io.BytesIO()
     try:
@@ -100,17 +113,17 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor) -> tuple[onnx.ModelPr
     # nodes with a constant weight are layers.
     nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in weights]
     bits: dict[str, int] = {}
-    if any(getattr(m, "autocomp_bits", None) for m in modules):
+    if any(name in layer_bits for name, _ in modules):
         if len(nodes) != len(modules):
             raise TrialFailed(f"cannot match {len(modules)} layers to {len(nodes)} ONNX compute nodes")
         shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-        for module, node in zip(modules, nodes, strict=True):
+        for (name, module), node in zip(modules, nodes, strict=True):
             w_shape = shapes.get(node.input[1])
             expected = tuple(module.weight.shape)
             if node.op_type == "MatMul":  # bias-free Linear: the exporter stores W transposed
                 expected = expected[::-1]
             if w_shape is not None and w_shape != expected:
                 raise TrialFailed(f"layer/node mismatch at {node.name}: {w_shape} vs {expected}")
-            if getattr(module, "autocomp_bits", None):
-                bits[node.name] = int(module.autocomp_bits)
+            if name in layer_bits:
+                bits[node.name] = int(layer_bits[name])
     return proto, bits

@@ -10,18 +10,50 @@ codes are recovered exactly from the folded float weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 
-from autocomp.methods.quantize import qmax
+from autocomp.methods.quantize import quantize_weight
 
 QUANT_SUFFIX = "_quantized"
+# ORT's quantizer advises "pre-processing" (shape inference, BatchNorm and constant folding)
+# unless the model carries this mark. The TorchScript exporter already folds BatchNorm and
+# constants, and the quantizer infers shapes itself, so the advice does not apply here.
+_PRE_PROCESSED = ("onnx.quant.pre_process", "onnxruntime.quant")
+
+
+def _grid(weight: np.ndarray, bits: int, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The student's grid (``methods.quantize.quantize_weight``) on an ONNX weight, in float64."""
+    w = torch.from_numpy(np.asarray(weight, dtype=np.float64))
+    if axis is None:  # one scale for the whole tensor
+        codes, scale = quantize_weight(w.reshape(1, -1), bits)
+        return codes.reshape(w.shape).numpy().astype(np.int8), scale.reshape(()).numpy()
+    codes, scale = quantize_weight(w, bits, axis)
+    return codes.numpy().astype(np.int8), scale.numpy()
+
+
+@contextlib.contextmanager
+def _root_logger_untouched() -> Iterator[None]:
+    """ORT's quantizer logs through ``logging.warning``/``logging.info``, which install a stderr
+    handler on the root logger when it has none. A NullHandler held for the call prevents that;
+    the root logger is left exactly as found (its level is never changed)."""
+    root = logging.getLogger()
+    guard = logging.NullHandler() if not root.handlers else None
+    if guard:
+        root.addHandler(guard)
+    try:
+        yield
+    finally:
+        if guard:
+            root.removeHandler(guard)
 
 
 class _Batches:
@@ -56,9 +88,9 @@ def quantize(
         pass
 
     nodes = list(node_bits) + int8_neighbours(proto, node_bits)
-    # ORT logs a "consider pre-processing" warning on every call; it is advice, not a fault.
-    logging.getLogger().setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, _PRE_PROCESSED[0]:
+                                        _PRE_PROCESSED[1]})
+    with tempfile.TemporaryDirectory() as tmp, _root_logger_untouched():
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "q.onnx")
         onnx.save(proto, src)
         if mode == "dynamic":
@@ -121,20 +153,14 @@ def _set_exact_codes(
         q_name, s_name = name + QUANT_SUFFIX, name + "_scale"
         if q_name not in inits or s_name not in inits:
             continue  # ORT left this node in float (unsupported pattern): nothing to pack
-        w = numpy_helper.to_array(floats[name]).astype(np.float64)
+        w = numpy_helper.to_array(floats[name])
         old_scale = numpy_helper.to_array(inits[s_name]).astype(np.float64)
         dq = dq_of.get(q_name)
+        axis = None
         if old_scale.size > 1:
-            if dq is not None:
-                axis = _axis(dq, w.ndim)
-            else:
-                axis = next(a for a, d in enumerate(w.shape) if d == old_scale.size)
-            reduce = tuple(d for d in range(w.ndim) if d != axis)
-        else:
-            axis, reduce = None, None
-        amax = np.abs(w).max(axis=reduce, keepdims=True)
-        scale = np.maximum(amax, 1e-12) / qmax(bits)
-        codes = np.clip(np.round(w / scale), -qmax(bits), qmax(bits)).astype(np.int8)
+            axis = _axis(dq, w.ndim) if dq is not None else next(a for a, d in enumerate(w.shape)
+                                                                   if d == old_scale.size)
+        codes, scale = _grid(w, bits, axis)
         new_scale = scale.reshape(old_scale.shape)
         inits[q_name].CopyFrom(numpy_helper.from_array(codes, q_name))
         inits[s_name].CopyFrom(numpy_helper.from_array(new_scale.astype(np.float32), s_name))
@@ -235,11 +261,9 @@ def _set_exact_codes_dynamic(
         q_name, s_name, z_name = name + QUANT_SUFFIX, name + "_scale", name + "_zero_point"
         if q_name not in inits or s_name not in inits:
             continue  # ORT left this node in float: nothing to pack
-        w = numpy_helper.to_array(floats[name]).astype(np.float64)
+        w = numpy_helper.to_array(floats[name])
         axis = 1 if node.op_type == "MatMul" else 0  # MatMul weights are (in, out); Conv (out, ...)
-        reduce = tuple(d for d in range(w.ndim) if d != axis)
-        scale = np.maximum(np.abs(w).max(axis=reduce, keepdims=True), 1e-12) / qmax(bits)
-        codes = np.clip(np.round(w / scale), -qmax(bits), qmax(bits)).astype(np.int8)
+        codes, scale = _grid(w, bits, axis)
         # The scale multiplies the integer op's output: (out,) for MatMul, (out, 1, 1) for Conv.
         shape = (-1,) if axis == 1 else (-1,) + (1,) * (w.ndim - 2)
         inits[q_name].CopyFrom(numpy_helper.from_array(codes, q_name))

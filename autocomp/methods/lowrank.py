@@ -18,21 +18,28 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from autocomp.errors import AutocompError
-from autocomp.methods.registry import MethodContext, register
+from autocomp.methods.registry import Knob, MethodContext, register
 
 
 @dataclass(frozen=True)
 class LowRankConfig:
     rank: float  # fraction of full rank kept, in (0, 1]
+    KNOB: ClassVar[Knob] = Knob("rank", noop=1.0, kind="float", low=0.01, high=1.0, stage=10,
+                                title="rank kept", label="rank kept", short="r", colorscale="Greens_r")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.rank <= 1.0:
             raise AutocompError(f"rank must be in (0, 1], got {self.rank}")
+
+    @classmethod
+    def from_value(cls, value: Any, plan: Any = None) -> LowRankConfig:
+        return cls(value)
 
 
 def full_rank(layer: nn.Module) -> int:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
-from autocomp.methods.registry import MethodContext, leaf_targets, register
+from autocomp.layers import leaf_targets
+from autocomp.methods.registry import Knob, MethodContext, register
 
 
 @dataclass(frozen=True)
@@ -17,10 +19,16 @@ class MagnitudePruneConfig:
     """Zero the ``sparsity`` fraction of a layer's weights with the smallest magnitude."""
 
     sparsity: float
+    KNOB: ClassVar[Knob] = Knob("sparsity", noop=0.0, kind="float", low=0.0, high=0.98, stage=30,
+                                title="sparsity", label="sparse", short="sp", colorscale="Oranges")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise AutocompError(f"sparsity must be in [0, 1), got {self.sparsity}")
+
+    @classmethod
+    def from_value(cls, value: Any, plan: Any = None) -> MagnitudePruneConfig:
+        return cls(value)
 
 
 class WeightMask(nn.Module):

@@ -9,41 +9,63 @@ activations are calibrated to int8 (static QDQ) or quantized at run time (``dyna
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
-from autocomp.methods.registry import MethodContext, leaf_targets, register
+from autocomp.layers import leaf_targets
+from autocomp.methods.registry import Knob, MethodContext, register
+
+QUANT_MODES = ("qat", "ptq", "dynamic")
+MODE_WORDS = "qat, ptq or dynamic"
+
+
+def check_mode(mode: Any) -> str:
+    if mode not in QUANT_MODES:
+        raise AutocompError(f"quant_mode must be {MODE_WORDS}, got {mode!r}")
+    return mode
 
 
 @dataclass(frozen=True)
 class QuantConfig:
     bits: int
-    mode: str = "qat"  # qat | ptq | dynamic
+    mode: str = "qat"  # one of QUANT_MODES
+    KNOB: ClassVar[Knob] = Knob("bits", noop=None, kind="bits", low=2, high=8, stage=40,
+                                title="weight bits (32 = float)", short="b", colorscale="Blues_r", shown_noop=32,
+                                shown_range=(2, 32))
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.bits, int) and 2 <= self.bits <= 8):
-            raise AutocompError(f"bits must be an integer from 2 to 8, got {self.bits!r}")
-        if self.mode not in ("qat", "ptq", "dynamic"):
-            raise AutocompError(f"quant mode must be qat, ptq or dynamic, got {self.mode!r}")
+        if isinstance(self.bits, bool) or not (isinstance(self.bits, int) and 2 <= self.bits <= 8):
+            raise AutocompError(f"bits must be an integer from 2 to 8 or null, got {self.bits!r}")
+        check_mode(self.mode)
+
+    @classmethod
+    def from_value(cls, value: Any, plan: Any = None) -> QuantConfig:
+        return cls(value, plan.quant_mode if plan is not None else "qat")
 
 
 def qmax(bits: int) -> int:
+    """Largest code of the symmetric ``bits``-bit grid: codes lie in ``[-qmax, qmax]``."""
     return 2 ** (bits - 1) - 1
 
 
-def channel_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Per-output-channel scale so that max |w| of each channel maps to ``qmax(bits)``."""
-    flat = weight.detach().reshape(weight.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / qmax(bits)
-    return scale.reshape(-1, *([1] * (weight.dim() - 1)))
+def channel_scale(weight: torch.Tensor, bits: int, axis: int = 0) -> torch.Tensor:
+    """Per-channel scale (channels along ``axis``) so that each channel's max |w| maps to ``qmax(bits)``."""
+    dims = [d for d in range(weight.dim()) if d != axis % max(weight.dim(), 1)]
+    amax = weight.detach().abs().amax(dim=dims, keepdim=True) if dims else weight.detach().abs()
+    return amax.clamp_min(1e-12) / qmax(bits)
 
 
-def quantize_weight(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer codes and per-channel scales; ``codes * scale`` is the dequantized weight."""
-    scale = channel_scale(weight, bits)
+def quantize_weight(weight: torch.Tensor, bits: int, axis: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid every quantized weight lives on, in training and in the artifact alike.
+
+    Integer codes in ``[-qmax, qmax]`` and per-channel scales (broadcastable, channels along
+    ``axis``); ``codes * scale`` is the dequantized weight.
+    """
+    scale = channel_scale(weight, bits, axis)
     codes = torch.clamp(torch.round(weight / scale), -qmax(bits), qmax(bits))
     return codes, scale
 
@@ -67,7 +89,10 @@ class _RoundSTE(torch.autograd.Function):
 
 
 class FakeQuant(nn.Module):
-    """Parametrization: round to the b-bit grid on the forward, identity gradient backward."""
+    """Parametrization: round to the b-bit grid on the forward, identity gradient backward.
+
+    It is also where a layer's bit width lives until export: ``bake`` collects it from here.
+    """
 
     def __init__(self, bits: int, enabled: bool = True) -> None:
         super().__init__()
@@ -89,7 +114,6 @@ def apply_quant(model: nn.Module, configs: dict[str, QuantConfig], ctx: MethodCo
             # disabled so export still finds the bit width on the module.
             fq = FakeQuant(config.bits, enabled=config.mode == "qat")
             parametrize.register_parametrization(layer, "weight", fq)
-            layer.autocomp_bits = config.bits
 
 
 def enable_all_fake_quant(model: nn.Module) -> None:

@@ -23,12 +23,14 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.methods.registry import COMPUTE_TYPES, MethodContext, leaf_targets, register
+from autocomp.layers import COMPUTE_TYPES, leaf_targets
+from autocomp.methods.registry import Knob, MethodContext, register
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,20 @@ class ChannelPruneConfig:
 
     ratio: float  # fraction of output channels removed
     norm: int = 1  # 1 = L1 importance, 2 = L2
+    # Never offered on an output layer: its channels are the model's classes.
+    KNOB: ClassVar[Knob] = Knob("channel_ratio", noop=0.0, kind="float", low=0.0, high=0.9, stage=20,
+                                on_output_layers=False, title="channels removed", label="channels cut", short="ch",
+                                colorscale="Purples")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
-            raise AutocompError(f"channel ratio must be in [0, 1), got {self.ratio}")
+            raise AutocompError(f"channel_ratio must be in [0, 1), got {self.ratio}")
         if self.norm not in (1, 2):
             raise AutocompError(f"channel importance norm must be 1 or 2, got {self.norm}")
+
+    @classmethod
+    def from_value(cls, value: Any, plan: Any = None) -> ChannelPruneConfig:
+        return cls(value)
 
 
 def is_depthwise(layer: nn.Module) -> bool:
@@ -77,7 +87,10 @@ def _is_flatten(node, depth: int = 0) -> bool:  # noqa: ANN001
 def _tolerant_reshapes() -> Iterator[set]:
     """Collect reshape nodes whose channel mapping Torch-Pruning cannot infer, and cut them off.
 
-    A channel shuffle (``view(b, g, c/g, h, w)``, transpose, ``view(b, c, h, w)``) permutes
+    Torch-Pruning has no extension point for reshapes, so its module function
+    ``index_mapping.update_reshape_index_mapping`` is replaced for the duration of the block:
+    the version is pinned in ``pyproject.toml`` and a test checks the replacement (and its
+    removal) against it. A channel shuffle (``view(b, g, c/g, h, w)``, transpose, ``view(b, c, h, w)``) permutes
     channels; Torch-Pruning divides by zero on it, or maps indices wrongly. Such a node is
     recorded, indices stop propagating past it, and every group that reaches it is left alone.
     """

@@ -17,14 +17,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 
+from autocomp.methods.registry import knobs
+from autocomp.pareto import OBJECTIVES, front_trials, is_feasible
 from autocomp.plan import Plan
 
-OBJECTIVE_COLUMNS = ["accuracy", "size_bytes", "latency_ms"]
-KNOBS = ("bits", "sparsity", "channel_ratio", "rank")
+OBJECTIVE_COLUMNS = list(OBJECTIVES)
 _INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs")
 
 
@@ -37,7 +37,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     model order) and ``distill.*``. ``bits`` is empty where the layer stays float32.
     """
     trials = study.get_trials(deepcopy=False)
-    pareto = pareto_numbers(trials)
+    pareto = {t.number for t in front_trials(trials)}
     attrs = study.user_attrs
     rows = [_row(t, pareto, attrs.get("teacher_size_bytes"), attrs.get("teacher_accuracy")) for t in trials]
     frame = pd.DataFrame(rows)
@@ -45,7 +45,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in ["trial", "state", *OBJECTIVE_COLUMNS]})
     front = [c for c in frame.columns if not _is_setting(c)]
     layers = layer_order(trials)
-    settings = [f"{layer}.{knob}" for layer in layers for knob in KNOBS if f"{layer}.{knob}" in frame]
+    settings = [f"{layer}.{knob}" for layer in layers for knob in knobs() if f"{layer}.{knob}" in frame]
     rest = [c for c in frame.columns if _is_setting(c) and c not in settings]
     frame = frame[front + settings + rest]
     for col in (*(c for c in _INT_COLUMNS if c in frame), *(c for c in frame.columns if c.endswith(".bits"))):
@@ -58,20 +58,6 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame
 
 
-def pareto_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the trials ``study.best_trials`` returns (without its deep copies): complete,
-    feasible, and not dominated by another such trial in (accuracy up, size down, latency down)."""
-    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values and len(t.values) == 3
-            and _feasible(t)]
-    if not done:
-        return set()
-    pts = np.array([[-t.values[0], t.values[1], t.values[2]] for t in done], dtype=float)
-    le = np.all(pts[:, None, :] <= pts[None, :, :], axis=2)
-    lt = np.any(pts[:, None, :] < pts[None, :, :], axis=2)
-    dominated = (le & lt).any(axis=0)  # [i, j]: i dominates j
-    return {t.number for t, d in zip(done, dominated, strict=True) if not d}
-
-
 def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | None,
          teacher_acc: float | None) -> dict[str, Any]:
     u = t.user_attrs
@@ -82,7 +68,7 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
         "state": t.state.name,
         "baseline": u.get("baseline") or "",
         "pareto": t.number in pareto,
-        "feasible": _feasible(t),
+        "feasible": is_feasible(t),
         "accuracy": values[0] if values else math.nan,
         "size_bytes": _int(values[1]) if values else None,
         "latency_ms": values[2] if values else math.nan,
@@ -102,20 +88,12 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
     if "plan" in u:
         plan = Plan.from_dict(u["plan"])
         for layer, lp in plan.layers.items():
-            for knob in KNOBS:
-                row[f"{layer}.{knob}"] = getattr(lp, knob)
+            for knob, value in lp.to_dict().items():
+                row[f"{layer}.{knob}"] = value
         for knob, value in vars(plan.distill).items():
             row[f"distill.{knob}"] = value
         row["quant_mode"] = plan.quant_mode
     return row
-
-
-def _feasible(t: optuna.trial.FrozenTrial) -> bool:
-    """Every constraint value <= 0 (Optuna's rule); ``FrozenTrial.constraints`` reads old and new formats."""
-    values = getattr(t, "constraints", None)
-    if values is None:  # optuna < 5 keeps a list under one key
-        values = dict(enumerate(t.system_attrs.get("constraints") or []))
-    return all(v <= 0 for v in values.values())
 
 
 def _int(value: float) -> float | None:
@@ -126,17 +104,18 @@ def _int(value: float) -> float | None:
 
 
 def _is_setting(col: str) -> bool:
-    return col.endswith(tuple("." + k for k in KNOBS)) or col.startswith("distill.") or col == "quant_mode"
+    return col.endswith(tuple("." + k for k in knobs())) or col.startswith("distill.") or col == "quant_mode"
 
 
 def layer_order(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
     """Layers in model order: the order the sampler drew their parameters (Optuna keeps it),
     then any layer only a Plan names, in natural order (``features.2`` before ``features.10``)."""
     order: dict[str, None] = {}
+    table = knobs()
     for t in trials:
         for name in t.distributions:
             layer, _, knob = name.rpartition(".")
-            if knob in KNOBS and layer:
+            if knob in table and layer:
                 order.setdefault(layer, None)
     extra: set[str] = set()
     for t in trials:
@@ -185,17 +164,16 @@ def plan_summary(row: Mapping[str, Any]) -> str:
         return f"baseline: {row['baseline']}"
     keys = list(row)
     parts = []
-    for knob in KNOBS:
-        cols = setting_columns(keys, knob)
-        vals = [row[c] for c in cols if pd.notna(row[c])]
-        if knob == "bits":
-            if vals:
-                parts.append(f"{len(vals)}/{len(cols)} quantized ~{sum(vals) / len(vals):.1f}b")
+    for name, knob in knobs().items():
+        cols = setting_columns(keys, name)
+        active = [row[c] for c in cols if pd.notna(row[c]) and knob.active(row[c])]
+        if not active:
             continue
-        active = [v for v in vals if (v < 1 if knob == "rank" else v > 0)]
-        if active:
-            label = {"sparsity": "sparse", "channel_ratio": "channels cut", "rank": "rank kept"}[knob]
-            parts.append(f"{len(active)} {label} {sum(active) / len(active):.2f}")
+        mean = sum(active) / len(active)
+        if knob.kind == "bits":  # "2/4 quantized ~5.0b": how many layers, and their mean width
+            parts.append(f"{len(active)}/{len(cols)} quantized ~{mean:.1f}b")
+        else:
+            parts.append(f"{len(active)} {knob.label or name} {mean:.2f}")
     temperature = row.get("distill.temperature")
     if temperature is not None and pd.notna(temperature):
         parts.append(f"T={temperature:.1f}")

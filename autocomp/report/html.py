@@ -83,13 +83,13 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
         parts += ["<h2>Is the search still improving?</h2>", _hypervolume(frame, teacher)]
         policy = policy_data(frame)
         parts.append("<h2>Per-layer policy of the Pareto points</h2>")
-        parts.append(_figure("policy", figures.policy_figure(policy)) if policy["knobs"] and policy["rows"]
+        parts.append(_figure("policy", figures.policy_figure(policy)) if policy.knobs and policy.rows
                      else "<p class='note'>No per-layer settings to show.</p>")
         imp = importance_data(study)
         parts.append("<h2>Parameter importance</h2>")
         parts.append(_figure("importance", figures.importance_figure(imp)) + f"<p class='note'>Mean decrease in "
-                     f"impurity of a random forest over {imp['n_trials']} searched trials (size and latency "
-                     "in log scale).</p>" if imp["params"] else f"<p class='note'>{_e(imp['note'])}</p>")
+                     f"impurity of a random forest over {imp.n_trials} searched trials (size and latency "
+                     "in log scale).</p>" if imp.params else f"<p class='note'>{_e(imp.note)}</p>")
     parts.append(_failures(frame))
     head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>autocomp report: "
             f"{_e(study.study_name)}</title><style>{CSS}</style>"
@@ -144,7 +144,7 @@ def _hypervolume(frame: pd.DataFrame, teacher: dict[str, float] | None) -> str:
             f"point (teacher accuracy - {ACCURACY_MARGIN:g} = {ref[0]:.2f}%, teacher size {ref[1] / 1024:.1f} KB, "
             f"teacher latency {ref[2]:.4f} ms) to the ideal (100%, 0 bytes, 0 ms). A flat tail means recent "
             "trials found nothing better.</p>")
-    if not history["trial"]:
+    if not history.trial:
         return note
     return _figure("hypervolume", figures.hypervolume_figure(history)) + note
 

@@ -17,10 +17,12 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from autocomp.pareto import unique_front, weakly_dominated
 
 ACCURACY_MARGIN = 2.0  # points below the teacher where a point stops counting
 
@@ -70,18 +72,11 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     return total
 
 
-def _dominated(point: np.ndarray, front: np.ndarray) -> bool:
-    return bool(len(front)) and bool(np.any(np.all(front <= point, axis=1)))
-
-
-def nondominated(points: np.ndarray) -> np.ndarray:
-    """The rows no other row weakly dominates (duplicates kept once)."""
-    pts = np.unique(np.asarray(points, dtype=float), axis=0)
-    if len(pts) < 2:
-        return pts
-    le = np.all(pts[:, None, :] <= pts[None, :, :], axis=2)  # le[i, j]: i weakly dominates j
-    np.fill_diagonal(le, False)
-    return pts[~le.any(axis=0)]
+class HypervolumeHistory(NamedTuple):
+    trial: list[int]
+    hypervolume: list[float]  # normalized, after each finished trial
+    improved: list[bool]  # the trial raised it
+    reference: tuple[float, float, float] | None
 
 
 def contribution(point: np.ndarray, front: np.ndarray, reference: np.ndarray) -> float:
@@ -89,17 +84,16 @@ def contribution(point: np.ndarray, front: np.ndarray, reference: np.ndarray) ->
     box = float(np.prod(np.clip(reference - point, 0.0, None)))
     if box == 0.0 or len(front) == 0:
         return box
-    return box - hypervolume(nondominated(np.maximum(front, point)), reference)
+    return box - hypervolume(unique_front(np.maximum(front, point)), reference)
 
 
-def hypervolume_history(frame: pd.DataFrame, reference: tuple[float, float, float] | None) -> dict[str, Any]:
+def hypervolume_history(frame: pd.DataFrame, reference: tuple[float, float, float] | None) -> HypervolumeHistory:
     """Normalized hypervolume after each finished trial, in trial order.
 
-    Returns ``{"trial": [...], "hypervolume": [...], "improved": [...], "reference": ref}``;
     ``improved`` marks trials that raised it. Empty lists when there is no reference or no
     finished trial.
     """
-    out: dict[str, Any] = {"trial": [], "hypervolume": [], "improved": [], "reference": reference}
+    out = HypervolumeHistory([], [], [], reference)
     if reference is None or frame.empty or not all(math.isfinite(v) for v in reference):
         return out
     done = frame[(frame["state"] == "COMPLETE") & frame["accuracy"].notna()].sort_values("trial")
@@ -111,12 +105,12 @@ def hypervolume_history(frame: pd.DataFrame, reference: tuple[float, float, floa
     value = 0.0
     for number, point in zip(done["trial"].tolist(), scaled, strict=True):
         improved = False
-        if np.all(np.isfinite(point)) and np.all(point < ref) and not _dominated(point, front):
+        if np.all(np.isfinite(point)) and np.all(point < ref) and not weakly_dominated(point, front):
             gain = contribution(point, front, ref)
             front = np.vstack([front[~np.all(point <= front, axis=1)], point])
             improved = gain > 1e-12
             value += gain
-        out["trial"].append(int(number))
-        out["hypervolume"].append(value)
-        out["improved"].append(improved)
+        out.trial.append(int(number))
+        out.hypervolume.append(value)
+        out.improved.append(improved)
     return out

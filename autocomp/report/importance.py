@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import NamedTuple
 
 import optuna
 
@@ -19,22 +19,24 @@ OBJECTIVES = (("accuracy", lambda v: v), ("size", lambda v: math.log10(max(v, 1e
               ("latency", lambda v: math.log10(max(v, 1e-12))))
 
 
-def importance_data(study: optuna.Study, top: int = 15) -> dict[str, Any]:
-    """``{"params": [...], "objectives": {name: [importance per param]}, "note": str}``.
+class ImportanceInfo(NamedTuple):
+    params: list[str]  # the ``top`` parameters by their largest importance, most important first
+    objectives: dict[str, list[float]]  # objective -> importance per parameter
+    n_trials: int
+    note: str  # non-empty when nothing could be computed, and says why
 
-    ``params`` are the ``top`` parameters by their largest importance over the objectives,
-    most important first. ``note`` is non-empty when nothing could be computed, and says why.
-    """
-    empty: dict[str, Any] = {"params": [], "objectives": {}, "n_trials": 0, "note": ""}
+
+def importance_data(study: optuna.Study, top: int = 15) -> ImportanceInfo:
+    """Each searched parameter's importance for each objective."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if t.params and t.values and all(math.isfinite(v) for v in t.values)]
     if len(trials) < MIN_TRIALS:
-        return {**empty, "n_trials": len(trials),
-                "note": f"{len(trials)} finished searched trials; importance needs at least {MIN_TRIALS}"}
+        return ImportanceInfo([], {}, len(trials),
+                              f"{len(trials)} finished searched trials; importance needs at least {MIN_TRIALS}")
     common = set(trials[0].params).intersection(*(t.params for t in trials[1:]))
     params = [p for p in trials[0].params if p in common]  # keep the sampler's (model) order
     if not params:
-        return {**empty, "n_trials": len(trials), "note": "the searched trials share no parameter"}
+        return ImportanceInfo([], {}, len(trials), "the searched trials share no parameter")
     # Sorted: optuna 5.0's MeanDecreaseImpurity evaluator labels importances in the order of
     # ``params`` but computes them in sorted order, so any other order mislabels them.
     names = sorted(params)
@@ -47,11 +49,7 @@ def importance_data(study: optuna.Study, top: int = 15) -> dict[str, Any]:
                 scores[name] = optuna.importance.get_param_importances(
                     study, evaluator=evaluator, params=names, target=lambda t, i=i, f=transform: f(t.values[i]))
     except Exception as exc:  # importance is a nicety: a report must still be written
-        return {**empty, "n_trials": len(trials), "note": f"importance unavailable: {type(exc).__name__}: {exc}"}
+        return ImportanceInfo([], {}, len(trials), f"importance unavailable: {type(exc).__name__}: {exc}")
     ranked = sorted(params, key=lambda p: -max(s.get(p, 0.0) for s in scores.values()))[:top]
-    return {
-        "params": ranked,
-        "objectives": {name: [float(s.get(p, 0.0)) for p in ranked] for name, s in scores.items()},
-        "n_trials": len(trials),
-        "note": "",
-    }
+    return ImportanceInfo(ranked, {name: [float(s.get(p, 0.0)) for p in ranked] for name, s in scores.items()},
+                          len(trials), "")

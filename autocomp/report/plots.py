@@ -1,4 +1,4 @@
-"""The data step of every plot: plain lists and dicts from the trials frame, no plotly.
+"""The data step of every plot: typed tuples of plain lists from the trials frame, no plotly.
 
 Each ``*_data`` function here is tested without drawing; ``figures.py`` turns its output into
 a plotly figure and does nothing else.
@@ -8,14 +8,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-from autocomp.report.frame import KNOBS, plan_summary, setting_columns
+from autocomp.methods.registry import knobs
+from autocomp.pareto import staircase
+from autocomp.report.frame import plan_summary, setting_columns
 
-DEFAULTS = {"bits": 32, "sparsity": 0.0, "channel_ratio": 0.0, "rank": 1.0}  # a layer left alone
 MAX_HOVER_LAYERS = 12
+GROUPS = ("front", "dominated", "baselines")
+
+
+class Points(NamedTuple):
+    """One group of trials, one list entry per trial."""
+
+    trial: list[int]
+    accuracy: list[float]
+    size_kb: list[float]
+    latency_ms: list[float]
+    label: list[str]
+    text: list[str]
+
+
+class Staircase(NamedTuple):
+    """The points best in one 2-D view (accuracy against ``x``), by increasing ``x``."""
+
+    x: list[float]
+    accuracy: list[float]
+    trial: list[int]
+
+
+class ParetoInfo(NamedTuple):
+    groups: dict[str, Points]  # GROUPS: searched on the front, searched off it, baselines
+    steps: dict[str, Staircase]  # "size_kb" and "latency_ms"
+    recommended: Points | None
+
+
+class PolicyInfo(NamedTuple):
+    layers: list[str]  # model order
+    trials: list[int]  # Pareto points, most accurate first
+    rows: list[str]  # their labels
+    knobs: dict[str, list[list[float]]]  # knob -> rows x layers; only knobs some trial changed
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
@@ -30,16 +64,17 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 def layer_settings_text(row: Mapping[str, Any]) -> str:
     """``conv1: 4b sp0.50 r0.75`` per layer, for hover text (layers left alone are skipped)."""
+    table = knobs()
+    layers = dict.fromkeys(c.rpartition(".")[0] for name in table for c in setting_columns(list(row), name))
     parts = []
-    for col in setting_columns(list(row), "bits"):
-        layer = col[: -len(".bits")]
-        bits, sp, ch, rank = (row.get(f"{layer}.{k}") for k in KNOBS)
-        text = f"{int(bits)}b" if _given(bits) else ""
-        text += f" sp{sp:.2f}" if _given(sp) and sp > 0 else ""
-        text += f" ch{ch:.2f}" if _given(ch) and ch > 0 else ""
-        text += f" r{rank:.2f}" if _given(rank) and rank < 1 else ""
-        if text:
-            parts.append(f"{layer}: {text.strip()}")
+    for layer in layers:
+        words = []
+        for name, knob in table.items():
+            value = row.get(f"{layer}.{name}")
+            if _given(value) and knob.active(value):
+                words.append(f"{int(value)}{knob.short}" if knob.kind == "bits" else f"{knob.short}{value:.2f}")
+        if words:
+            parts.append(f"{layer}: {' '.join(words)}")
     if len(parts) > MAX_HOVER_LAYERS:
         parts = parts[:MAX_HOVER_LAYERS] + [f"... {len(parts) - MAX_HOVER_LAYERS} more layers"]
     return "<br>".join(parts)
@@ -62,30 +97,18 @@ def hover_text(row: Mapping[str, Any]) -> str:
     return "<br>".join(lines + ([per_layer] if per_layer else []))
 
 
-def front_2d(x: list[float], y: list[float]) -> list[int]:
-    """Indices of the points no other beats on both (lower x, higher y), by increasing x."""
-    order = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
-    best = -math.inf
-    keep = []
-    for i in order:
-        if y[i] > best:
-            keep.append(i)
-            best = y[i]
-    return keep
+def _points(records: list[dict[str, Any]], texts: list[str], keep: list[int]) -> Points:
+    return Points(
+        trial=[int(records[i]["trial"]) for i in keep],
+        accuracy=[float(records[i]["accuracy"]) for i in keep],
+        size_kb=[float(records[i]["size_bytes"]) / 1024 for i in keep],
+        latency_ms=[float(records[i]["latency_ms"]) for i in keep],
+        label=[str(records[i]["baseline"]) for i in keep],
+        text=[texts[i] for i in keep],
+    )
 
 
-def _pack(records: list[dict[str, Any]], texts: list[str], keep: list[int]) -> dict[str, list]:
-    return {
-        "trial": [int(records[i]["trial"]) for i in keep],
-        "accuracy": [float(records[i]["accuracy"]) for i in keep],
-        "size_kb": [float(records[i]["size_bytes"]) / 1024 for i in keep],
-        "latency_ms": [float(records[i]["latency_ms"]) for i in keep],
-        "label": [str(records[i]["baseline"]) for i in keep],
-        "text": [texts[i] for i in keep],
-    }
-
-
-def pareto_data(frame: pd.DataFrame, recommended: int | None = None) -> dict[str, Any]:
+def pareto_data(frame: pd.DataFrame, recommended: int | None = None) -> ParetoInfo:
     """Points of the 3-D front and its two projections.
 
     ``groups``: searched trials on the front, searched trials off it, and the baselines
@@ -99,51 +122,47 @@ def pareto_data(frame: pd.DataFrame, recommended: int | None = None) -> dict[str
     front = [bool(r["pareto"]) for r in records]
     n = range(len(records))
     groups = {
-        "front": _pack(records, texts, [i for i in n if front[i] and not base[i]]),
-        "dominated": _pack(records, texts, [i for i in n if not front[i] and not base[i]]),
-        "baselines": _pack(records, texts, [i for i in n if base[i]]),
+        "front": _points(records, texts, [i for i in n if front[i] and not base[i]]),
+        "dominated": _points(records, texts, [i for i in n if not front[i] and not base[i]]),
+        "baselines": _points(records, texts, [i for i in n if base[i]]),
     }
-    everything = _pack(records, texts, list(n))
+    every = _points(records, texts, list(n))
     steps = {}
     for axis in ("size_kb", "latency_ms"):
-        idx = front_2d(everything[axis], everything["accuracy"])
-        steps[axis] = {"x": [everything[axis][i] for i in idx], "accuracy": [everything["accuracy"][i] for i in idx],
-                       "trial": [everything["trial"][i] for i in idx]}
+        xs = getattr(every, axis)
+        idx = staircase(xs, every.accuracy)
+        steps[axis] = Staircase([xs[i] for i in idx], [every.accuracy[i] for i in idx], [every.trial[i] for i in idx])
     rec = None
-    if recommended is not None and recommended in everything["trial"]:
-        i = everything["trial"].index(recommended)
-        rec = {k: [v[i]] for k, v in everything.items()}
-    return {"groups": groups, "steps": steps, "recommended": rec}
+    if recommended is not None and recommended in every.trial:
+        rec = _points(records, texts, [every.trial.index(recommended)])
+    return ParetoInfo(groups, steps, rec)
 
 
-def policy_data(frame: pd.DataFrame) -> dict[str, Any]:
+def policy_data(frame: pd.DataFrame) -> PolicyInfo:
     """Per-layer settings of the Pareto points, for one heatmap per knob.
 
     Rows: Pareto points with a Plan, most accurate first. Columns: layers in model order.
     Knobs no trial in the study ever changed are left out. A layer the Plan leaves alone
-    shows its default (32 bits, sparsity 0, channel ratio 0, rank 1).
+    shows the knob's no-op (32 bits, sparsity 0, channel ratio 0, rank 1).
     """
     done = finished(frame)
-    layers = [c[: -len(".bits")] for c in setting_columns(frame.columns, "bits")]
-    out: dict[str, Any] = {"layers": layers, "trials": [], "rows": [], "knobs": {}}
+    table = knobs()
+    layers = list(dict.fromkeys(c.rpartition(".")[0] for name in table for c in setting_columns(frame.columns, name)))
     if not layers or done.empty:
-        return out
+        return PolicyInfo(layers, [], [], {})
     front = done[done["pareto"]].sort_values(["accuracy", "size_bytes", "trial"], ascending=[False, True, True])
-    out["trials"] = [int(t) for t in front["trial"]]
-    out["rows"] = [f"#{int(r.trial)} {r.baseline + ' ' if r.baseline else ''}({r.accuracy:.1f}%, "
-                   f"{r.size_bytes / 1024:.1f} KB)" for r in front.itertuples()]
-    for knob in KNOBS:
-        cols = [f"{layer}.{knob}" for layer in layers]
-        if knob != "bits" and all(c not in frame for c in cols):
-            continue
-        matrix = [[_value(r.get(c), knob) for c in cols] for r in front.to_dict("records")]
-        studied = frame[[c for c in cols if c in frame]]
-        varied = studied.notna().any().any() if knob == "bits" else (studied.fillna(DEFAULTS[knob])
-                                                                     != DEFAULTS[knob]).any().any()
+    trials = [int(t) for t in front["trial"]]
+    rows = [f"#{int(r.trial)} {r.baseline + ' ' if r.baseline else ''}({r.accuracy:.1f}%, "
+            f"{r.size_bytes / 1024:.1f} KB)" for r in front.itertuples()]
+    matrices = {}
+    for name, knob in table.items():
+        cols = [f"{layer}.{name}" for layer in layers]
+        studied = [c for c in cols if c in frame]
+        varied = any(_given(v) and knob.active(v) for c in studied for v in frame[c])
         if varied:
-            out["knobs"][knob] = matrix
-    return out
+            matrices[name] = [[_shown(r.get(c), knob) for c in cols] for r in front.to_dict("records")]
+    return PolicyInfo(layers, trials, rows, matrices)
 
 
-def _value(v: Any, knob: str) -> float:
-    return float(DEFAULTS[knob]) if v is None or pd.isna(v) else float(v)
+def _shown(value: Any, knob: Any) -> float:
+    return knob.display_noop if not _given(value) or not knob.active(value) else float(value)

@@ -6,8 +6,8 @@ import torch
 
 from autocomp.artifact import export, load_model, open_session
 from autocomp.compress import apply
+from autocomp.layers import compute_layers
 from autocomp.measure import graph_macs
-from autocomp.methods.registry import compute_layers
 from autocomp.plan import LayerPlan, Plan
 
 
@@ -171,3 +171,22 @@ def test_attention_style_model_quantizes(tmp_path) -> None:
     assert info.quantized_nodes == 3
     out = open_session(info.path).run(None, {"input": x.numpy()})[0]
     assert out.shape == (16, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("mode", ["qat", "dynamic"])
+def test_quantizing_leaves_the_root_logger_as_found(tiny_data, tmp_path, capfd, mode: str) -> None:
+    import logging
+
+    from tiny_models import tiny_cnn
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers.clear()  # as in a user's script that configured no logging
+    try:
+        model = tiny_cnn().eval()
+        plan = Plan(layers=_uniform(model, bits=8).layers, quant_mode=mode)
+        _export(model, plan, tiny_data.val_x, tmp_path / "q.acz")
+        assert root.handlers == [] and root.level == saved[1]  # ORT's logging.warning installs none
+    finally:
+        root.handlers[:] = saved[0]
+    assert "pre-processing" not in capfd.readouterr().err

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from methods_kit import cnn, seeded
 
 from autocomp.compress import apply
-from autocomp.finetune import finetune, teacher_logits
-from autocomp.methods.distill import kd_loss, l1_penalty
+from autocomp.finetune import finetune, kd_loss, l1_penalty, teacher_logits
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from autocomp.compress import apply
 from autocomp.errors import AutocompError
+from autocomp.layers import compute_layers
 from autocomp.methods.lowrank import (
     LowRankConfig,
     factorizable,
@@ -18,7 +19,6 @@ from autocomp.methods.lowrank import (
     kept_rank,
     macs_per_output,
 )
-from autocomp.methods.registry import compute_layers
 from autocomp.plan import LayerPlan, Plan
 
 

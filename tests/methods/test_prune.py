@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from methods_kit import cnn, seeded
+from tiny_models import wide_mlp
 from torch import nn
 
 from autocomp.compress import apply
@@ -63,15 +64,9 @@ def test_masks_hold_through_fine_tuning_and_export(exporter, tiny_data) -> None:
     assert out.params - out.nonzero == sum(zeros.values())
 
 
-def _wide_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 10)).eval()
-
-
 @pytest.mark.parametrize("sparsity", [0.5, 0.9])
 def test_artifact_bytes_fall_as_the_sparsity_implies(exporter, sparsity: float) -> None:
-    teacher = _wide_mlp()
+    teacher = wide_mlp()
     x = torch.randn(8, 1, 8, 8)
     dense = exporter(apply(teacher, Plan(), x[:1]), x, name="dense")
     layers = {"1": LayerPlan(sparsity=sparsity), "3": LayerPlan(sparsity=sparsity), "5": LayerPlan(sparsity=sparsity)}
@@ -84,7 +79,7 @@ def test_artifact_bytes_fall_as_the_sparsity_implies(exporter, sparsity: float) 
 
 
 def test_sparse_and_quantized_weights_keep_their_zeros(exporter) -> None:
-    teacher = _wide_mlp()
+    teacher = wide_mlp()
     x = torch.randn(8, 1, 8, 8)
     layers = {"3": LayerPlan(sparsity=0.8, bits=4)}
     out = exporter(apply(teacher, Plan(layers=layers), x[:1]), x)

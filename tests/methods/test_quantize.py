@@ -7,25 +7,20 @@ import pytest
 import torch
 from methods_kit import IMAGE, cnn, mlp, seeded, torchvision_model
 from onnx import numpy_helper
+from tiny_models import wide_mlp
 from torch import nn
 
 from autocomp.artifact import export, load_model
 from autocomp.compress import apply
 from autocomp.errors import AutocompError
 from autocomp.finetune import finetune, teacher_logits
+from autocomp.layers import compute_layers
 from autocomp.methods.quantize import FakeQuant, QuantConfig, qmax, quantize_weight
-from autocomp.methods.registry import compute_layers
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 
 def _plan(model: nn.Module, bits: int, mode: str = "qat") -> Plan:
     return Plan(layers={n: LayerPlan(bits=bits) for n in compute_layers(model)}, quant_mode=mode)
-
-
-def _wide_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 10)).eval()
 
 
 def test_config_is_validated() -> None:
@@ -69,7 +64,7 @@ def test_qat_student_is_on_the_grid_while_fine_tuning_ptq_is_not(tiny_data) -> N
 
 @pytest.mark.parametrize("mode", ["qat", "ptq", "dynamic"])
 def test_artifact_weights_are_the_students_exact_grid(exporter, mode: str) -> None:
-    teacher = _wide_mlp()
+    teacher = wide_mlp()
     x = torch.randn(16, 1, 8, 8)
     student = apply(teacher, Plan(layers={"3": LayerPlan(bits=4)}, quant_mode=mode), x[:1])
     out = exporter(student, x, mode)  # bakes in place: student[3].weight is now the exported grid
@@ -92,7 +87,7 @@ def test_artifact_weights_are_the_students_exact_grid(exporter, mode: str) -> No
 @pytest.mark.parametrize("mode", ["qat", "dynamic"])
 @pytest.mark.parametrize("bits", [8, 4, 2])
 def test_artifact_bytes_fall_as_the_bit_width_implies(exporter, bits: int, mode: str) -> None:
-    teacher = _wide_mlp()
+    teacher = wide_mlp()
     x = torch.randn(16, 1, 8, 8)
     dense = exporter(apply(teacher, Plan(), x[:1]), x, name="dense")
     quant = exporter(apply(teacher, _plan(teacher, bits, mode), x[:1]), x, mode, name="q")

@@ -8,9 +8,10 @@ import torch
 from methods_kit import IMAGE, Residual, cnn, seeded, torchvision_model
 from torch import nn
 
-from autocomp.compress import apply, output_layers
+from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.methods.registry import MethodContext, compute_layers
+from autocomp.layers import compute_layers, output_layers
+from autocomp.methods.registry import MethodContext
 from autocomp.methods.structured import ChannelPruneConfig, apply_channel_prune
 from autocomp.plan import LayerPlan, Plan
 
@@ -161,6 +162,23 @@ def test_concatenation_squeezenet(exporter) -> None:
     full, out = exporter(apply(teacher, Plan(), x[:1]), x, name="teacher"), exporter(student, x)
     assert 0.24 < out.params / full.params < 0.27
     assert out.run(x.numpy()).shape == (2, 10)
+
+
+def test_reshape_guard_replaces_the_pinned_internal_only_inside_its_block() -> None:
+    from importlib.metadata import version
+
+    from torch_pruning.dependency import index_mapping
+
+    from autocomp.methods.structured import _tolerant_reshapes
+
+    assert version("torch-pruning") == "1.6.1"  # the version the guard was written and pinned for
+    original = index_mapping.update_reshape_index_mapping
+    # Torch-Pruning looks the function up by its module-level name when it maps reshapes.
+    assert "update_reshape_index_mapping" in index_mapping.update_index_mapping.__code__.co_names
+    with pytest.raises(RuntimeError, match="boom"), _tolerant_reshapes():
+        assert index_mapping.update_reshape_index_mapping is not original
+        raise RuntimeError("boom")
+    assert index_mapping.update_reshape_index_mapping is original
 
 
 def test_channel_shuffle_shufflenet_prunes_inside_blocks(exporter) -> None:

@@ -109,7 +109,7 @@ def test_plan_summary_counts_layers_and_reads_baselines(make_study):
     assert plan_summary(frame.iloc[1]) == "baseline: int8"
     row = {"trial": 9, "baseline": "", "a.bits": 4, "b.bits": None, "a.sparsity": 0.5, "b.sparsity": 0.0,
            "a.rank": 1.0, "b.rank": 0.5, "distill.temperature": 3.0}
-    assert plan_summary(row) == "1/2 quantized ~4.0b, 1 sparse 0.50, 1 rank kept 0.50, T=3.0"
+    assert plan_summary(row) == "1 rank kept 0.50, 1 sparse 0.50, 1/2 quantized ~4.0b, T=3.0"
 
 
 def test_teacher_point_falls_back_to_the_teacher_trial(make_study):

@@ -12,7 +12,6 @@ from autocomp.report.hypervolume import (
     contribution,
     hypervolume,
     hypervolume_history,
-    nondominated,
     reference_point,
     to_minimization,
 )
@@ -44,11 +43,6 @@ def test_points_outside_the_reference_add_nothing():
     assert contribution(np.array([0.5, 0.5, 0.5]), np.empty((0, 3)), ref) == pytest.approx(0.125)
 
 
-def test_nondominated_drops_dominated_and_duplicates():
-    pts = np.array([[1, 1, 1], [1, 1, 1], [2, 2, 2], [0, 3, 1]], dtype=float)
-    assert sorted(map(tuple, nondominated(pts))) == [(0.0, 3.0, 1.0), (1.0, 1.0, 1.0)]
-
-
 def test_to_minimization_scales_the_reference_box_to_the_unit_cube():
     scaled, ref = to_minimization(np.array([[96.0, 100.0, 2.0], [100.0, 0.0, 0.0]]), (96.0, 100.0, 2.0))
     assert np.allclose(scaled, [[1, 1, 1], [0, 0, 0]]) and np.allclose(ref, 1)
@@ -61,19 +55,19 @@ def test_history_is_monotone_and_ends_at_the_hypervolume_of_all_trials(make_stud
     assert ref == (96.0, 100_000.0, 0.05)
     history = hypervolume_history(frame, ref)
     done = frame[frame["state"] == "COMPLETE"]
-    assert history["trial"] == sorted(done["trial"])
-    hv = history["hypervolume"]
+    assert history.trial == sorted(done["trial"])
+    hv = history.hypervolume
     assert all(b >= a for a, b in zip(hv, hv[1:], strict=False))
     assert hv[-1] > 0
     scaled, unit = to_minimization(done[["accuracy", "size_bytes", "latency_ms"]].astype(float).to_numpy(), ref)
     assert hv[-1] == pytest.approx(hypervolume(scaled, unit), rel=1e-9)
-    for prev, cur, up in zip([0.0, *hv], hv, history["improved"], strict=False):
+    for prev, cur, up in zip([0.0, *hv], hv, history.improved, strict=False):
         assert up == (cur > prev + 1e-12)
-    assert history["trial"][:3] == [0, 1, 2] and history["hypervolume"][0] == 0.0  # the teacher is the reference
+    assert history.trial[:3] == [0, 1, 2] and history.hypervolume[0] == 0.0  # the teacher is the reference
 
 
 def test_history_without_reference_or_trials_is_empty():
     frame = pd.DataFrame({"trial": [0], "state": ["FAIL"], "accuracy": [np.nan], "size_bytes": [None],
                           "latency_ms": [np.nan]})
-    assert hypervolume_history(frame, None)["trial"] == []
-    assert hypervolume_history(frame, (96.0, 1e5, 0.05))["hypervolume"] == []
+    assert hypervolume_history(frame, None).trial == []
+    assert hypervolume_history(frame, (96.0, 1e5, 0.05)).hypervolume == []

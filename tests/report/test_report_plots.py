@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-import itertools
-import random
-
 import pytest
 from report_synthetic import LAYERS
 
 from autocomp.report.frame import trials_frame
-from autocomp.report.plots import front_2d, hover_text, layer_settings_text, pareto_data, policy_data
-
-
-def _brute_front_2d(x, y):
-    return sorted(i for i in range(len(x))
-                  if not any(x[j] <= x[i] and y[j] >= y[i] and (x[j], y[j]) != (x[i], y[i]) for j in range(len(x))))
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_front_2d_matches_brute_force(seed):
-    rng = random.Random(seed)
-    x = [rng.choice([1.0, 2.0, 3.0, rng.random() * 5]) for _ in range(40)]  # ties on purpose
-    y = [rng.choice([90.0, 95.0, rng.random() * 100]) for _ in range(40)]
-    got = front_2d(x, y)
-    assert [x[i] for i in got] == sorted(x[i] for i in got)  # drawn left to right
-    # one representative per duplicated point; the set of distinct (x, y) points is the front
-    assert {(x[i], y[i]) for i in got} == {(x[i], y[i]) for i in _brute_front_2d(x, y)}
-    assert all(y[a] < y[b] for a, b in itertools.pairwise(got))  # a staircase: more size buys accuracy
+from autocomp.report.plots import hover_text, layer_settings_text, pareto_data, policy_data
 
 
 def test_pareto_data_partitions_finished_trials(make_study):
     study = make_study(n=30)
     frame = trials_frame(study)
     data = pareto_data(frame, recommended=None)
-    groups = data["groups"]
+    groups = data.groups
     finished = {t.number for t in study.trials if t.state.name == "COMPLETE"}
-    seen = [n for g in groups.values() for n in g["trial"]]
+    seen = [n for g in groups.values() for n in g.trial]
     assert sorted(seen) == sorted(finished)  # every finished trial exactly once, failed ones never
-    assert set(groups["baselines"]["trial"]) == {0, 1, 2}
-    assert groups["baselines"]["label"] == ["teacher", "int8", "prune50"]
+    assert set(groups["baselines"].trial) == {0, 1, 2}
+    assert groups["baselines"].label == ["teacher", "int8", "prune50"]
     best = {t.number for t in study.best_trials}
-    assert set(groups["front"]["trial"]) == best - {0, 1, 2}
-    assert not set(groups["dominated"]["trial"]) & best
-    assert data["recommended"] is None
-    i = groups["baselines"]["trial"].index(1)
-    assert groups["baselines"]["size_kb"][i] == pytest.approx(26_000 / 1024)
-    assert groups["baselines"]["latency_ms"][i] == 0.03
+    assert set(groups["front"].trial) == best - {0, 1, 2}
+    assert not set(groups["dominated"].trial) & best
+    assert data.recommended is None
+    i = groups["baselines"].trial.index(1)
+    assert groups["baselines"].size_kb[i] == pytest.approx(26_000 / 1024)
+    assert groups["baselines"].latency_ms[i] == 0.03
 
 
 def test_pareto_data_projections_and_recommended_point(make_study):
@@ -53,14 +33,14 @@ def test_pareto_data_projections_and_recommended_point(make_study):
     target = int(frame.loc[frame["pareto"] & (frame["baseline"] == ""), "trial"].iloc[0])
     data = pareto_data(frame, recommended=target)
     row = frame[frame["trial"] == target].iloc[0]
-    assert data["recommended"]["trial"] == [target]
-    assert data["recommended"]["accuracy"] == [row["accuracy"]]
-    size_steps = data["steps"]["size_kb"]
+    assert data.recommended.trial == [target]
+    assert data.recommended.accuracy == [row["accuracy"]]
+    size_steps = data.steps["size_kb"]
     # the most accurate trial and the smallest trial are both on the size staircase
     done = frame[frame["state"] == "COMPLETE"]
-    assert int(done.loc[done["size_bytes"].idxmin(), "trial"]) in size_steps["trial"]
-    assert int(done.loc[done["accuracy"].idxmax(), "trial"]) in size_steps["trial"]
-    assert pareto_data(frame, recommended=10_000)["recommended"] is None  # unknown trial: no marker
+    assert int(done.loc[done["size_bytes"].idxmin(), "trial"]) in size_steps.trial
+    assert int(done.loc[done["accuracy"].idxmax(), "trial"]) in size_steps.trial
+    assert pareto_data(frame, recommended=10_000).recommended is None  # unknown trial: no marker
 
 
 def test_hover_text_names_trial_and_settings(make_study):
@@ -80,26 +60,26 @@ def test_policy_data_rows_are_pareto_points_with_defaults_filled(make_study):
     study = make_study(n=30)
     frame = trials_frame(study)
     policy = policy_data(frame)
-    assert policy["layers"] == LAYERS
-    assert set(policy["trials"]) == {t.number for t in study.best_trials}
-    assert set(policy["knobs"]) == {"bits", "sparsity", "channel_ratio", "rank"}
-    row = policy["trials"].index(0)  # the teacher: its Plan touches nothing
-    assert policy["knobs"]["bits"][row] == [32.0] * len(LAYERS)
-    assert policy["knobs"]["rank"][row] == [1.0] * len(LAYERS)
-    assert policy["knobs"]["channel_ratio"][row] == [0.0] * len(LAYERS)
-    int8 = policy["trials"].index(1)
-    assert policy["knobs"]["bits"][int8] == [8.0] * len(LAYERS)
-    for i, number in enumerate(policy["trials"]):
+    assert policy.layers == LAYERS
+    assert set(policy.trials) == {t.number for t in study.best_trials}
+    assert set(policy.knobs) == {"bits", "sparsity", "channel_ratio", "rank"}
+    row = policy.trials.index(0)  # the teacher: its Plan touches nothing
+    assert policy.knobs["bits"][row] == [32.0] * len(LAYERS)
+    assert policy.knobs["rank"][row] == [1.0] * len(LAYERS)
+    assert policy.knobs["channel_ratio"][row] == [0.0] * len(LAYERS)
+    int8 = policy.trials.index(1)
+    assert policy.knobs["bits"][int8] == [8.0] * len(LAYERS)
+    for i, number in enumerate(policy.trials):
         plan = study.trials[number].user_attrs["plan"]["layers"]
         for j, layer in enumerate(LAYERS):
             if layer in plan:
-                assert policy["knobs"]["sparsity"][i][j] == plan[layer]["sparsity"]
-    accs = [frame.set_index("trial").loc[n, "accuracy"] for n in policy["trials"]]
+                assert policy.knobs["sparsity"][i][j] == plan[layer]["sparsity"]
+    accs = [frame.set_index("trial").loc[n, "accuracy"] for n in policy.trials]
     assert accs == sorted(accs, reverse=True)
 
 
 def test_policy_data_leaves_out_knobs_nobody_changed(make_study):
     frame = trials_frame(make_study(n=20))
     frame[[c for c in frame.columns if c.endswith(".channel_ratio")]] = 0.0
-    assert "channel_ratio" not in policy_data(frame)["knobs"]
-    assert policy_data(frame.iloc[0:0])["rows"] == []
+    assert "channel_ratio" not in policy_data(frame).knobs
+    assert policy_data(frame.iloc[0:0]).rows == []

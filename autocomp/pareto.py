@@ -1,0 +1,88 @@
+"""Pareto dominance, written once: the study, the trials table, the plots, the hypervolume and
+the benchmark all ask here.
+
+Points are rows of numbers to minimize (``to_minimize`` turns autocomp's objectives, accuracy
+up and size and latency down, into that form). ``a`` dominates ``b`` when it is no worse in
+every column and better in one.
+
+Example::
+
+    pts = to_minimize([[98.9, 10_000, 0.02], [98.0, 12_000, 0.03]])
+    nondominated_mask(pts)   # array([ True, False])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import optuna
+
+# autocomp's objectives, in the order trials store them, and whether each is maximized.
+OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
+MAXIMIZE = (True, False, False)
+
+
+def to_minimize(values: Sequence[Sequence[float]] | np.ndarray, maximize: Sequence[bool] = MAXIMIZE) -> np.ndarray:
+    """Rows of objective values -> rows to minimize (maximized columns negated)."""
+    pts = np.asarray(values, dtype=float).reshape(-1, len(maximize))
+    return pts * np.where(maximize, -1.0, 1.0)
+
+
+def nondominated_mask(points: np.ndarray) -> np.ndarray:
+    """``mask[i]`` is True when no row dominates row ``i`` (equal rows do not dominate each other)."""
+    pts = np.asarray(points, dtype=float)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    le = np.all(pts[:, None, :] <= pts[None, :, :], axis=2)  # le[i, j]: i is no worse than j everywhere
+    lt = np.any(pts[:, None, :] < pts[None, :, :], axis=2)  # lt[i, j]: i is better than j somewhere
+    return ~(le & lt).any(axis=0)
+
+
+def dominated_by(point: np.ndarray, others: np.ndarray) -> bool:
+    """True when some row of ``others`` dominates ``point``."""
+    others, p = np.asarray(others, dtype=float), np.asarray(point, dtype=float)
+    return bool(len(others)) and bool(np.any(np.all(others <= p, axis=1) & np.any(others < p, axis=1)))
+
+
+def weakly_dominated(point: np.ndarray, others: np.ndarray) -> bool:
+    """True when some row of ``others`` is no worse than ``point`` in every column."""
+    others = np.asarray(others, dtype=float)
+    return bool(len(others)) and bool(np.any(np.all(others <= np.asarray(point, dtype=float), axis=1)))
+
+
+def unique_front(points: np.ndarray) -> np.ndarray:
+    """The rows no other row weakly dominates, each kept once."""
+    pts = np.unique(np.asarray(points, dtype=float), axis=0)
+    return pts[nondominated_mask(pts)] if len(pts) > 1 else pts
+
+
+def staircase(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of the 2-D front (lower ``x``, higher ``y``) in increasing ``x``; ties kept once."""
+    order = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
+    best, keep = -math.inf, []
+    for i in order:
+        if y[i] > best:
+            keep.append(i)
+            best = y[i]
+    return keep
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """Every constraint value <= 0 (Optuna's rule); ``FrozenTrial.constraints`` reads old and new formats."""
+    values = getattr(trial, "constraints", None)
+    if values is None:  # optuna < 5 keeps a list under one key
+        values = dict(enumerate(trial.system_attrs.get("constraints") or []))
+    return all(v <= 0 for v in values.values())
+
+
+def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Complete, feasible trials with finite values that no other such trial dominates (what
+    ``study.best_trials`` returns, without its deep copies and NaN points)."""
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
+            and len(t.values) == len(OBJECTIVES) and all(math.isfinite(v) for v in t.values) and is_feasible(t)]
+    if not done:
+        return []
+    mask = nondominated_mask(to_minimize([t.values for t in done]))
+    return [t for t, keep in zip(done, mask, strict=True) if keep]
