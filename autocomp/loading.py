@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,3 +37,21 @@ def load_callable(spec: str, what: str) -> Callable:
     if not callable(fn):
         raise AutocompError(f"{what} {spec!r}: {target} has no callable {attr!r}")
     return fn
+
+
+def source_digest(spec: str) -> str | None:
+    """A short hash of the file that defines a ``module:callable`` / ``file.py:callable`` builder.
+
+    Part of the teacher cache key and of a study's identity, so editing a builder (even without
+    changing any shape, ReLU -> Tanh) never reuses a stale teacher or mixes two teachers in one
+    study. None for specs that are not user code (builtins, ``torchvision:NAME``).
+    """
+    if spec.startswith("torchvision:") or ":" not in spec:
+        return None
+    fn = load_callable(spec, what="model")
+    try:
+        path = inspect.getsourcefile(fn) or inspect.getfile(fn)
+        data = Path(path).read_bytes()
+    except (TypeError, OSError):  # a builtin or C function: its identity is its qualified name
+        data = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', spec)}".encode()
+    return hashlib.sha256(data).hexdigest()[:16]

@@ -13,6 +13,7 @@ from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
 from autocomp.errors import TrialFailed
 from autocomp.layers import output_layers
+from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig
 from autocomp.models import check_fits, prepare_teacher, state_digest
 from autocomp.space import SearchSpace, load_space
@@ -38,7 +39,8 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[n
     use_threads(config)
     torch.manual_seed(config.seed)
     data = load_data(config.data_spec, seed=config.seed)
-    key = {"model": config.model, **config.data_spec.__dict__, "n_train": len(data.train_x)}
+    key = {"model": config.model, "source": source_digest(config.model), **config.data_spec.__dict__,
+           "n_train": len(data.train_x)}
     teacher = prepare_teacher(config.model, data, config.checkpoint, config.teacher_epochs, config.seed,
                               key, config.device, log)
     return teacher, data
