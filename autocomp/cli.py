@@ -59,6 +59,8 @@ def _search(args: argparse.Namespace) -> int:
         settings["download"] = True
     if args.no_keep_artifacts:
         settings["keep_artifacts"] = False
+    if args.allow_empty_space:
+        settings["allow_empty_space"] = True
     run_search(SearchConfig(**settings), progress=not args.no_progress)
     return 0
 
@@ -109,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-keep-artifacts", action="store_true",
                    help="do not keep each trial's artifact in RUN_DIR/artifacts")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--allow-empty-space", action="store_true",
+                   help="run even when the space searches no dimension of the model (refused otherwise)")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("report", help="write the HTML report and tables of a study; recommend a point")

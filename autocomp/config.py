@@ -44,6 +44,7 @@ class SearchConfig:
     keep_artifacts: bool = True
     heartbeat: int = 10
     train_threads: int | None = None  # torch intra-op threads for teacher training and fine-tunes
+    allow_empty_space: bool = False  # run a space with no searched dimension on the model (warned)
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, problem: str) -> None:

@@ -17,10 +17,11 @@ import torch
 from autocomp.artifact import export, to_bytes
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
+from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig, measure_artifact
 from autocomp.models import state_digest
 from autocomp.plan import Plan
-from autocomp.study import load_existing_study
+from autocomp.study import load_existing_study, study_attr
 from autocomp.trial import Workbench
 
 PROTOCOL = ("accuracy: top-1 of the artifact in ONNX Runtime on the validation split; size: bytes of the .acz "
@@ -32,14 +33,18 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
                  epochs: float | None = None) -> str:
     study = load_existing_study(storage, study_name)
     trial = _finished_trial(study, number)
-    stored = study.user_attrs.get("config")
+    stored = study_attr(study, "config")
     if not stored or stored.get("model") == "python":
         raise AutocompError(f"study {study_name!r} was made from Python: rebuild it with autocomp.trial.Workbench")
     config = SearchConfig(**{k: tuple(v) if k == "baselines" else v for k, v in stored.items()})
+    known_source = study_attr(study, "teacher_source_digest", "unrecorded")  # studies before it have none
+    if known_source != "unrecorded" and source_digest(config.model) != known_source:
+        raise AutocompError(f"the source of {config.model} changed since the study was made; cannot rebuild its "
+                            "trials (restore the file)")
     from autocomp.runner import prepare
 
     teacher, data = prepare(config, log=lambda s: None)
-    if state_digest(teacher) != study.user_attrs.get("teacher_digest"):
+    if state_digest(teacher) != study_attr(study, "teacher_digest"):
         raise AutocompError("the teacher rebuilt now differs from the study's (weights changed); cannot rebuild")
     plan = Plan.from_dict(trial.user_attrs["plan"])
     measure_cfg = MeasureConfig(config.batch, config.threads, config.device)

@@ -11,11 +11,11 @@ from torch import nn
 
 from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
-from autocomp.errors import TrialFailed
-from autocomp.layers import output_layers
+from autocomp.errors import AutocompError, TrialFailed
+from autocomp.layers import compute_layers, output_layers
 from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig
-from autocomp.models import check_fits, prepare_teacher, state_digest
+from autocomp.models import check_fits, prepare_teacher
 from autocomp.space import SearchSpace, load_space
 from autocomp.study import (
     Objective,
@@ -58,15 +58,20 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     use_threads(config)
     space = space or load_space(config.space)
-    probe_storage(config.storage_url)  # every check runs before anything is written
+    # Every check runs before anything is written. The default storage lives in the run
+    # directory, made below; a --storage file's folder must already exist.
+    probe_storage(config.storage_url, make_folder=config.storage is None)
     if teacher is None or data is None:
         teacher, data = prepare(config, log)
     check_fits(teacher, data)
-    space.params(teacher, output_layers(teacher, data.train_x[:1]))  # a space that cannot fit fails before any write
-    storage = open_storage(config.storage_url, config.heartbeat)
-    study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
-    fail_orphaned_trials(study, grace=3 * config.heartbeat)
+    outputs = output_layers(teacher, data.train_x[:1])
+    check_dimensions(space, teacher, outputs, config.allow_empty_space, log)  # also: a space that cannot fit
     run_dir = config.directory
+    if config.storage is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(config.storage_url, config.heartbeat)
+    study, fresh = open_study(config, space, storage, teacher, config.n_trials, outputs)
+    fail_orphaned_trials(study, grace=3 * config.heartbeat)
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
@@ -79,7 +84,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
     interrupted = False
     try:
-        study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout,
+        study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
                        catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
                        gc_after_trial=False)
     except KeyboardInterrupt:
@@ -105,6 +110,44 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     if interrupted:
         raise KeyboardInterrupt
     return study
+
+
+def check_dimensions(space: SearchSpace, teacher: nn.Module, outputs: frozenset[str], allow_empty: bool,
+                     log: Callable[[str], None] = print) -> list[str]:
+    """The space's searched dimensions on ``teacher``; refuse none (every trial would be the same
+    plan, or the teacher itself) unless ``allow_empty``, then warn.
+
+    Example::
+
+        check_dimensions(load_space("default"), model, frozenset({"fc"}), allow_empty=False)
+    """
+    dims = space.dimensions(teacher, outputs)
+    if dims:
+        return dims
+    if not space.assignments(teacher):
+        layers = [f"{name} ({type(m).__name__})" for name, m in compute_layers(teacher).items()]
+        shown = ", ".join(layers[:6]) + (f" and {len(layers) - 6} more" if len(layers) > 6 else "") or "none"
+        problem = f"no rule of search space {space.source} hits a layer of the model (its layers: {shown})"
+    else:
+        problem = f"search space {space.source} has 0 searched dimensions on this model (every knob is fixed)"
+    if not allow_empty:
+        raise AutocompError(f"{problem}; see `autocomp spaces check`, or pass --allow-empty-space to run anyway")
+    log(f"warning: {problem}; every trial runs the same plan")
+    return dims
+
+
+def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[float, float, float]]:
+    """The objective, recording "interrupted" as the reason of a trial Ctrl-C stops (Optuna then
+    fails it; a reason cannot be added to a finished trial)."""
+
+    def run(trial: optuna.Trial) -> tuple[float, float, float]:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+
+    return run
 
 
 def _front_table(study: optuna.Study) -> str:

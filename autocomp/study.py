@@ -23,31 +23,54 @@ import torch
 
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
+from autocomp.layers import compute_layers
+from autocomp.loading import source_digest
 from autocomp.measure import module_accuracy
+from autocomp.models import state_digest
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
-from autocomp.plan import Plan
-from autocomp.space import SearchSpace
+from autocomp.plan import BASELINES, Plan
+from autocomp.space import Domain, SearchSpace, library_dir
 from autocomp.trial import Workbench
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
+# What autocomp reads back from a study lives in its system attrs under this prefix, so the
+# user-attrs cell of `optuna studies` and optuna-dashboard stays narrow; ``study_attr`` reads it.
+# Written in this order: ``identity`` last, as the mark that the creator has written them all.
+SYSTEM_PREFIX = "autocomp:"
+SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", "teacher_digest",
+                "teacher_source_digest", "config", "identity")
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal storage URL (None for servers and in-memory SQLite).
+
+    Example::
+
+        storage_file("sqlite:///runs/a/study.db")   # Path("runs/a/study.db")
+    """
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
 
 
 def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
 
     Heartbeats let a later run find trials a killed process left RUNNING (silent for
-    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once.
+    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once. Creates no
+    folder: ``probe_storage`` refuses a file whose folder is missing (the runner makes its own
+    run directory for the default storage).
     """
     try:
         if url.startswith("journal:") or url.endswith((".log", ".journal")):
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            path = url.removeprefix("journal:")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(path))
+            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             engine = {"connect_args": {"timeout": 60}}
         else:
             engine = {"pool_pre_ping": True}
@@ -70,17 +93,27 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
-def probe_storage(url: str) -> None:
-    """Check a storage URL without creating anything: a one-line error if it cannot work."""
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        parent = Path(url.removeprefix("journal:")).parent
-        if parent.exists() and not parent.is_dir():
-            raise AutocompError(f"journal storage {url}: {parent} is not a directory")
-        return
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+def probe_storage(url: str, make_folder: bool = False) -> None:
+    """Check a storage URL without creating anything: a one-line error if it cannot work.
+
+    A SQLite or journal file's folder must exist (Optuna would silently create it, relative to
+    the current directory) unless ``make_folder`` (the default storage inside the run directory).
+
+    Example::
+
+        probe_storage("sqlite:///nonexistent/dir/x.db")   # AutocompError naming nonexistent/dir
+    """
+    path = storage_file(url)
+    if path is not None:
+        folder = path.parent
+        if folder.exists() and not folder.is_dir():
+            raise AutocompError(f"storage {url}: {folder} is not a folder")
+        if not folder.exists() and not make_folder:
+            raise AutocompError(f"storage {url}: folder {folder} does not exist (create it, or fix the path)")
         if path.exists() and not path.is_file():
             raise AutocompError(f"storage {url}: {path} is not a file")
+        return
+    if url.startswith("journal:") or url.startswith("sqlite:"):
         return
     try:
         import sqlalchemy
@@ -122,6 +155,8 @@ class Objective:
         if baseline:  # fixed plans: no parameters are sampled, so the sampler is not misled
             template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
             plan = self.bench.baseline_plan(baseline, template)
+            if "outside_space" not in trial.user_attrs:  # enqueued with its coordinates: record them
+                self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         else:
             plan = self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         trial.set_user_attr("plan", plan.to_dict())
@@ -141,8 +176,7 @@ class Objective:
         trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
         trial.set_user_attr("seconds", {**result.seconds, "total": total})
         trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
-        for key, value in self._constraints(m).items():
-            trial.set_constraint(key, value)
+        write_constraints(trial, self._constraints(m))
         if not self.artifact_dir:
             path.unlink(missing_ok=True)
         return m.accuracy, float(m.size_bytes), m.latency_ms
@@ -182,8 +216,16 @@ class Objective:
 
 
 def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storages.BaseStorage,
-               teacher_digest: str, n_new: int) -> tuple[optuna.Study, bool]:
-    """Create or resume the study; refuse to resume one made from a different model or data."""
+               teacher: torch.nn.Module, n_new: int,
+               outputs: frozenset[str] = frozenset()) -> tuple[optuna.Study, bool]:
+    """Create or resume the study; refuse to resume one made from a different model, data, space
+    or teacher (its weights, and the source of a ``file.py:build`` builder).
+
+    Example::
+
+        study, fresh = open_study(config, space, open_storage(config.storage_url), teacher, 50)
+    """
+    weights, source = state_digest(teacher), source_digest(config.model)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     offset = len(optuna.load_study(study_name=config.name, storage=storage).trials) if config.name in names else 0
     # Seeded by the trials already there, so a resumed run samples anew; workers sharing an
@@ -191,45 +233,168 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
     # sample the same plans.
     seed = config.seed * 100_003 + offset + (os.getpid() if config.storage else 0)
     sampler = make_sampler(config.sampler, seed % 2**32, max(n_new, offset + n_new))
+    points = baseline_points(space, teacher, outputs, config)
     try:  # the storage's unique study name makes exactly one process the creator
         study = optuna.create_study(study_name=config.name, storage=storage, directions=DIRECTIONS, sampler=sampler)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     else:
-        return _initialize(study, config, space, teacher_digest), True
-    attrs = study.user_attrs
+        return _initialize(study, config, space, weights, source, points), True
+    attrs = {**study.user_attrs, **_system_attrs(study)}
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,
                             optuna.study.StudyDirection.MINIMIZE]:
         raise AutocompError(f"study {config.name!r} exists and was not made by autocomp; use another --study-name")
-    if "identity" not in attrs:
+    identity = study_attr(study, "identity", attrs=attrs)
+    if identity is None:
         # Its creator is still writing them, or died first. Write them too (same values) but
         # never enqueue: only the creator does, so baselines are never duplicated.
-        return _initialize(study, config, space, teacher_digest, enqueue=False), False
+        return _initialize(study, config, space, weights, source, points, enqueue=False), False
     mine = json.loads(json.dumps(config.identity()))
-    diff = [k for k in mine if attrs["identity"].get(k) != mine[k]]
+    diff = [k for k in mine if identity.get(k) != mine[k]]
     if diff:
         raise AutocompError(
             f"study {config.name!r} was made with other settings ({', '.join(diff)}); use another --study-name"
         )
-    if attrs.get("space_text") != space.text:
+    if study_attr(study, "space_text", attrs=attrs) != space.text:
         raise AutocompError(f"study {config.name!r} was made with another search space; use another --study-name")
-    if attrs.get("teacher_digest") != teacher_digest:
-        raise AutocompError(f"study {config.name!r} was made with another teacher (weights differ)")
+    if attrs.get("teacher_digest") != weights:
+        raise AutocompError(f"study {config.name!r} was made with another teacher (weights "
+                            f"{attrs.get('teacher_digest')}, now {weights}); use another --study-name")
+    # Studies made before the builder's source was recorded lack the attr: nothing to compare.
+    if "teacher_source_digest" in attrs and attrs["teacher_source_digest"] != source:
+        raise AutocompError(f"study {config.name!r} was made with another teacher: the source of {config.model} "
+                            f"changed since (digest {attrs['teacher_source_digest']}, now {source}); restore it "
+                            f"or use another --study-name")
     return study, False
 
 
-def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, teacher_digest: str,
-                enqueue: bool = True) -> optuna.Study:
-    study.set_user_attr("identity", config.identity())
-    study.set_user_attr("config", config.to_dict())
-    study.set_user_attr("space_text", space.text)
-    study.set_user_attr("space_source", space.source)
-    study.set_user_attr("teacher_digest", teacher_digest)
-    study.set_user_attr("objectives", list(OBJECTIVES))
+def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, weights: str, source: str | None,
+                points: dict[str, tuple[dict[str, Any], str | None]], enqueue: bool = True) -> optuna.Study:
+    """Write the study's attrs (``identity`` last: other workers take it as "complete") and
+    enqueue the baselines.
+
+    Optuna's tools read the metric names (``study.set_metric_names``). User attrs, which
+    ``optuna studies`` and optuna-dashboard print in one table cell, stay few and short (the
+    space's name here; the teacher's accuracy, size and input from ``record_workbench``);
+    everything else autocomp needs back (``SYSTEM_ATTRS``) is a system attr under ``autocomp:``,
+    read by ``study_attr``.
+    """
+    with warnings.catch_warnings():  # marked experimental; it is how Optuna's tools name objectives
+        warnings.simplefilter("ignore")
+        study.set_metric_names(list(OBJECTIVES))
+    study.set_user_attr("space", _space_label(space.source))
+    values = {"objectives": list(OBJECTIVES), "constraint_names": constraint_names(space),
+              "space_source": space.source, "space_text": space.text, "teacher_digest": weights,
+              "teacher_source_digest": source, "config": config.to_dict(), "identity": config.identity()}
+    storage = study._storage  # a Study has no public setter of its system attrs; its storage has
+    for key in SYSTEM_ATTRS:
+        storage.set_study_system_attr(study._study_id, SYSTEM_PREFIX + key, values[key])
     if enqueue:
         for name in config.baselines:
-            study.enqueue_trial({}, user_attrs={"baseline": name})
+            params, outside = points[name]
+            marks = {"baseline": name, **({"outside_space": outside} if outside else {})}
+            study.enqueue_trial(params, user_attrs=marks)
     return study
+
+
+def _system_attrs(study: optuna.Study) -> dict[str, Any]:
+    system = study._storage.get_study_system_attrs(study._study_id)
+    return {k.removeprefix(SYSTEM_PREFIX): v for k, v in system.items() if k.startswith(SYSTEM_PREFIX)}
+
+
+def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
+    """A study-level attr autocomp wrote, wherever it lives: ``SYSTEM_ATTRS`` in the study's
+    system attrs (``autocomp:KEY``), the teacher's measurements in user attrs; studies made
+    before this layout kept everything in user attrs.
+
+    Example::
+
+        config = study_attr(study, "config")   # the SearchConfig as a dict
+    """
+    attrs = attrs if attrs is not None else {**study.user_attrs, **_system_attrs(study)}
+    return attrs.get(key, default)
+
+
+def _space_label(source: str) -> str:
+    """A shipped space's name, else the file's name: what a table cell can show."""
+    path = Path(source)
+    return path.stem if path.parent == library_dir() else path.name
+
+
+def constraint_names(space: SearchSpace) -> list[str]:
+    """Names of the constraint values every finished trial stores, in their stored order."""
+    c = space.constraints
+    limits = (("accuracy_drop", c.max_accuracy_drop), ("size_bytes", c.max_size_bytes),
+              ("latency_ms", c.max_latency_ms))
+    return [name for name, limit in limits if limit is not None]
+
+
+def write_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
+    """Store a trial's constraint values (feasible when all <= 0) where every client reads them.
+
+    Optuna's list format, system attr ``constraints``, is what its samplers' ``constraints_func``
+    writes; Optuna 5 reads it (as ``{"0": ..., "1": ...}``) and optuna-dashboard 0.21 reads only
+    it (it ignores the per-name keys ``trial.set_constraint`` writes, and then draws infeasible
+    trials on its front). The names are the study's ``constraint_names``, in the same order.
+    """
+    if values:
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [float(v) for v in values.values()])
+
+
+def baseline_points(space: SearchSpace, teacher: torch.nn.Module, outputs: frozenset[str],
+                    config: SearchConfig) -> dict[str, tuple[dict[str, Any], str | None]]:
+    """Each baseline's coordinates in the space: ``{name: (params, None)}``, or ``({}, why)``
+    when its Plan is not a point of the space (a value outside a dimension's domain, a layer or
+    knob the space leaves alone or fixes otherwise). Such a baseline runs without params: giving
+    it some would tell the sampler and every foreign tool a point it did not measure.
+
+    The teacher's Plan differs from its coordinates in one thing no space searches here: it
+    runs no fine-tune (``steps`` 0). Its coordinates are the uncompressed corner, and its
+    ``baseline`` attr says what it is.
+    """
+    layer_names = list(compute_layers(teacher))
+    params_of_space = space.params(teacher, outputs)
+    assigned: dict[str, dict[str, Domain]] = {}
+    for p in params_of_space:
+        assigned.setdefault(p.layer, {})[p.knob] = p.spec
+    template = Plan(distill=space.fixed_distill(), quant_mode=space.quant_mode, seed=config.seed)
+    out: dict[str, tuple[dict[str, Any], str | None]] = {}
+    for name in BASELINES:
+        plan = Plan.baseline(name, layer_names, template)
+        params: dict[str, Any] = {}
+        why = None
+        for layer in layer_names:
+            for knob, value in plan.layer(layer).to_dict().items():
+                domain = assigned.get(layer, {}).get(knob)
+                if domain is None and knob in plan.layer(layer).active:
+                    why = why or f"{layer}.{knob} is {value!r}, a setting the space never makes"
+                elif domain is not None and not _in_domain(domain, value):
+                    why = why or f"{layer}.{knob} is {value!r}, outside the space's domain"
+        for p in params_of_space:
+            if p.spec.choices is not None or p.spec.low is not None:
+                params[p.name] = plan.layer(p.layer).to_dict()[p.knob]
+        for knob, domain in space.globals.items():
+            value = getattr(plan.distill, knob)
+            if domain.choices is not None or domain.low is not None:
+                if not _in_domain(domain, value):
+                    why = why or f"distill.{knob} is {value!r}, outside the space's domain"
+                params[f"distill.{knob}"] = value
+        out[name] = ({}, why) if why else (params, None)
+    return out
+
+
+def _in_domain(domain: Domain, value: Any) -> bool:
+    """Whether ``value`` is one the space can produce for this knob (Optuna's own grid tolerance)."""
+    if domain.choices is not None:
+        return any(c is None if value is None else (c is not None and c == value) for c in domain.choices)
+    if domain.low is None:
+        return value == domain.fixed
+    if value is None or isinstance(value, bool) or not domain.low <= value <= domain.high:
+        return False
+    if domain.step is None:
+        return not domain.integer or float(value).is_integer()
+    k = (value - domain.low) / domain.step
+    return abs(k - round(k)) < 1e-8
 
 
 def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
@@ -284,6 +449,9 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def load_existing_study(storage_url: str, study_name: str) -> optuna.Study:
     """Load a study for report/export; one-line errors for a wrong URL or name."""
+    path = storage_file(storage_url)
+    if path is not None and not path.is_file():  # Optuna would create an empty one (and its folders)
+        raise AutocompError(f"no storage at {storage_url}: {path} is not a file")
     storage = open_storage(storage_url)
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]

@@ -24,12 +24,12 @@ def test_help_lists_subcommands() -> None:
 
 def test_search_help_documents_every_setting() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["search"].format_help()
-    flags = {f[2:].replace("-", "_") for f, _, _ in SEARCH_FLAGS} | {"download"}
+    flags = {f[2:].replace("-", "_") for f, _, _ in SEARCH_FLAGS} | {"download", "allow_empty_space"}
     missing = {f.name for f in fields(SearchConfig)} - flags - {"keep_artifacts"}
     assert not missing, f"settings with no flag: {missing}"
     for flag, _, help_text in SEARCH_FLAGS:
         assert flag in text and help_text.split()[0] in text
-    assert "--no-keep-artifacts" in text
+    assert "--no-keep-artifacts" in text and "--allow-empty-space" in text
 
 
 def _search(tmp_path: Path, *extra: str) -> int:
