@@ -119,9 +119,9 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
 def check_fits(model: nn.Module, data: DataBundle) -> None:
     """Fail early, with one line, when the model cannot take the data or gives the wrong logits."""
     if next(model.parameters(), None) is None:  # only pooling/reshapes: no optimizer, nothing to compress
-        raise AutocompError(f"model has no parameters ({type(model).__name__} of "
-                            f"{', '.join(sorted({type(m).__name__ for m in model.modules()}))}): nothing to "
-                            "train, compress or fine-tune")
+        kinds = sorted({type(m).__name__ for m in model.modules() if next(m.children(), None) is None})
+        raise AutocompError(f"model has no parameters (only {', '.join(kinds[:8])}): nothing to train, compress or "
+                            "fine-tune")
     try:
         with torch.no_grad():
             out = model.eval()(data.val_x[:2])
