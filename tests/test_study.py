@@ -285,3 +285,20 @@ def test_optuna_dashboard_names_the_objectives_and_draws_autocomp_s_feasible_fro
     assert union == {"0.bits", "0.sparsity", "3.bits", "3.sparsity", "7.bits", "7.sparsity", "9.bits",
                      "9.sparsity", "distill.temperature"}
     assert [t.user_attrs.get("baseline") for t in study.trials[:3]] == ["teacher", "int8", "prune50"]
+
+
+@pytest.mark.e2e
+def test_a_real_search_looks_the_same_in_optuna_dashboard(tmp_path: Path) -> None:
+    from autocomp.cli import main
+
+    assert main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "d", "--teacher-epochs", "3",
+                 "--n-trials", "8", "--no-progress"]) == 0
+    url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    study = optuna.load_study(study_name="d", storage=url)
+    storage = optuna.storages.get_storage(url)
+    study_id = _dashboard(storage, "/api/studies")["study_summaries"][0]["study_id"]
+    detail = _dashboard(storage, f"/api/studies/{study_id}")
+    assert detail["objective_names"] == list(OBJECTIVES)
+    assert dashboard_front(detail) == {t.number for t in pareto_trials(study)}
+    assert {p["name"] for p in detail["intersection_search_space"]} == {p["name"] for p in detail["union_search_space"]}
+    assert all(t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)

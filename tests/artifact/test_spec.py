@@ -210,3 +210,26 @@ def test_the_document_s_examples_are_what_the_writer_writes() -> None:
     meta, data = _encode(np.array([0] * 30 + [3, -1], np.int8), 3)
     assert meta == {"encoding": "sparse", "bits": 3, "nnz": 2, "mask_len": 4} and data.hex() == "00000003c8"
     assert "`00 00 00 03`" in text and "`c8`" in text
+
+
+@pytest.mark.e2e
+def test_a_search_s_artifacts_decoded_from_the_spec_score_their_reported_accuracy(tmp_path: Path) -> None:
+    import optuna
+
+    from autocomp.cli import main
+    from autocomp.config import SearchConfig
+    from autocomp.runner import prepare
+    from autocomp.study import study_attr
+
+    assert main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "e", "--teacher-epochs", "3",
+                 "--n-trials", "8", "--no-progress", "--baselines", "teacher,int4,prune90"]) == 0
+    study = optuna.load_study(study_name="e", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    stored = study_attr(study, "config")
+    _, data = prepare(SearchConfig(**{k: tuple(v) if k == "baselines" else v for k, v in stored.items()}),
+                      log=lambda s: None)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) >= 3
+    for trial in done:
+        logits = _session(decode(Path(trial.user_attrs["artifact"]))).run(None, {"input": data.val_x.numpy()})[0]
+        accuracy = 100.0 * float((logits.argmax(axis=1) == data.val_y.numpy()).mean())
+        assert accuracy == pytest.approx(trial.user_attrs["metrics"]["accuracy"], abs=1e-9), trial.number
