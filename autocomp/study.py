@@ -1,4 +1,4 @@
-"""The Optuna study: storage, sampler, objective, constraints, baselines, early stop.
+"""The Optuna study: sampler, objective, constraints, baselines, early stop (storages: ``autocomp.storage``).
 
 Objectives, in order: maximize top-1 accuracy (%), minimize artifact bytes, minimize latency
 (ms). Every value comes from ``autocomp.measure`` on the trial's artifact. The Plan is stored
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from autocomp.models import state_digest
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import BASELINES, Plan
 from autocomp.space import Domain, SearchSpace, library_dir
+from autocomp.storage import open_storage, storage_file
+from autocomp.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study
 from autocomp.trial import Workbench
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
@@ -42,93 +43,8 @@ SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", 
                 "teacher_source_digest", "config", "identity")
 
 
-def storage_file(url: str) -> Path | None:
-    """The file behind a SQLite or journal storage URL (None for servers and in-memory SQLite).
-
-    Example::
-
-        storage_file("sqlite:///runs/a/study.db")   # Path("runs/a/study.db")
-    """
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        return Path(url.removeprefix("journal:"))
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///").split("?", 1)[0]
-        return Path(path) if path and path != ":memory:" else None
-    return None
-
-
-def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
-    """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
-
-    Heartbeats let a later run find trials a killed process left RUNNING (silent for
-    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once. Creates no
-    folder: ``probe_storage`` refuses a file whose folder is missing (the runner makes its own
-    run directory for the default storage).
-    """
-    try:
-        if url.startswith("journal:") or url.endswith((".log", ".journal")):
-            from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-        if url.startswith("sqlite:///"):
-            engine = {"connect_args": {"timeout": 60}}
-        else:
-            engine = {"pool_pre_ping": True}
-        for attempt in range(5):
-            try:
-                with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
-                    warnings.simplefilter("ignore")
-                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                                      grace_period=3 * heartbeat,
-                                                      heartbeat_stale_trial_callback=retry)
-            except Exception:
-                # Workers starting together race to create Optuna's tables; the loser's error is
-                # transient (the tables now exist). The URL itself was checked by probe_storage.
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + random.random())
-    except Exception as exc:  # bad URLs and unreachable servers raise many types
-        raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
-    raise AssertionError("unreachable")
-
-
-def probe_storage(url: str, make_folder: bool = False) -> None:
-    """Check a storage URL without creating anything: a one-line error if it cannot work.
-
-    A SQLite or journal file's folder must exist (Optuna would silently create it, relative to
-    the current directory) unless ``make_folder`` (the default storage inside the run directory).
-
-    Example::
-
-        probe_storage("sqlite:///nonexistent/dir/x.db")   # AutocompError naming nonexistent/dir
-    """
-    path = storage_file(url)
-    if path is not None:
-        folder = path.parent
-        if folder.exists() and not folder.is_dir():
-            raise AutocompError(f"storage {url}: {folder} is not a folder")
-        if not folder.exists() and not make_folder:
-            raise AutocompError(f"storage {url}: folder {folder} does not exist (create it, or fix the path)")
-        if path.exists() and not path.is_file():
-            raise AutocompError(f"storage {url}: {path} is not a file")
-        return
-    if url.startswith("journal:") or url.startswith("sqlite:"):
-        return
-    try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:  # bad URLs, missing drivers and unreachable servers raise many types
-        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise AutocompError(f"cannot reach storage {url}: {detail}") from None
-
-
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """Samplers read each trial's constraints (``trial.set_constraint``) to prefer feasible points."""
+    """Samplers read each trial's constraints (``write_constraints``) to prefer feasible points."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":

@@ -160,6 +160,8 @@ def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> N
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert before <= _finished(url, "c")
+    failed = [t for t in _trials(url, "c") if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in failed)  # the trial in flight, if any
     assert (tmp_path / "run" / "report.html").is_file()
     rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()
     assert len(rows) - 1 == len(_trials(url, "c"))

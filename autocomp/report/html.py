@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,6 @@ def _failures(frame: pd.DataFrame) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")  # workers sharing a run dir finish together
     write(tmp)
     tmp.replace(path)

@@ -1,0 +1,107 @@
+"""Optuna storages: open one, or check a URL before anything is written.
+
+SQLite and PostgreSQL (RDB, with heartbeats) or a journal file. A SQLite or journal file's
+folder must exist: Optuna would otherwise create it silently, relative to the current
+directory.
+
+Example::
+
+    probe_storage("sqlite:///runs/a/study.db", make_folder=True)
+    storage = open_storage("sqlite:///runs/a/study.db")
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from autocomp.errors import AutocompError
+
+
+def storage_file(url: str) -> Path | None:
+    """The file behind a SQLite or journal storage URL (None for servers and in-memory SQLite).
+
+    Example::
+
+        storage_file("sqlite:///runs/a/study.db")   # Path("runs/a/study.db")
+    """
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
+    """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
+
+    Heartbeats let a later run find trials a killed process left RUNNING (silent for
+    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once. Creates no
+    folder: ``probe_storage`` refuses a file whose folder is missing (the runner makes its own
+    run directory for the default storage).
+    """
+    try:
+        if url.startswith("journal:") or url.endswith((".log", ".journal")):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        if url.startswith("sqlite:///"):
+            engine = {"connect_args": {"timeout": 60}}
+        else:
+            engine = {"pool_pre_ping": True}
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
+                    warnings.simplefilter("ignore")
+                    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                                      grace_period=3 * heartbeat,
+                                                      heartbeat_stale_trial_callback=retry)
+            except Exception:
+                # Workers starting together race to create Optuna's tables; the loser's error is
+                # transient (the tables now exist). The URL itself was checked by probe_storage.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
+    except Exception as exc:  # bad URLs and unreachable servers raise many types
+        raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")
+
+
+def probe_storage(url: str, make_folder: bool = False) -> None:
+    """Check a storage URL without creating anything: a one-line error if it cannot work.
+
+    A SQLite or journal file's folder must exist (Optuna would silently create it, relative to
+    the current directory) unless ``make_folder`` (the default storage inside the run directory).
+
+    Example::
+
+        probe_storage("sqlite:///nonexistent/dir/x.db")   # AutocompError naming nonexistent/dir
+    """
+    path = storage_file(url)
+    if path is not None:
+        folder = path.parent
+        if folder.exists() and not folder.is_dir():
+            raise AutocompError(f"storage {url}: {folder} is not a folder")
+        if not folder.exists() and not make_folder:
+            raise AutocompError(f"storage {url}: folder {folder} does not exist (create it, or fix the path)")
+        if path.exists() and not path.is_file():
+            raise AutocompError(f"storage {url}: {path} is not a file")
+        return
+    if url.startswith("journal:") or url.startswith("sqlite:"):
+        return
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # bad URLs, missing drivers and unreachable servers raise many types
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise AutocompError(f"cannot reach storage {url}: {detail}") from None
