@@ -68,10 +68,13 @@ class Objective:
         started = time.monotonic()
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
         baseline = trial.user_attrs.get("baseline")
-        if baseline:  # fixed plans: no parameters are sampled, so the sampler is not misled
+        if baseline:  # fixed plans: nothing is sampled, so the sampler is not misled
             template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
             plan = self.bench.baseline_plan(baseline, template)
-            if "outside_space" not in trial.user_attrs:  # enqueued with its coordinates: record them
+            # Enqueued with its coordinates (``baseline_points``): record them as the trial's params.
+            # Optuna keeps enqueued params privately; without them (a baseline outside the space, a
+            # study made before baselines had params, another Optuna) nothing is recorded.
+            if getattr(trial, "_fixed_params", None):
                 self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         else:
             plan = self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)

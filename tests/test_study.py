@@ -254,8 +254,8 @@ def _unconstrained_front(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
             if not any(o != p and all(a <= b for a, b in zip(o, p, strict=True)) for o in pts.values())}
 
 
-def test_optuna_dashboard_names_the_objectives_and_draws_autocomp_s_feasible_front(tmp_path, tiny_data,
-                                                                                     monkeypatch) -> None:
+def _fake_search(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch, space_text: str) -> optuna.Study:
+    """A real search (sampler, Objective, storage, report) whose trials measure ``OUTCOMES``."""
     from tiny_models import tiny_cnn
 
     def run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
@@ -266,8 +266,25 @@ def test_optuna_dashboard_names_the_objectives_and_draws_autocomp_s_feasible_fro
     monkeypatch.setattr(Workbench, "run", run)
     torch.manual_seed(0)
     config = _config(tmp_path, n_trials=len(OUTCOMES), run_dir=str(tmp_path / "run"), keep_artifacts=False)
-    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE),
-                       progress=False, log=lambda s: None)
+    return run_search(config, teacher=tiny_cnn().eval(), data=data, space=parse_space(space_text),
+                      progress=False, log=lambda s: None)
+
+
+def test_a_baseline_outside_the_space_runs_without_params(tmp_path, tiny_data, monkeypatch) -> None:
+    study = _fake_search(tmp_path, tiny_data, monkeypatch, SPACE.replace("    sparsity: {low: 0.0, high: 0.9, "
+                                                                         "step: 0.1}\n", ""))
+    teacher, int8, prune50 = study.trials[:3]
+    assert int8.params and set(int8.params) == set(teacher.params) == set(study.trials[3].params)
+    assert {v for k, v in int8.params.items() if k.endswith(".bits")} == {8}
+    assert prune50.params == {} and "sparsity is 0.5, a setting the space never makes" in \
+        prune50.user_attrs["outside_space"]
+    assert prune50.user_attrs["plan"]["layers"]["0"]["sparsity"] == 0.5  # it still ran its own plan
+
+
+def test_optuna_dashboard_names_the_objectives_and_draws_autocomp_s_feasible_front(tmp_path, tiny_data,
+                                                                                     monkeypatch) -> None:
+    study = _fake_search(tmp_path, tiny_data, monkeypatch, SPACE)
+    config = _config(tmp_path)
     ours = {t.number for t in pareto_trials(study)}
     assert ours == {0, 1, 4}
     assert {2, 3} <= _unconstrained_front(study.trials)  # what the dashboard drew before
