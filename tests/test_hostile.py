@@ -89,6 +89,12 @@ def _write_files(tmp: Path) -> None:
     torch.save(torch.nn.Linear(2, 2), tmp / "pickled_module.pt")
     torch.save(_Evil(), tmp / "evil.pt")
     (tmp / "empty").mkdir()
+    # For data-pipeline cases: an ImageFolder with no class folder, and one whose image cannot be decoded.
+    (tmp / "empty_images").mkdir()
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp / "bad_images" / split / cls).mkdir(parents=True)
+            (tmp / "bad_images" / split / cls / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     texts = {
         "unknown_key.yaml": "version: 1\nlayerz: []\n",
         "not_yaml.yaml": "version: [1\n",
