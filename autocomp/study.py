@@ -4,6 +4,13 @@ Objectives, in order: maximize top-1 accuracy (%), minimize artifact bytes, mini
 (ms). Every value comes from ``autocomp.measure`` on the trial's artifact. The Plan is stored
 on the trial (user attr ``plan``), with the metrics, so the report and ``export`` need only
 the storage URL.
+
+The latency objective is made of what is stable on a shared machine: the trial's latency
+ratio to the teacher, timed interleaved in the same shuffled rounds, times one reference time
+of the teacher measured once per study with a long protocol (study attr
+``teacher_reference_ms``). The ratio used is the measured median, or exactly 1.0 when its
+spread contains 1 (or the artifact is byte-identical to the teacher's), so a difference inside
+the spread never makes a point "faster" on the front Optuna, the dashboard and the report see.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,7 @@ import torch
 
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.measure import module_accuracy
+from autocomp.measure import module_accuracy, reference_latency
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import Plan
 from autocomp.space import SearchSpace
@@ -114,9 +121,11 @@ class Objective:
     space: SearchSpace
     config: SearchConfig
     artifact_dir: Path | None
+    _reference_ms: float | None = field(default=None, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         started = time.monotonic()
+        reference_ms = self._prepare(trial.study)
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
         baseline = trial.user_attrs.get("baseline")
         if baseline:  # fixed plans: no parameters are sampled, so the sampler is not misled
@@ -135,19 +144,68 @@ class Objective:
             trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0][:200]}")
             raise TrialFailed("out of memory") from exc
         m = result.metrics
+        ratio = self._ratio_used(m, path)
+        latency = ratio * reference_ms
         total = time.monotonic() - started
         trial.set_user_attr("metrics", m.to_dict())
+        trial.set_user_attr("latency_ratio", ratio)
+        trial.set_user_attr("teacher_reference_ms", reference_ms)
         trial.set_user_attr("eager_latency_ms", result.eager_latency_ms)
         trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
         trial.set_user_attr("seconds", {**result.seconds, "total": total})
         trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
-        for key, value in self._constraints(m).items():
+        for key, value in self._constraints(m, latency).items():
             trial.set_constraint(key, value)
         if not self.artifact_dir:
             path.unlink(missing_ok=True)
-        return m.accuracy, float(m.size_bytes), m.latency_ms
+        return m.accuracy, float(m.size_bytes), latency
 
-    def _constraints(self, m: Any) -> dict[str, float]:
+    def _prepare(self, study: optuna.Study) -> float:
+        """Once per process: the teacher's reference latency (ms) and the timed space.
+
+        Both are measured once per study, by the first process that needs them, and stored on
+        the study (attrs ``teacher_reference_ms``, ``teacher_reference``, ``layer_costs``); a
+        worker or a resumed run reads them back, so every trial multiplies by the same number
+        and samples the same space. Two workers starting together may both measure; both then
+        use what the storage holds.
+        """
+        if self._reference_ms is None:
+            attrs = study.user_attrs
+            from autocomp.costs import costed_space  # deferred: times layers in ONNX Runtime
+
+            b, original = self.bench, self.space
+            space, record = costed_space(original, b.teacher, b.outputs, b.example, b.measure, attrs.get("layer_costs"))
+            if "layer_costs" not in attrs:
+                study.set_user_attr("layer_costs", record)
+                stored_record = study.user_attrs.get("layer_costs", record)
+                if stored_record != record:  # another worker stored first: decide from its numbers
+                    space, _ = costed_space(original, b.teacher, b.outputs, b.example, b.measure, stored_record)
+            self.space = space
+            stored = attrs.get("teacher_reference_ms")
+            if stored is None:
+                m, data = self.bench.measure, self.bench.data
+                timing = reference_latency(self.bench.teacher_session, tuple(data.input_shape), m.batch,
+                                           min_seconds=m.reference_seconds)
+                study.set_user_attr("teacher_reference", {
+                    "median_ms": timing.median_ms, "q1_ms": timing.q1_ms, "q3_ms": timing.q3_ms,
+                    "p90_ms": timing.p90_ms, "runs": timing.runs, "min_seconds": m.reference_seconds,
+                    "batch": m.batch, "threads": m.threads})
+                study.set_user_attr("teacher_reference_ms", timing.median_ms)
+                stored = study.user_attrs.get("teacher_reference_ms", timing.median_ms)
+            self._reference_ms = float(stored)
+        return self._reference_ms
+
+    def _ratio_used(self, m: Any, path: Path) -> float:
+        """The latency ratio the objective uses: the measured median, or exactly 1.0 when the
+        spread contains 1 or the artifact is the teacher's own file (the same bytes run the same)."""
+        teacher = self.bench.teacher_path
+        if path.stat().st_size == teacher.stat().st_size and path.read_bytes() == teacher.read_bytes():
+            return 1.0
+        if m.latency_ratio is None:  # never from Workbench.run, which always times the teacher beside
+            raise TrialFailed("latency was measured without the teacher beside it: no ratio")
+        return m.ratio.used()
+
+    def _constraints(self, m: Any, latency_ms: float) -> dict[str, float]:
         """Feasible when every value is <= 0 (Optuna's convention)."""
         c = self.space.constraints
         out = {}
@@ -156,7 +214,7 @@ class Objective:
         if c.max_size_bytes is not None:
             out["size_bytes"] = float(m.size_bytes - c.max_size_bytes)
         if c.max_latency_ms is not None:
-            out["latency_ms"] = m.latency_ms - c.max_latency_ms
+            out["latency_ms"] = latency_ms - c.max_latency_ms
         return out
 
     def _early_stop(self, trial: optuna.Trial, plan: Any):  # noqa: ANN202
