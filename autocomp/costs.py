@@ -3,7 +3,9 @@
 A study times, once, each layer a space may factorize or prune against every value the space
 offers for it (``autocomp.measure.layer_cost``) and keeps a value only when the changed layer
 runs faster than the original by more than the measured spread (the no-op value is always
-kept). A knob left with one value is no longer searched. The timings are stored on the study
+kept). A method whose timing shows only part of its effect (``VARIANT_PARTIAL``: a channel cut
+also shrinks the layers that read the channels) loses a value only when the layer alone is
+slower by more than the spread. A knob left with one value is no longer searched. The timings are stored on the study
 (attr ``layer_costs``), so a resumed run or another worker rebuilds the very same space without
 timing again. Knobs of grouped layers (``group:``) and continuous ranges are left as written.
 
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autocomp.measure.latency import Ratio
 from autocomp.measure.layer_cost import layer_costs, pays, ratio_record
 from autocomp.measure.protocol import MeasureConfig
 from autocomp.methods.registry import knobs
@@ -78,15 +81,17 @@ def costed_space(space: SearchSpace, model: nn.Module, outputs: frozenset[str], 
         timed = record.get(p.name)
         if (p.layer, p.knob) not in candidates or timed is None:
             continue
+        partial = getattr(table[p.knob].method, "VARIANT_PARTIAL", False)
         keep = tuple(v for v in domain_values(p.spec)
-                     if not table[p.knob].active(v) or _pays(timed.get(str(v))))
+                     if not table[p.knob].active(v) or _keep(timed.get(str(v)), partial))
         if not keep or len(keep) == len(domain_values(p.spec)):
             continue  # nothing pays and the space never offered leaving the layer alone: as written
         overrides[p.name] = Domain(fixed=keep[0]) if len(keep) == 1 else Domain(choices=keep)
     return dataclasses.replace(space, overrides=overrides), record
 
 
-def _pays(stored: list[float] | None) -> bool:
-    from autocomp.measure.latency import Ratio
-
-    return stored is not None and pays(Ratio(stored[0], stored[1], stored[2], 0))
+def _keep(stored: list[float] | None, partial: bool) -> bool:
+    """Pays (the whole spread below 1); for a partial timing, not measurably slower (spread not above 1)."""
+    if stored is None:  # the value leaves the layer as it is: nothing to search
+        return False
+    return stored[1] <= 1.0 if partial else pays(Ratio(stored[0], stored[1], stored[2], 0))

@@ -57,6 +57,10 @@ class ChannelPruneConfig:
     def from_value(cls, value: Any, plan: Any = None) -> ChannelPruneConfig:
         return cls(value)
 
+    # Timed alone, a cut layer shows only its own saving: its consumers read fewer channels too.
+    # ``autocomp.costs`` therefore drops a cut only when the layer alone is measurably slower.
+    VARIANT_PARTIAL: ClassVar[bool] = True
+
     @classmethod
     def variant(cls, layer: nn.Module, value: float) -> nn.Module | None:
         """A layer of the same shape with ``round(value * channels)`` fewer outputs (per group), for
