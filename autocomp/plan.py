@@ -30,6 +30,7 @@ BASELINES: dict[str, dict[str, Any] | None] = {
     "prune50": {"sparsity": 0.5},
     "prune90": {"sparsity": 0.9},
     "svd50": {"rank": 0.5},
+    "channels50": {"channel_ratio": 0.5},  # float, half the channels: removes work, adds no node
 }
 
 
