@@ -9,11 +9,13 @@ range of those per-round ratios as its spread. Two artifacts whose spread contai
 as this measurement can tell, equally fast.
 
 Why the interquartile range and not a confidence interval of the median: two sessions of the
-*same* file (an A/A test, 20 repeats of 0.2 s on this machine) gave median ratios from 0.994 to
-1.018, and a 95 % interval of the median excluded 1 in 16 to 25 of 30 repeats. Sessions differ
-by a percent or so in ways more rounds do not average out; the per-round spread covers that
-(1 of 20 A/A repeats outside it for LeNet-5, 0 of 20 for the others), and ``min_spread`` widens
-it to at least +-1 % around the median, where per-round noise is small.
+*same* file (an A/A test, 0.2 s repeats on this machine) gave median ratios from 0.994 to 1.018
+(LeNet-5) and 0.985 to 1.035 (ResNet-18), and a 95 % interval of the median excluded 1 in 16 to
+25 of 30 repeats. Sessions differ by a few percent in ways more rounds do not average out. The
+per-round spread covers most of that (1 of 20 A/A repeats outside it for LeNet-5), and
+``min_spread`` widens it to at least +-3 % around the median: with +-1 % an unstructured-pruned
+digits CNN, whose graph is the teacher's, was once called faster (0.97, IQR 0.95-0.99; 1.00 and
+1.01 in two other runs).
 
 Runtime-agnostic: a session is anything with ``session.run(None, {"input": x})``.
 
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_SPREAD = 0.01  # the spread of a ratio is at least +-1 % of its median (see above)
+MIN_SPREAD = 0.03  # the spread of a ratio is at least +-3 % of its median (see above)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def ratio_spread(ratios: Sequence[float] | np.ndarray, min_spread: float = MIN_S
 
     Example::
 
-        ratio_spread([0.9, 1.0, 1.1, 1.0])   # Ratio(median=1.0, low=0.975, high=1.025, rounds=4)
+        ratio_spread([0.9, 1.0, 1.1, 1.0])   # Ratio(median=1.0, low=0.97, high=1.03, rounds=4)
     """
     arr = np.asarray(ratios, dtype=float)
     q1, median, q3 = (float(v) for v in np.percentile(arr, [25, 50, 75]))

@@ -7,7 +7,7 @@
   on ``threads`` intra-op threads (default 1), after warm-up, at least 30 runs and 0.2 s. The
   teacher's artifact is timed in the same rounds, the order shuffled each round
   (``autocomp.measure.latency``): ``latency_ratio`` is the median of the per-round ratios and
-  ``[latency_ratio_low, latency_ratio_high]`` their spread (interquartile range, at least +-1 %).
+  ``[latency_ratio_low, latency_ratio_high]`` their spread (interquartile range, at least +-3 %).
   ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too).
   The study's latency objective is built from the ratio (``autocomp.study.Objective``).
 - **reference only**: params and MACs of the executed graph, eager-PyTorch latency.

@@ -43,7 +43,7 @@ def test_ratio_is_the_median_of_per_round_ratios(clock: FakeClock) -> None:
                          min_seconds=0.0)
     ratio = rounds.ratio(0, 1)
     assert ratio.median == pytest.approx(2.0) and ratio.rounds == 40
-    # Every round said exactly 2: the spread is the +-1 % floor around it.
+    # Every round said exactly 2: the spread is the +-3 % floor around it.
     assert (ratio.low, ratio.high) == (pytest.approx(2.0 * (1 - MIN_SPREAD)), pytest.approx(2.0 * (1 + MIN_SPREAD)))
     a, b = rounds.timings()
     assert (a.median_ms, b.median_ms) == (pytest.approx(2000.0), pytest.approx(1000.0))
