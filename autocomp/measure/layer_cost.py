@@ -70,27 +70,30 @@ def layer_costs(
     """``{(layer, knob): {value: ratio of the changed layer's time to the original's}}``.
 
     A value whose variant is ``None`` (it changes nothing) maps to ``None``. Each layer and
-    knob is one interleaved timing of the original and all its variants.
+    knob is one interleaved timing of the original and all its variants. A layer that does not
+    run on the example, or that cannot be exported or run alone, is left out: nothing is known
+    about it, so nothing is decided.
     """
     shapes = layer_input_shapes(model, example_input, [layer for layer, _ in candidates])
     out: dict[tuple[str, str], dict[Any, Ratio | None]] = {}
     with tempfile.TemporaryDirectory(prefix="autocomp-cost-") as tmp, torch.no_grad():
         for i, ((layer, knob), values) in enumerate(candidates.items()):
-            original = model.get_submodule(layer)
-            shape = shapes.get(layer)
-            results: dict[Any, Ratio | None] = {}
+            original, shape = model.get_submodule(layer), shapes.get(layer)
+            if shape is None:
+                continue
             built = {v: variants[knob](original, v) for v in values}
             live = [v for v, m in built.items() if m is not None]
-            results.update({v: None for v, m in built.items() if m is None})
-            if live and shape is not None:
+            results: dict[Any, Ratio | None] = {v: None for v, m in built.items() if m is None}
+            if live:
                 torch.manual_seed(0)
-                sessions = [_session(built[v], shape, Path(tmp, f"{i}_{j}.acz"), config.threads, config.device)
-                            for j, v in enumerate(live)]
-                sessions.append(_session(original, shape, Path(tmp, f"{i}_ref.acz"), config.threads, config.device))
-                rounds = paired_rounds(sessions, shape, config.batch, min_runs=config.min_runs,
-                                       min_seconds=config.min_seconds)
-                ref = len(live)
-                results.update({v: rounds.ratio(j, ref, config.min_spread) for j, v in enumerate(live)})
+                try:
+                    sessions = [_session(m, shape, Path(tmp, f"{i}_{j}.acz"), config.threads, config.device)
+                                for j, m in enumerate([*(built[v] for v in live), original])]
+                    rounds = paired_rounds(sessions, shape, config.batch, min_runs=config.min_runs,
+                                           min_seconds=config.min_seconds)
+                except Exception:  # noqa: BLE001 - advisory timing: an odd layer must not stop a study
+                    continue
+                results.update({v: rounds.ratio(j, len(live), config.min_spread) for j, v in enumerate(live)})
             out[(layer, knob)] = results
     return out
 

@@ -61,3 +61,16 @@ def test_variants_have_the_shapes_the_methods_produce() -> None:
 def test_a_change_pays_only_when_its_whole_spread_is_below_one(ratio, expected: bool) -> None:
     assert pays(ratio) is expected
     assert ratio_record(ratio) == (None if ratio is None else [ratio.median, ratio.low, ratio.high])
+
+
+class _Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("cannot run alone")
+
+
+def test_a_layer_that_cannot_be_timed_alone_is_left_out_not_decided() -> None:
+    model = LeNet5().eval()
+    costs = layer_costs(model, torch.randn(1, 1, 28, 28), {("fc1", "rank"): [0.5], ("fc2", "rank"): [0.5]},
+                        {"rank": lambda layer, v: _Broken() if layer.out_features == 500 else None},
+                        MeasureConfig(min_runs=5, min_seconds=0.0))
+    assert costs == {("fc2", "rank"): {0.5: None}}
