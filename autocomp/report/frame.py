@@ -206,17 +206,18 @@ def latency_words(row: Mapping[str, Any]) -> str:
     """How the report says a point's latency compares with the teacher's, from the stored numbers.
 
     Faster or slower only when the objective's ratio left 1 (its spread excludes 1); otherwise
-    "as fast as the teacher within the measured spread". Example: ``0.62x the teacher (faster;
-    measured 0.62 (0.60-0.64))``.
+    "as fast as the teacher within the measured spread". Example: ``0.62x the teacher, faster
+    (measured 0.62, spread 0.60-0.64)``.
     """
     used = row.get("latency_ratio")
     if used is None or pd.isna(used):
         return ""
-    measured = ratio_text(row)
-    detail = f"; measured {measured}" if measured else ""
+    median, low, high = (row.get(k) for k in ("latency_ratio_measured", "latency_ratio_low", "latency_ratio_high"))
+    known = not any(v is None or pd.isna(v) for v in (median, low, high))
+    detail = f" (measured {median:.2f}, spread {low:.2f}-{high:.2f})" if known else ""
     if used == 1.0:
         return f"as fast as the teacher within the measured spread{detail}"
-    return f"{used:.2f}x the teacher ({'faster' if used < 1.0 else 'slower'}{detail})"
+    return f"{used:.2f}x the teacher, {'faster' if used < 1.0 else 'slower'}{detail}"
 
 
 def pareto_frame(source: optuna.Study | pd.DataFrame) -> pd.DataFrame:

@@ -19,10 +19,11 @@ def _row(used, median=None, low=None, high=None) -> dict:
 
 
 @pytest.mark.parametrize(("row", "words"), [
-    (_row(0.62, 0.62, 0.60, 0.64), "0.62x the teacher (faster; measured 0.62 (0.60-0.64))"),
-    (_row(1.31, 1.31, 1.27, 1.35), "1.31x the teacher (slower; measured 1.31 (1.27-1.35))"),
-    (_row(1.0, 0.98, 0.95, 1.01), "as fast as the teacher within the measured spread; measured 0.98 (0.95-1.01)"),
-    (_row(0.5), "0.50x the teacher (faster)"),  # a study from before the spread was stored
+    (_row(0.62, 0.62, 0.60, 0.64), "0.62x the teacher, faster (measured 0.62, spread 0.60-0.64)"),
+    (_row(1.31, 1.31, 1.27, 1.35), "1.31x the teacher, slower (measured 1.31, spread 1.27-1.35)"),
+    (_row(1.0, 0.98, 0.95, 1.01),
+     "as fast as the teacher within the measured spread (measured 0.98, spread 0.95-1.01)"),
+    (_row(0.5), "0.50x the teacher, faster"),  # a study from before the spread was stored
     (_row(math.nan), ""),
 ])
 def test_latency_words(row: dict, words: str) -> None:
@@ -67,6 +68,6 @@ def test_header_front_table_and_recommendation_agree_on_the_teacher_and_the_poin
     page = render_page(study, frame)
     assert f"{reference:.4f} ms" in page and "median of 5000 runs" in page
     rec = recommend(frame, TEACHER["accuracy"], max_drop=1.0, prefer="latency")
-    assert rec.trial == 2 and f"{0.7 * reference:.4f} ms (0.70x the teacher (faster" in rec.reason
+    assert rec.trial == 2 and f"{0.7 * reference:.4f} ms, 0.70x the teacher, faster" in rec.reason
     rec = recommend(frame, TEACHER["accuracy"], max_drop=1.0, prefer="size")
     assert rec.trial == 1 and "as fast as the teacher within the measured spread" in rec.reason
