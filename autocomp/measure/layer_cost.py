@@ -2,8 +2,8 @@
 
 MACs are not latency. A factorized small layer adds a node whose fixed cost can exceed the MACs
 it saves (ShuffleNetV2 and MNASNet points that factorized 23-26 layers ran 1.3-1.7x slower than
-the teacher), and a conv cut from 32 to 24 output channels ran slower than at 32 here (ONNX
-Runtime's CPU kernels work in blocks of 8 or 16 channels). So once per study every layer a
+the teacher), and cutting the digits CNN's convs from 16/32 to 12/24 channels made it 1.08x
+slower (ONNX Runtime's CPU kernels work in blocks of 8 or 16 channels). So once per study every layer a
 space may factorize or prune is exported alone, as an fp32 artifact on its own input shape, and
 timed in the runtime against each variant the space offers, interleaved in shuffled rounds
 (``autocomp.measure.latency``). A value pays when the whole spread of its ratio to the original
