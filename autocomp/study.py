@@ -38,6 +38,7 @@ from autocomp.trial import Workbench
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
+CALIBRATION_WAIT = 300.0  # seconds a joining worker waits for the creator's reference and layer timings
 
 
 def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
@@ -121,6 +122,10 @@ class Objective:
     space: SearchSpace
     config: SearchConfig
     artifact_dir: Path | None
+    # False in a process that joined a study another one created: that one times the teacher's
+    # reference and the layers, and this one waits for them, so every worker searches the same
+    # space and multiplies by the same number.
+    creator: bool = True
     _reference_ms: float | None = field(default=None, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
@@ -163,24 +168,29 @@ class Objective:
     def _prepare(self, study: optuna.Study) -> float:
         """Once per process: the teacher's reference latency (ms) and the timed space.
 
-        Both are measured once per study, by the first process that needs them, and stored on
-        the study (attrs ``teacher_reference_ms``, ``teacher_reference``, ``layer_costs``); a
-        worker or a resumed run reads them back, so every trial multiplies by the same number
-        and samples the same space. Two workers starting together may both measure; both then
-        use what the storage holds.
+        Both are measured once per study, by the process that created it, and stored on the
+        study (attrs ``teacher_reference_ms``, ``teacher_reference``, ``layer_costs``); a worker
+        that joined a new study waits for them (up to ``CALIBRATION_WAIT`` s) and a resumed run reads
+        them back, so every trial multiplies by the same number and samples the same space (two
+        spaces in one study would also break the sampler: a value one offers is not in the
+        other's choices). Only if the creator died before storing them does a worker measure.
         """
         if self._reference_ms is None:
             attrs = study.user_attrs
+            # Wait only in a study with nothing finished yet (its creator is at work); a study
+            # made before these were stored, or whose creator died, is measured here.
+            deadline = time.monotonic() + (0 if self.creator else CALIBRATION_WAIT)
+            while (not {"layer_costs", "teacher_reference_ms"} <= set(attrs) and time.monotonic() < deadline
+                   and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+                time.sleep(0.5)
+                attrs = study.user_attrs
             from autocomp.costs import costed_space  # deferred: times layers in ONNX Runtime
 
-            b, original = self.bench, self.space
-            space, record = costed_space(original, b.teacher, b.outputs, b.example, b.measure, attrs.get("layer_costs"))
+            b = self.bench
+            self.space, record = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure,
+                                              attrs.get("layer_costs"))
             if "layer_costs" not in attrs:
                 study.set_user_attr("layer_costs", record)
-                stored_record = study.user_attrs.get("layer_costs", record)
-                if stored_record != record:  # another worker stored first: decide from its numbers
-                    space, _ = costed_space(original, b.teacher, b.outputs, b.example, b.measure, stored_record)
-            self.space = space
             stored = attrs.get("teacher_reference_ms")
             if stored is None:
                 m, data = self.bench.measure, self.bench.data
@@ -191,7 +201,7 @@ class Objective:
                     "p90_ms": timing.p90_ms, "runs": timing.runs, "min_seconds": m.reference_seconds,
                     "batch": m.batch, "threads": m.threads})
                 study.set_user_attr("teacher_reference_ms", timing.median_ms)
-                stored = study.user_attrs.get("teacher_reference_ms", timing.median_ms)
+                stored = timing.median_ms
             self._reference_ms = float(stored)
         return self._reference_ms
 

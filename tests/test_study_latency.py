@@ -71,3 +71,35 @@ def test_front_tables_header_and_recommendation_use_the_same_numbers(study: optu
     rec = recommend(frame, study.user_attrs["teacher_accuracy"], max_drop=100.0)
     chosen = frame[frame["trial"] == rec.trial].iloc[0]
     assert f"{chosen['latency_ms']:.4f} ms" in rec.reason
+
+
+def test_a_joining_worker_waits_for_the_creators_numbers(tiny_data, tmp_path) -> None:
+    """Workers started together must search one space and multiply by one reference."""
+    import threading
+
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.space import load_space
+    from autocomp.study import Objective
+    from autocomp.trial import Workbench
+
+    torch.manual_seed(0)
+    bench = Workbench(tiny_cnn().eval(), tiny_data)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    record = {"0.rank": {"0.75": [1.2, 1.1, 1.3], "0.5": [1.2, 1.1, 1.3], "0.25": [1.2, 1.1, 1.3]}}
+
+    def creator() -> None:  # what the creating process stores after its timing
+        study.set_user_attr("layer_costs", record)
+        study.set_user_attr("teacher_reference_ms", 0.1234)
+
+    timer = threading.Timer(1.0, creator)
+    timer.start()
+    objective = Objective(bench, load_space("default"), SearchConfig(), None, creator=False)
+    try:
+        assert objective._prepare(study) == 0.1234  # its numbers, not a timing of its own
+    finally:
+        timer.cancel()
+    assert study.user_attrs["layer_costs"] is not None and "teacher_reference" not in study.user_attrs
+    params = {p.name: p.spec for p in objective.space.params(bench.teacher, bench.outputs)}
+    assert params["0.rank"].fixed == 1.0  # decided from the creator's record: no rank of layer 0 pays
