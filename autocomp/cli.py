@@ -41,7 +41,8 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
     ("--threads", int, "ONNX Runtime intra-op threads for latency (default 1)"),
     ("--heartbeat", int, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
      "and retried by the next run (default 10)"),
-    ("--baselines", str, "comma list of fixed trials enqueued in a new study: teacher,int8,int4,prune50,prune90,svd50"),
+    ("--baselines", str, "comma list of fixed trials enqueued in a new study: teacher,int8,int4,prune50,prune90,"
+     "svd50,channels50"),
 ]
 
 

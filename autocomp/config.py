@@ -40,7 +40,7 @@ class SearchConfig:
     device: str = "cpu"
     batch: int = 1
     threads: int = 1
-    baselines: tuple[str, ...] = ("teacher", "int8", "prune50")
+    baselines: tuple[str, ...] = ("teacher", "int8", "prune50", "channels50")
     keep_artifacts: bool = True
     heartbeat: int = 10
     train_threads: int | None = None  # torch intra-op threads for teacher training and fine-tunes

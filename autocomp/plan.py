@@ -30,6 +30,7 @@ BASELINES: dict[str, dict[str, Any] | None] = {
     "prune50": {"sparsity": 0.5},
     "prune90": {"sparsity": 0.9},
     "svd50": {"rank": 0.5},
+    "channels50": {"channel_ratio": 0.5},  # float, half the channels: removes work, adds no node
 }
 
 
@@ -193,14 +194,25 @@ class Plan:
         return cls(layers={name: LayerPlan(**layer_settings) for name in layer_names})
 
     @classmethod
-    def baseline(cls, name: str, layer_names: list[str], template: Plan) -> Plan:
-        """A named baseline (``BASELINES``) with ``template``'s fine-tune, quant mode and seed."""
+    def baseline(cls, name: str, layer_names: list[str], template: Plan,
+                 output_layers: frozenset[str] = frozenset()) -> Plan:
+        """A named baseline (``BASELINES``) with ``template``'s fine-tune, quant mode and seed.
+
+        A knob not offered on output layers (a channel cut: their outputs are the classes) is
+        left off them, so the stored Plan holds only what the baseline really changes.
+        """
         if name not in BASELINES:
             raise AutocompError(f"unknown baseline {name!r} (expected {', '.join(BASELINES)})")
         settings = BASELINES[name]
         if settings is None:  # the teacher: nothing changed, nothing fine-tuned
             return cls(seed=template.seed).with_distill(steps=0)
-        return replace(template, layers=cls.uniform(layer_names, **settings).layers)
+        table = knobs()
+        layers = {}
+        for layer in layer_names:
+            own = {k: v for k, v in settings.items() if layer not in output_layers or table[k].on_output_layers}
+            if own:
+                layers[layer] = LayerPlan(**own)
+        return replace(template, layers=layers)
 
 
 def _layer(values: Any) -> LayerPlan:

@@ -80,7 +80,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
-    objective = Objective(bench, space, config, artifact_dir)
+    objective = Objective(bench, space, config, artifact_dir, creator=fresh)
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
     interrupted = False
     try:

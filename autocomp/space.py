@@ -183,6 +183,8 @@ class SearchSpace:
     description: str = ""
     source: str = "<space>"
     text: str = ""  # the YAML as loaded, stored on the study so report/export need no file
+    # Trial parameter -> the values a study kept after timing them (``autocomp.costs``); not in the YAML.
+    overrides: dict[str, Domain] = field(default_factory=dict)
 
     # -- resolution -------------------------------------------------------------------------
     def rule_for(self, name: str, module: nn.Module) -> Rule | None:
@@ -228,7 +230,8 @@ class SearchSpace:
             for knob_name, domain in rule.knobs.items():
                 if layer in output_layers and not table[knob_name].on_output_layers:
                     continue  # e.g. the output layer keeps its classes
-                out.append(Param(layer, knob_name, f"{rule.group or layer}.{knob_name}", domain))
+                name = f"{rule.group or layer}.{knob_name}"
+                out.append(Param(layer, knob_name, name, self.overrides.get(name, domain)))
         return out
 
     def dimensions(self, model: nn.Module, output_layers: frozenset[str] = frozenset()) -> list[str]:

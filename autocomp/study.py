@@ -4,6 +4,13 @@ Objectives, in order: maximize top-1 accuracy (%), minimize artifact bytes, mini
 (ms). Every value comes from ``autocomp.measure`` on the trial's artifact. The Plan is stored
 on the trial (user attr ``plan``), with the metrics, so the report and ``export`` need only
 the storage URL.
+
+The latency objective is made of what is stable on a shared machine: the trial's latency
+ratio to the teacher, timed interleaved in the same shuffled rounds, times one reference time
+of the teacher measured once per study with a long protocol (study attr
+``teacher_reference_ms``). The ratio used is the measured median, or exactly 1.0 when its
+spread contains 1 (or the artifact is byte-identical to the teacher's), so a difference inside
+the spread never makes a point "faster" on the front Optuna, the dashboard and the report see.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,7 @@ from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.layers import compute_layers
 from autocomp.loading import source_digest
-from autocomp.measure import module_accuracy
+from autocomp.measure import module_accuracy, reference_latency
 from autocomp.models import state_digest
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import BASELINES, Plan
@@ -41,6 +48,7 @@ EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tun
 SYSTEM_PREFIX = "autocomp:"
 SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", "teacher_digest",
                 "teacher_source_digest", "config", "identity")
+CALIBRATION_WAIT = 300.0  # seconds a joining worker waits for the creator's reference and layer timings
 
 
 def make_sampler(name: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -63,9 +71,15 @@ class Objective:
     space: SearchSpace
     config: SearchConfig
     artifact_dir: Path | None
+    # False in a process that joined a study another one created: that one times the teacher's
+    # reference and the layers, and this one waits for them, so every worker searches the same
+    # space and multiplies by the same number.
+    creator: bool = True
+    _reference_ms: float | None = field(default=None, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
         started = time.monotonic()
+        reference_ms = self._prepare(trial.study)
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
         baseline = trial.user_attrs.get("baseline")
         if baseline:  # fixed plans: nothing is sampled, so the sampler is not misled
@@ -89,18 +103,73 @@ class Objective:
             trial.set_user_attr("fail_reason", f"out of memory: {str(exc).splitlines()[0][:200]}")
             raise TrialFailed("out of memory") from exc
         m = result.metrics
+        ratio = self._ratio_used(m, path)
+        latency = ratio * reference_ms
         total = time.monotonic() - started
         trial.set_user_attr("metrics", m.to_dict())
+        trial.set_user_attr("latency_ratio", ratio)
+        trial.set_user_attr("teacher_reference_ms", reference_ms)
         trial.set_user_attr("eager_latency_ms", result.eager_latency_ms)
         trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
         trial.set_user_attr("seconds", {**result.seconds, "total": total})
         trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
-        write_constraints(trial, self._constraints(m))
+        write_constraints(trial, self._constraints(m, latency))
         if not self.artifact_dir:
             path.unlink(missing_ok=True)
-        return m.accuracy, float(m.size_bytes), m.latency_ms
+        return m.accuracy, float(m.size_bytes), latency
 
-    def _constraints(self, m: Any) -> dict[str, float]:
+    def _prepare(self, study: optuna.Study) -> float:
+        """Once per process: the teacher's reference latency (ms) and the timed space.
+
+        Both are measured once per study, by the process that created it, and stored on the
+        study (user attr ``teacher_reference_ms``; ``teacher_reference`` and ``layer_costs`` as
+        system attrs, see ``study_attr``); a worker
+        that joined a new study waits for them (up to ``CALIBRATION_WAIT`` s) and a resumed run reads
+        them back, so every trial multiplies by the same number and samples the same space (two
+        spaces in one study would also break the sampler: a value one offers is not in the
+        other's choices). Only if the creator died before storing them does a worker measure.
+        """
+        if self._reference_ms is None:
+            attrs = _all_attrs(study)
+            # Wait only in a study with nothing finished yet (its creator is at work); a study
+            # made before these were stored, or whose creator died, is measured here.
+            deadline = time.monotonic() + (0 if self.creator else CALIBRATION_WAIT)
+            while (not {"layer_costs", "teacher_reference_ms"} <= set(attrs) and time.monotonic() < deadline
+                   and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+                time.sleep(0.5)
+                attrs = _all_attrs(study)
+            from autocomp.costs import costed_space  # deferred: times layers in ONNX Runtime
+
+            b = self.bench
+            self.space, record = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure,
+                                              attrs.get("layer_costs"))
+            if "layer_costs" not in attrs:
+                set_system_attr(study, "layer_costs", record)
+            stored = attrs.get("teacher_reference_ms")
+            if stored is None:
+                m, data = self.bench.measure, self.bench.data
+                timing = reference_latency(self.bench.teacher_session, tuple(data.input_shape), m.batch,
+                                           min_seconds=m.reference_seconds)
+                set_system_attr(study, "teacher_reference", {
+                    "median_ms": timing.median_ms, "q1_ms": timing.q1_ms, "q3_ms": timing.q3_ms,
+                    "p90_ms": timing.p90_ms, "runs": timing.runs, "min_seconds": m.reference_seconds,
+                    "batch": m.batch, "threads": m.threads})
+                study.set_user_attr("teacher_reference_ms", timing.median_ms)
+                stored = timing.median_ms
+            self._reference_ms = float(stored)
+        return self._reference_ms
+
+    def _ratio_used(self, m: Any, path: Path) -> float:
+        """The latency ratio the objective uses: the measured median, or exactly 1.0 when the
+        spread contains 1 or the artifact is the teacher's own file (the same bytes run the same)."""
+        teacher = self.bench.teacher_path
+        if path.stat().st_size == teacher.stat().st_size and path.read_bytes() == teacher.read_bytes():
+            return 1.0
+        if m.latency_ratio is None:  # never from Workbench.run, which always times the teacher beside
+            raise TrialFailed("latency was measured without the teacher beside it: no ratio")
+        return m.ratio.used()
+
+    def _constraints(self, m: Any, latency_ms: float) -> dict[str, float]:
         """Feasible when every value is <= 0 (Optuna's convention)."""
         c = self.space.constraints
         out = {}
@@ -109,7 +178,7 @@ class Objective:
         if c.max_size_bytes is not None:
             out["size_bytes"] = float(m.size_bytes - c.max_size_bytes)
         if c.max_latency_ms is not None:
-            out["latency_ms"] = m.latency_ms - c.max_latency_ms
+            out["latency_ms"] = latency_ms - c.max_latency_ms
         return out
 
     def _early_stop(self, trial: optuna.Trial, plan: Any):  # noqa: ANN202
@@ -159,7 +228,7 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     else:
         return _initialize(study, config, space, weights, source, points), True
-    attrs = {**study.user_attrs, **_system_attrs(study)}
+    attrs = _all_attrs(study)
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,
                             optuna.study.StudyDirection.MINIMIZE]:
         raise AutocompError(f"study {config.name!r} exists and was not made by autocomp; use another --study-name")
@@ -205,9 +274,8 @@ def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, w
     values = {"objectives": list(OBJECTIVES), "constraint_names": constraint_names(space),
               "space_source": space.source, "space_text": space.text, "teacher_digest": weights,
               "teacher_source_digest": source, "config": config.to_dict(), "identity": config.identity()}
-    storage = study._storage  # a Study has no public setter of its system attrs; its storage has
     for key in SYSTEM_ATTRS:
-        storage.set_study_system_attr(study._study_id, SYSTEM_PREFIX + key, values[key])
+        set_system_attr(study, key, values[key])
     if enqueue:
         for name in config.baselines:
             params, outside = points[name]
@@ -221,6 +289,16 @@ def _system_attrs(study: optuna.Study) -> dict[str, Any]:
     return {k.removeprefix(SYSTEM_PREFIX): v for k, v in system.items() if k.startswith(SYSTEM_PREFIX)}
 
 
+def _all_attrs(study: optuna.Study) -> dict[str, Any]:
+    return {**study.user_attrs, **_system_attrs(study)}
+
+
+def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Store a record autocomp reads back (``study_attr``) out of the user-attrs table cell."""
+    # A Study has no public setter of its system attrs; its storage has.
+    study._storage.set_study_system_attr(study._study_id, SYSTEM_PREFIX + key, value)
+
+
 def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
     """A study-level attr autocomp wrote, wherever it lives: ``SYSTEM_ATTRS`` in the study's
     system attrs (``autocomp:KEY``), the teacher's measurements in user attrs; studies made
@@ -230,7 +308,7 @@ def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[s
 
         config = study_attr(study, "config")   # the SearchConfig as a dict
     """
-    attrs = attrs if attrs is not None else {**study.user_attrs, **_system_attrs(study)}
+    attrs = attrs if attrs is not None else _all_attrs(study)
     return attrs.get(key, default)
 
 
@@ -279,7 +357,7 @@ def baseline_points(space: SearchSpace, teacher: torch.nn.Module, outputs: froze
     template = Plan(distill=space.fixed_distill(), quant_mode=space.quant_mode, seed=config.seed)
     out: dict[str, tuple[dict[str, Any], str | None]] = {}
     for name in BASELINES:
-        plan = Plan.baseline(name, layer_names, template)
+        plan = Plan.baseline(name, layer_names, template, outputs)
         params: dict[str, Any] = {}
         why = None
         for layer in layer_names:

@@ -61,7 +61,7 @@ class Workbench:
 
     def baseline_plan(self, name: str, template: Plan) -> Plan:
         """Teacher (no compression, no fine-tune) or a uniform setting on every layer."""
-        return Plan.baseline(name, self.layers, template)
+        return Plan.baseline(name, self.layers, template, self.outputs)
 
     def rebuild(self, plan: Plan, steps: int | None = None, deadline: float | None = None,
                 on_step: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:

@@ -180,7 +180,10 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
             "trial": t.number, "baseline": t.user_attrs.get("baseline") or "",
             "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
             "teacher_latency_ms": m.get("teacher_latency_ms"),
-            "latency_ratio": t.values[2] / m["teacher_latency_ms"] if m.get("teacher_latency_ms") else math.nan,
+            # The ratio the objective used (interleaved with the teacher, 1.0 inside its spread);
+            # studies from before it was stored: the value over the teacher timed beside it.
+            "latency_ratio": t.user_attrs.get("latency_ratio", t.values[2] / m["teacher_latency_ms"]
+                                              if m.get("teacher_latency_ms") else math.nan),
             "seconds": sec,
         })
     return run

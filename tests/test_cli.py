@@ -47,7 +47,8 @@ def test_running_twice_resumes_one_study(tmp_path: Path, capsys: pytest.CaptureF
     assert all("plan" in t.user_attrs for t in study.trials)
     assert [t.user_attrs.get("baseline") for t in study.trials[:3]] == ["teacher", "int8", "prune50"]
     assert sum(t.user_attrs.get("baseline") == "teacher" for t in study.trials) == 1  # baselines not re-enqueued
-    assert "resumed with 3 trials" in capsys.readouterr().out
+    # 3 ran, and the 4th default baseline (channels50) was enqueued, waiting for the next run.
+    assert "resumed with 4 trials" in capsys.readouterr().out
     csv = (tmp_path / "run" / "trials.csv").read_text().splitlines()
     assert len(csv) == 1 + 6
     assert (tmp_path / "run" / "report.html").stat().st_size > 10_000

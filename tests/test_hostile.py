@@ -306,8 +306,9 @@ def test_ctrl_c_records_interrupted_on_the_trial_in_flight(hostile: Path, capsys
     assert main(SEARCH[:-3] + ["--n-trials", "3", "--no-progress"]) == 130
     assert "interrupted" in capsys.readouterr().err
     trials = optuna.load_study(study_name="s", storage="sqlite:///run/study.db").trials
-    # The third baseline stays enqueued (WAITING) for the next run; nothing is left RUNNING.
-    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    # The baselines not reached stay enqueued (WAITING) for the next run; nothing is left RUNNING.
+    states = [t.state.name for t in trials]
+    assert states[:2] == ["COMPLETE", "FAIL"] and set(states[2:]) == {"WAITING"} and len(states) >= 3
     assert trials[1].user_attrs["fail_reason"] == "interrupted"
     assert (hostile / "run" / "report.html").is_file()
 

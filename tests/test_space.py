@@ -19,6 +19,7 @@ from autocomp.methods.registry import knobs
 from autocomp.models import LeNet5, build_model
 from autocomp.plan import Plan
 from autocomp.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
+from autocomp.study import study_attr
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOBS = tuple(knobs())
@@ -352,8 +353,14 @@ def test_shipped_space_runs_trials_on_lenet5(name: str, tmp_path: Path) -> None:
     model, s = LeNet5().eval(), quick(load_space(name))
     study = run_trials(model, synthetic((1, 28, 28)), s, tmp_path)
     assert_ran(study, model, s)
-    searched = [d for d in s.dimensions(model, frozenset({"fc2"})) if not d.startswith("distill.")]
+    # The study searches the space minus the ranks/cuts it timed not to pay (autocomp.costs).
+    from autocomp.costs import costed_space
+
+    used, _ = costed_space(s, model, frozenset({"fc2"}), torch.zeros(1, 1, 28, 28),
+                           record=study_attr(study, "layer_costs"))
+    searched = [d for d in used.dimensions(model, frozenset({"fc2"})) if not d.startswith("distill.")]
     assert set(searched) <= set(study.trials[0].params)
+    assert set(searched) <= set(s.dimensions(model, frozenset({"fc2"})))
 
 
 TORCHVISION = ("resnet18", "mobilenet_v3_small", "squeezenet1_1")

@@ -180,7 +180,7 @@ def test_a_baseline_inside_the_space_gets_the_params_that_rebuild_its_plan(name:
     assert set(params) == set(space.dimensions(model, outs))  # every searched dimension, no other name
     rebuilt = space.sample(optuna.trial.FixedTrial(params), model, outs)
     template = Plan(distill=space.fixed_distill(), quant_mode=space.quant_mode)
-    plan = Plan.baseline(name, list(rebuilt.layers), template)
+    plan = Plan.baseline(name, list(rebuilt.layers), template, outs)
     assert rebuilt.active_layers == plan.active_layers
     # The teacher runs no fine-tune; that is the one setting its params do not hold.
     expected = replace(rebuilt.distill, steps=0) if name == "teacher" else rebuilt.distill
@@ -220,7 +220,7 @@ global:
 constraints:
   max_accuracy_drop: 1.0
 """
-# Per trial: points of accuracy below the teacher, bytes, ms. Trials 2 and 3 break the 1-point
+# Per trial: points of accuracy below the teacher, bytes, latency ratio. Trials 2 and 3 break the 1-point
 # limit yet no other trial dominates them: an unconstrained front holds them, a feasible one not.
 OUTCOMES = [(0.0, 1000, 1.0), (0.5, 500, 1.0), (3.0, 100, 0.5), (2.0, 200, 0.6), (0.2, 800, 1.1), (0.8, 600, 1.2)]
 
@@ -259,13 +259,17 @@ def _fake_search(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch, space_te
     from tiny_models import tiny_cnn
 
     def run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
-        drop, size, latency = OUTCOMES[int(Path(path).stem.split("_")[1])]
-        m = Metrics(self.teacher_accuracy - drop, size, latency, latency, latency, 1, 1, 1)
-        return TrialResult(plan, m, None, latency, [], {})
+        number = int(Path(path).stem.split("_")[1])
+        drop, size, ratio = OUTCOMES[number]
+        Path(path).write_bytes(b"artifact %d" % number)  # not the teacher's bytes: its ratio is measured
+        m = Metrics(self.teacher_accuracy - drop, size, ratio, ratio, 1.0, 1, 1, 1,
+                    latency_ratio=ratio, latency_ratio_low=ratio * 0.99, latency_ratio_high=ratio * 1.01)
+        return TrialResult(plan, m, None, ratio, [], {})
 
     monkeypatch.setattr(Workbench, "run", run)
     torch.manual_seed(0)
-    config = _config(tmp_path, n_trials=len(OUTCOMES), run_dir=str(tmp_path / "run"), keep_artifacts=False)
+    config = _config(tmp_path, n_trials=len(OUTCOMES), run_dir=str(tmp_path / "run"), keep_artifacts=False,
+                     baselines=("teacher", "int8", "prune50"))
     return run_search(config, teacher=tiny_cnn().eval(), data=data, space=parse_space(space_text),
                       progress=False, log=lambda s: None)
 

@@ -87,6 +87,7 @@ def quantize(
     class Reader(_Batches, CalibrationDataReader):
         pass
 
+    proto = constants_as_initializers(proto)
     nodes = list(node_bits) + int8_neighbours(proto, node_bits)
     onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, _PRE_PROCESSED[0]:
                                         _PRE_PROCESSED[1]})
@@ -111,7 +112,7 @@ def quantize(
                 nodes_to_quantize=nodes, extra_options={"WeightSymmetric": True},
             )
         quantized = onnx.load(dst)
-    return quantized, _set_exact_codes(proto, quantized, node_bits)
+    return tidy_int8_graph(quantized), _set_exact_codes(proto, quantized, node_bits)
 
 
 def int8_neighbours(proto: onnx.ModelProto, node_bits: dict[str, int]) -> list[str]:
@@ -135,6 +136,94 @@ def int8_neighbours(proto: onnx.ModelProto, node_bits: dict[str, int]) -> list[s
             extra.append(node.name)
             int8.update(node.output)
     return extra
+
+
+# --- keeping int8 runs int8 (issue 12) ----------------------------------------------------------
+# What ONNX Runtime executes is the proof: ``tests/artifact/test_int8_graphs.py`` dumps the
+# optimized graph of every torchvision family and checks that no DequantizeLinear feeds a
+# QuantizeLinear between two int8 ops.
+
+
+def constants_as_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn ``Constant`` nodes that feed no compute node's weight into initializers, in place.
+
+    The TorchScript exporter writes small constants (Clip's min/max for ReLU6, Reshape shapes)
+    as ``Constant`` nodes. ``int8_neighbours`` and ORT's quantizer take only initializers for
+    constants, so a Clip with ``Constant`` bounds looked like a two-input op, stayed float, and
+    ORT ran a DequantizeLinear -> Clip -> QuantizeLinear detour around every ReLU6 (36 in
+    MobileNetV2, which then ran at 1.0x fp32 instead of 0.6x). Constants read by a Conv/Gemm/
+    MatMul stay nodes: layer matching counts initializer-weighted compute nodes as layers.
+    """
+    from autocomp.artifact.onnx_export import COMPUTE_OPS
+
+    weight_inputs = {i for n in proto.graph.node if n.op_type in COMPUTE_OPS for i in n.input[1:]}
+    keep = []
+    for node in proto.graph.node:
+        value = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
+        if value is not None and value.name == "value" and node.output[0] not in weight_inputs:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            proto.graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    return proto
+
+
+def tidy_int8_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Two rewrites of ORT's QDQ output that keep int8 tensors int8 where ORT's fusions do not.
+
+    - ``Shape`` reads the int8 tensor, not its DequantizeLinear: a shape is the same either
+      way, but ORT kept one full dequantization per ``x.size()`` alive (77 in ShuffleNetV2's
+      channel shuffles).
+    - ``DQ -> Transpose -> Q`` with one scale and zero point becomes a Transpose of the int8
+      tensor: after ORT's transpose optimizer moved it (ConvNeXt's LayerNorm2d permutes) a
+      bare DequantizeLinear -> QuantizeLinear pair was left between two int8 ops.
+    """
+    graph = proto.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        source = producer.get(node.input[0]) if node.op_type == "Shape" else None
+        if source is not None and source.op_type == "DequantizeLinear":
+            node.input[0] = source.input[0]
+    dropped: set[int] = set()
+    for node in graph.node:
+        dq = producer.get(node.input[0]) if node.op_type == "Transpose" else None
+        users = consumers.get(node.output[0], [])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(users) != 1 or node.output[0] in outputs:
+            continue
+        q = users[0]
+        if q.op_type != "QuantizeLinear" or not _same_quant_params(proto, dq, q):
+            continue
+        node.input[0] = dq.input[0]  # the Transpose now moves int8 codes
+        node.output[0] = q.output[0]
+        dropped.add(id(q))
+    kept = [n for n in graph.node if id(n) not in dropped]
+    used = {i for n in kept for i in n.input} | outputs
+    kept = [n for n in kept if n.op_type != "DequantizeLinear" or n.output[0] in used]  # DQs only Shape read
+    del graph.node[:]
+    graph.node.extend(kept)
+    return proto
+
+
+def _same_quant_params(proto: onnx.ModelProto, a: onnx.NodeProto, b: onnx.NodeProto) -> bool:
+    """True when two (de)quantize nodes use equal constant scales, zero points and axis."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    if len(a.input) != len(b.input) or {x.name: x for x in a.attribute} != {x.name: x for x in b.attribute}:
+        return False
+    for x, y in zip(a.input[1:], b.input[1:], strict=True):
+        if x != y and (x not in inits or y not in inits
+                       or not np.array_equal(numpy_helper.to_array(inits[x]), numpy_helper.to_array(inits[y]))
+                       or inits[x].data_type != inits[y].data_type):
+            return False
+    return True
 
 
 def _set_exact_codes(

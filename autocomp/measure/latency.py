@@ -1,66 +1,175 @@
-"""Latency: median and p90 wall time of repeated runs after warm-up.
+"""Latency: timed runs after warm-up, competitors interleaved in shuffled rounds, ratios with their spread.
 
-Two sessions timed together (``paired``) alternate in short rounds, so slow spells on a shared
-machine hit both and their ratio holds even when absolute times drift.
+Absolute times on a shared machine drift by tens of percent within a minute; the ratio of two
+artifacts timed in the same rounds does not. So every competitor runs ``round_size`` times per
+round (default once), the order of the competitors is shuffled each round (a fixed order biased
+one timing by about 4 %: the first call of a round pays for what the previous one left in the
+caches), and a ratio is the median over rounds of the per-round ratio, with the interquartile
+range of those per-round ratios as its spread. Two artifacts whose spread contains 1 are, as far
+as this measurement can tell, equally fast.
+
+Why the interquartile range and not a confidence interval of the median: two sessions of the
+*same* file (an A/A test, 0.2 s repeats on this machine) gave median ratios from 0.994 to 1.018
+(LeNet-5) and 0.985 to 1.035 (ResNet-18), and a 95 % interval of the median excluded 1 in 16 to
+25 of 30 repeats. Sessions differ by a few percent in ways more rounds do not average out. The
+per-round spread covers most of that (1 of 20 A/A repeats outside it for LeNet-5), and
+``min_spread`` widens it to at least +-3 % around the median: with +-1 % an unstructured-pruned
+digits CNN, whose graph is the teacher's, was once called faster (0.97, IQR 0.95-0.99; 1.00 and
+1.01 in two other runs).
+
+Runtime-agnostic: a session is anything with ``session.run(None, {"input": x})``.
+
+Example::
+
+    rounds = time_rounds([lambda: a.run(None, {"input": x}), lambda: b.run(None, {"input": x})])
+    ratio = rounds.ratio(0, 1)   # a's time / b's time, e.g. Ratio(median=0.62, low=0.59, high=0.65)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+MIN_SPREAD = 0.03  # the spread of a ratio is at least +-3 % of its median (see above)
+
 
 @dataclass(frozen=True)
 class Timing:
+    """Summary of one competitor's calls: median and p90 (ms), number of calls, interquartile range."""
+
     median_ms: float
     p90_ms: float
     runs: int
+    q1_ms: float = float("nan")
+    q3_ms: float = float("nan")
 
 
-def _summary(samples: list[float]) -> Timing:
+@dataclass(frozen=True)
+class Ratio:
+    """``a / b`` timed in the same rounds: median over rounds and its spread ``[low, high]``."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def contains_one(self) -> bool:
+        """True when the measurement cannot tell the two apart."""
+        return self.low <= 1.0 <= self.high
+
+    def used(self) -> float:
+        """The ratio an objective should use: exactly 1.0 when the interval contains 1."""
+        return 1.0 if self.contains_one else self.median
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """Raw timings: every call of every competitor (seconds) and each round's median per competitor."""
+
+    samples: list[np.ndarray]
+    per_round: np.ndarray  # (rounds, competitors), seconds
+
+    def timings(self) -> list[Timing]:
+        return [_summary(s) for s in self.samples]
+
+    def ratio(self, a: int, b: int, min_spread: float = MIN_SPREAD) -> Ratio:
+        """Competitor ``a``'s time over ``b``'s, round by round (see the module docstring)."""
+        return ratio_spread(self.per_round[:, a] / self.per_round[:, b], min_spread)
+
+
+def ratio_spread(ratios: Sequence[float] | np.ndarray, min_spread: float = MIN_SPREAD) -> Ratio:
+    """Median of per-round ratios and their interquartile range, widened to ``median * (1 +- min_spread)``.
+
+    Example::
+
+        ratio_spread([0.9, 1.0, 1.1, 1.0])   # Ratio(median=1.0, low=0.97, high=1.03, rounds=4)
+    """
+    arr = np.asarray(ratios, dtype=float)
+    q1, median, q3 = (float(v) for v in np.percentile(arr, [25, 50, 75]))
+    return Ratio(median, min(q1, median * (1 - min_spread)), max(q3, median * (1 + min_spread)), len(arr))
+
+
+def _summary(samples: np.ndarray) -> Timing:
     arr = np.asarray(samples) * 1e3
-    return Timing(float(np.median(arr)), float(np.percentile(arr, 90)), len(arr))
+    q1, median, q3, p90 = np.percentile(arr, [25, 50, 75, 90])
+    return Timing(float(median), float(p90), len(arr), float(q1), float(q3))
 
 
 def _runner(session) -> Callable[[np.ndarray], object]:  # noqa: ANN001
     return lambda x: session.run(None, {"input": x})
 
 
-def time_calls(
+def time_rounds(
     fns: list[Callable[[], object]], warmup: int = 5, min_runs: int = 30, min_seconds: float = 0.2,
-    max_runs: int = 2000, round_size: int = 5,
-) -> list[Timing]:
-    """Time each zero-argument callable, interleaved in rounds of ``round_size`` calls."""
+    max_runs: int = 2000, round_size: int = 1, seed: int = 0,
+) -> Rounds:
+    """Time each zero-argument callable: rounds of ``round_size`` calls each, order shuffled per round.
+
+    Stops once every callable ran ``min_runs`` times and ``min_seconds`` passed, or at ``max_runs``.
+    """
+    rng = np.random.default_rng(seed)
     for fn in fns:
         for _ in range(warmup):
             fn()
     samples: list[list[float]] = [[] for _ in fns]
+    rounds: list[list[float]] = []
     start = time.perf_counter()
     while True:
-        for fn, out in zip(fns, samples, strict=True):
+        row = [0.0] * len(fns)
+        for i in rng.permutation(len(fns)):
+            fn, out = fns[i], []
             for _ in range(round_size):
                 t0 = time.perf_counter()
                 fn()
                 out.append(time.perf_counter() - t0)
+            samples[i] += out
+            row[i] = float(np.median(out))
+        rounds.append(row)
         n = len(samples[0])
         if n >= max_runs or (n >= min_runs and time.perf_counter() - start >= min_seconds):
-            return [_summary(s) for s in samples]
+            return Rounds([np.asarray(s) for s in samples], np.asarray(rounds))
+
+
+def time_calls(fns: list[Callable[[], object]], **kw: float) -> list[Timing]:
+    """Time each zero-argument callable, interleaved in shuffled rounds (see ``time_rounds``)."""
+    return time_rounds(fns, **kw).timings()
+
+
+def _input(input_shape: tuple[int, ...], batch: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
 
 
 def session_latency(session, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Timing:  # noqa: ANN001
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    x = _input(input_shape, batch)
     run = _runner(session)
     return time_calls([lambda: run(x)], **kw)[0]
 
 
-def paired_latency(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> list[Timing]:
-    """Latency of several sessions on the same input, measured interleaved."""
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+def paired_rounds(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Rounds:  # noqa: ANN001
+    """Several sessions on the same input, timed interleaved in shuffled rounds."""
+    x = _input(input_shape, batch)
     runners = [_runner(s) for s in sessions]
-    return time_calls([lambda r=r: r(x) for r in runners], **kw)
+    return time_rounds([lambda r=r: r(x) for r in runners], **kw)
+
+
+def paired_latency(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> list[Timing]:  # noqa: ANN001
+    """Latency of several sessions on the same input, measured interleaved."""
+    return paired_rounds(sessions, input_shape, batch, **kw).timings()
+
+
+def reference_latency(session, input_shape: tuple[int, ...], batch: int = 1, min_seconds: float = 2.0,  # noqa: ANN001
+                      min_runs: int = 200, max_runs: int = 20_000) -> Timing:
+    """The long protocol: one session alone, at least ``min_runs`` calls and ``min_seconds`` seconds.
+
+    Taken once per study for the teacher; every trial's objective is its interleaved ratio
+    times this one number, so the machine's drift during the study never enters the front.
+    """
+    return session_latency(session, input_shape, batch, min_runs=min_runs, min_seconds=min_seconds,
+                           max_runs=max_runs)
 
 
 def eager_latency(model, input_shape: tuple[int, ...], batch: int = 1, threads: int = 1, **kw: float) -> Timing:  # noqa: ANN001

@@ -3,10 +3,13 @@
 - **accuracy**: top-1 (percent) of the artifact, loaded from its file into ONNX Runtime, on the
   whole validation split.
 - **size**: bytes of the artifact file (``.acz``), nothing computed.
-- **latency**: median wall time (ms) of the artifact in ONNX Runtime on CPU, ``batch`` inputs
-  (default 1) on ``threads`` intra-op threads (default 1), after warm-up, at least 30 runs and
-  0.2 s; p90 recorded too. The teacher's artifact is timed in the same rounds (interleaved) so
-  ``latency_ratio`` holds on a noisy machine.
+- **latency**: wall time of the artifact in ONNX Runtime on CPU, ``batch`` inputs (default 1)
+  on ``threads`` intra-op threads (default 1), after warm-up, at least 30 runs and 0.2 s. The
+  teacher's artifact is timed in the same rounds, the order shuffled each round
+  (``autocomp.measure.latency``): ``latency_ratio`` is the median of the per-round ratios and
+  ``[latency_ratio_low, latency_ratio_high]`` their spread (interquartile range, at least +-3 %).
+  ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too).
+  The study's latency objective is built from the ratio (``autocomp.study.Objective``).
 - **reference only**: params and MACs of the executed graph, eager-PyTorch latency.
 
 Example::
@@ -23,7 +26,7 @@ import numpy as np
 
 from autocomp.artifact import load_model, open_session
 from autocomp.measure.accuracy import session_accuracy
-from autocomp.measure.latency import paired_latency, session_latency
+from autocomp.measure.latency import MIN_SPREAD, Ratio, paired_rounds, session_latency
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
 
 
@@ -34,6 +37,8 @@ class MeasureConfig:
     device: str = "cpu"
     min_runs: int = 30
     min_seconds: float = 0.2
+    min_spread: float = MIN_SPREAD  # a ratio's spread is at least +-this fraction of its median
+    reference_seconds: float = 2.0  # the teacher's reference time, once per study (long protocol)
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,20 @@ class Metrics:
     params: int
     nonzero_params: int
     macs: int
+    # The teacher timed in the same shuffled rounds (None without a teacher session):
+    latency_ratio: float | None = None  # median over rounds of (this artifact's time / the teacher's)
+    latency_ratio_low: float | None = None  # spread of the per-round ratios: interquartile range,
+    latency_ratio_high: float | None = None  # at least +-min_spread around the median
+    latency_rounds: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def ratio(self) -> Ratio | None:
+        if self.latency_ratio is None:
+            return None
+        return Ratio(self.latency_ratio, self.latency_ratio_low, self.latency_ratio_high, self.latency_rounds or 0)
 
 
 def measure_artifact(
@@ -62,8 +78,11 @@ def measure_artifact(
     accuracy = session_accuracy(session, val_x, val_y)
     shape = tuple(val_x.shape[1:])
     kw = {"min_runs": config.min_runs, "min_seconds": config.min_seconds}
+    ratio = None
     if teacher_session is not None:
-        mine, teacher = paired_latency([session, teacher_session], shape, config.batch, **kw)
+        rounds = paired_rounds([session, teacher_session], shape, config.batch, **kw)
+        mine, teacher = rounds.timings()
+        ratio = rounds.ratio(0, 1, config.min_spread)
     else:
         mine, teacher = session_latency(session, shape, config.batch, **kw), None
     proto = load_model(path)
@@ -77,4 +96,8 @@ def measure_artifact(
         params=params,
         nonzero_params=nonzero,
         macs=graph_macs(proto),
+        latency_ratio=ratio.median if ratio else None,
+        latency_ratio_low=ratio.low if ratio else None,
+        latency_ratio_high=ratio.high if ratio else None,
+        latency_rounds=ratio.rounds if ratio else None,
     )

@@ -8,7 +8,10 @@ left alone: at most a 3x3 becomes 3x1 + 1x3 (6 MACs instead of 9), and the chann
 pair it would need ties channels in a way structured pruning cannot follow.
 
 ``rank`` is a fraction of the full rank of the matrix that is split (of one group's, for a
-grouped conv). A layer is left alone when the factorized pair would not cut MACs.
+grouped conv). A layer is left alone when the factorized pair would not cut MACs. Cutting MACs
+is not enough to be faster: a study also times each layer against its factorized pair on the
+target runtime (``LowRankConfig.variant`` and ``autocomp.measure.layer_cost``) and drops the
+ranks that do not pay from its space.
 
 Example::
 
@@ -40,6 +43,17 @@ class LowRankConfig:
     @classmethod
     def from_value(cls, value: Any, plan: Any = None) -> LowRankConfig:
         return cls(value)
+
+    @classmethod
+    def variant(cls, layer: nn.Module, value: float) -> nn.Module | None:
+        """``layer`` as this method leaves it at rank ``value`` (None when it stays as it is).
+
+        What ``autocomp.measure.layer_cost`` times against the original layer.
+        """
+        if value >= 1.0 or not isinstance(layer, (nn.Linear, nn.Conv2d)):
+            return None
+        rank = kept_rank(layer, value)
+        return factorize(layer, rank) if factorizable(layer, rank) else None
 
 
 def full_rank(layer: nn.Module) -> int:

@@ -57,6 +57,28 @@ class ChannelPruneConfig:
     def from_value(cls, value: Any, plan: Any = None) -> ChannelPruneConfig:
         return cls(value)
 
+    # Timed alone, a cut layer shows only its own saving: its consumers read fewer channels too.
+    # ``autocomp.costs`` therefore drops a cut only when the layer alone is measurably slower.
+    VARIANT_PARTIAL: ClassVar[bool] = True
+
+    @classmethod
+    def variant(cls, layer: nn.Module, value: float) -> nn.Module | None:
+        """A layer of the same shape with ``round(value * channels)`` fewer outputs (per group), for
+        ``autocomp.measure.layer_cost`` to time against the original; None when nothing is cut
+        (depthwise convs follow their input, not their own ratio). Weights are random: timing only."""
+        if isinstance(layer, nn.Linear):
+            cut = min(int(round(value * layer.out_features)), layer.out_features - 1)
+            return nn.Linear(layer.in_features, layer.out_features - cut, bias=layer.bias is not None) if cut else None
+        if not isinstance(layer, nn.Conv2d) or is_depthwise(layer):
+            return None
+        g = layer.groups
+        per_group = layer.out_channels // g
+        cut = min(int(round(value * per_group)), per_group - 1)
+        if not cut:
+            return None
+        return nn.Conv2d(layer.in_channels, layer.out_channels - g * cut, layer.kernel_size, layer.stride,
+                         layer.padding, layer.dilation, g, layer.bias is not None, layer.padding_mode)
+
 
 def is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels

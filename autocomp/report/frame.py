@@ -32,7 +32,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order.
 
     Columns: ``trial, state, baseline, pareto, feasible``, the objectives, ratios to the
-    teacher (``size_ratio``, ``latency_ratio``), the stored metrics, ``duration_s``,
+    teacher (``size_ratio``; ``latency_ratio``, the ratio the latency objective used, with the
+    measured ``latency_ratio_measured`` and its spread ``latency_ratio_low``/``_high``), the
+    stored metrics (``measured_latency_ms`` and ``teacher_latency_ms``: both medians of the
+    trial's interleaved timing; ``teacher_reference_ms``: the study's reference), ``duration_s``,
     ``seconds.<stage>``, ``fail_reason``, per-layer settings ``{layer}.{knob}`` (layers in
     model order) and ``distill.*``. ``bits`` is empty where the layer stays float32.
     """
@@ -76,9 +79,17 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
     size, lat, teacher_lat = row["size_bytes"], row["latency_ms"], metrics.get("teacher_latency_ms")
     row["drop"] = teacher_acc - row["accuracy"] if teacher_acc is not None else math.nan
     row["size_ratio"] = size / teacher_bytes if size is not None and teacher_bytes else math.nan
-    row["latency_ratio"] = lat / teacher_lat if values and teacher_lat else math.nan
+    if "latency_ratio" in u:  # the ratio the objective used (stored since issue 12)
+        row["latency_ratio"] = u["latency_ratio"] if values else math.nan
+    else:  # older studies: the objective was the absolute median, timed beside the teacher
+        row["latency_ratio"] = lat / teacher_lat if values and teacher_lat else math.nan
+    row["latency_ratio_measured"] = metrics.get("latency_ratio")
+    row["latency_ratio_low"] = metrics.get("latency_ratio_low")
+    row["latency_ratio_high"] = metrics.get("latency_ratio_high")
+    row["measured_latency_ms"] = metrics.get("latency_ms")
     for key in ("latency_p90_ms", "teacher_latency_ms", "params", "nonzero_params", "macs"):
         row[key] = metrics.get(key)
+    row["teacher_reference_ms"] = u.get("teacher_reference_ms")
     row["eager_latency_ms"] = u.get("eager_latency_ms")
     row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
     row["datetime_start"] = t.datetime_start
@@ -135,8 +146,9 @@ def setting_columns(columns: Iterable[str], knob: str) -> list[str]:
 def teacher_point(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] | None:
     """The teacher's accuracy, artifact bytes and latency: the study's attrs, else its baseline trial.
 
-    Latency comes from the ``teacher`` baseline trial, else the median of the teacher timings
-    each trial records beside its own. None when nothing is known.
+    Latency is the study's reference time (``teacher_reference_ms``, the number every trial's
+    latency ratio multiplies), else the ``teacher`` baseline trial's, else the median of the
+    teacher timings each trial records beside its own. None when nothing is known.
     """
     attrs = study.user_attrs
     done = frame[frame["state"] == "COMPLETE"] if "state" in frame else frame
@@ -144,7 +156,9 @@ def teacher_point(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] 
     first = row.iloc[0] if not row.empty else None
     acc = attrs.get("teacher_accuracy", first["accuracy"] if first is not None else None)
     size = attrs.get("teacher_size_bytes", first["size_bytes"] if first is not None else None)
-    if first is not None:
+    if attrs.get("teacher_reference_ms") is not None:
+        lat = float(attrs["teacher_reference_ms"])
+    elif first is not None:
         lat = float(first["latency_ms"])
     elif "teacher_latency_ms" in done and done["teacher_latency_ms"].notna().any():
         lat = float(done["teacher_latency_ms"].median())
@@ -180,8 +194,39 @@ def plan_summary(row: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "uncompressed"
 
 
+def ratio_text(row: Mapping[str, Any]) -> str:
+    """The measured latency ratio and its spread, e.g. ``0.62 (0.60-0.64)``; empty when not measured."""
+    median, low, high = (row.get(k) for k in ("latency_ratio_measured", "latency_ratio_low", "latency_ratio_high"))
+    if any(v is None or pd.isna(v) for v in (median, low, high)):
+        return ""
+    return f"{median:.2f} ({low:.2f}-{high:.2f})"
+
+
+def latency_words(row: Mapping[str, Any]) -> str:
+    """How the report says a point's latency compares with the teacher's, from the stored numbers.
+
+    Faster or slower only when the objective's ratio left 1 (its spread excludes 1); otherwise
+    "as fast as the teacher within the measured spread". Example: ``0.62x the teacher, faster
+    (measured 0.62, spread 0.60-0.64)``.
+    """
+    used = row.get("latency_ratio")
+    if used is None or pd.isna(used):
+        return ""
+    median, low, high = (row.get(k) for k in ("latency_ratio_measured", "latency_ratio_low", "latency_ratio_high"))
+    known = not any(v is None or pd.isna(v) for v in (median, low, high))
+    detail = f" (measured {median:.2f}, spread {low:.2f}-{high:.2f})" if known else ""
+    if used == 1.0:
+        return f"as fast as the teacher within the measured spread{detail}"
+    return f"{used:.2f}x the teacher, {'faster' if used < 1.0 else 'slower'}{detail}"
+
+
 def pareto_frame(source: optuna.Study | pd.DataFrame) -> pd.DataFrame:
-    """The Pareto points, most accurate first, with size and latency as ratios to the teacher."""
+    """The Pareto points, most accurate first, with size and latency as ratios to the teacher.
+
+    ``latency x`` is the ratio the objective used; ``measured x (spread)`` the interleaved
+    median ratio with its spread (a point is only faster than the teacher when the whole
+    spread is below 1).
+    """
     frame = trials_frame(source) if isinstance(source, optuna.Study) else source
     if frame.empty or "pareto" not in frame:
         return pd.DataFrame()
@@ -194,6 +239,7 @@ def pareto_frame(source: optuna.Study | pd.DataFrame) -> pd.DataFrame:
         "size x": front["size_ratio"].round(3),
         "latency ms": front["latency_ms"].round(4),
         "latency x": front["latency_ratio"].round(2),
+        "measured x (spread)": [ratio_text(r) for r in front.to_dict("records")],
         "settings": [plan_summary(r) for r in front.to_dict("records")],
     })
     return out.reset_index(drop=True)

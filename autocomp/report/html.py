@@ -25,6 +25,7 @@ from autocomp.report.hypervolume import ACCURACY_MARGIN, hypervolume_history, re
 from autocomp.report.importance import importance_data
 from autocomp.report.plots import finished, pareto_data, policy_data
 from autocomp.report.recommend import Recommendation, export_command, recommend
+from autocomp.study import study_attr
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 STORAGE_PLACEHOLDER = "STORAGE_URL"
@@ -69,7 +70,8 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
     teacher_acc = teacher["accuracy"] if teacher else study.user_attrs.get("teacher_accuracy")
     rec = (recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer) if teacher_acc is not None
            else Recommendation(None, "the study has no teacher accuracy recorded"))
-    parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher)]
+    reference = study_attr(study, "teacher_reference") if study.user_attrs.get("teacher_reference_ms") else None
+    parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference)]
     parts.append(_recommendation(rec, study.study_name, storage))
     if done.empty:
         parts.append("<p class='note'>No finished trials yet: nothing to plot.</p>")
@@ -107,7 +109,7 @@ def _figure(name: str, fig: Any) -> str:
     return f"<div class='figure' data-figure='{name}'>{div}</div>"
 
 
-def _summary(frame: pd.DataFrame, teacher: dict[str, float] | None) -> str:
+def _summary(frame: pd.DataFrame, teacher: dict[str, float] | None, reference: dict | None = None) -> str:
     counts = frame["state"].value_counts().to_dict() if "state" in frame else {}
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
     text = f"<p>{len(frame)} trials ({_e(states)}). Tables: <a href='trials.csv'>trials.csv</a>, " \
@@ -115,6 +117,14 @@ def _summary(frame: pd.DataFrame, teacher: dict[str, float] | None) -> str:
     if teacher:
         text += (f"<p>Teacher: {teacher['accuracy']:.2f}% top-1, {teacher['size_bytes'] / 1024:.1f} KB, "
                  f"{teacher['latency_ms']:.4f} ms.</p>")
+        if reference:
+            text += (f"<p class='note'>Latency: {teacher['latency_ms']:.4f} ms is the teacher's reference time, "
+                     f"the median of {reference.get('runs', '?')} runs over at least "
+                     f"{reference.get('min_seconds', 0):g} s (interquartile range {reference.get('q1_ms', 0):.4f}-"
+                     f"{reference.get('q3_ms', 0):.4f} ms), taken once for the study. Every point's latency is its "
+                     "ratio to the teacher, timed interleaved with it in shuffled rounds, times this number; where "
+                     "the ratio's spread (interquartile range of the rounds) contains 1, the ratio is exactly 1: "
+                     "a difference inside the measured spread is not called faster.</p>")
     return text
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from autocomp.methods.registry import knobs
 from autocomp.pareto import staircase
-from autocomp.report.frame import plan_summary, setting_columns
+from autocomp.report.frame import latency_words, plan_summary, setting_columns
 
 MAX_HOVER_LAYERS = 12
 GROUPS = ("front", "dominated", "baselines")
@@ -91,7 +91,7 @@ def hover_text(row: Mapping[str, Any]) -> str:
              f"{row['accuracy']:.2f}% · {row['size_bytes'] / 1024:.1f} KB · {row['latency_ms']:.4f} ms"]
     size_x, lat_x = row.get("size_ratio"), row.get("latency_ratio")
     if _given(size_x) and _given(lat_x):
-        lines.append(f"size {size_x:.3f}x, latency {lat_x:.2f}x the teacher")
+        lines.append(f"size {size_x:.3f}x the teacher; latency {latency_words(row)}")
     lines.append(plan_summary(row))
     per_layer = "" if base == "teacher" else layer_settings_text(row)
     return "<br>".join(lines + ([per_layer] if per_layer else []))

@@ -22,7 +22,7 @@ import optuna
 import pandas as pd
 
 from autocomp.errors import AutocompError
-from autocomp.report.frame import plan_summary, trials_frame
+from autocomp.report.frame import latency_words, plan_summary, trials_frame
 from autocomp.report.plots import finished
 
 PREFERENCES = {  # prefer -> (sort columns, ascending, words)
@@ -89,7 +89,7 @@ def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.
         + (f" ({best['size_ratio']:.3f}x the teacher)" if pd.notna(best.get("size_ratio")) else "")
         + f", {best['accuracy']:.2f}% accuracy (teacher {teacher_accuracy:.2f}%, drop "
         f"{teacher_accuracy - best['accuracy']:.2f}), {best['latency_ms']:.4f} ms"
-        + (f" ({best['latency_ratio']:.2f}x the teacher)" if pd.notna(best.get("latency_ratio")) else "")
+        + (f", {latency_words(best)}" if latency_words(best) else "")
         + f". {len(ok)} of {len(done)} finished trials meet the limits."
     )
     if ruled_out:
