@@ -56,7 +56,7 @@ import optuna
 from autocomp.config import SAMPLERS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.measure import MeasureConfig
-from autocomp.models import check_fits, state_digest
+from autocomp.models import check_fits
 from autocomp.pareto import dominated_by, to_minimize, unique_front
 from autocomp.plan import BASELINES
 from autocomp.report.hypervolume import hypervolume, to_minimization
@@ -150,7 +150,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
     cfg = replace(config, seed=config.seed if seed is None else seed, study_name=name[:100],
                   sampler=label if label in SAMPLERS else "random", baselines=tuple(baselines),
                   storage=None, keep_artifacts=False)
-    study, fresh = open_study(cfg, space, storage, state_digest(bench.teacher), n_trials)
+    study, fresh = open_study(cfg, space, storage, bench.teacher, n_trials)
     if not fresh:
         raise AutocompError(f"study {name!r} already exists in the storage: give the benchmark a new --storage")
     if seed is not None and (sampler := variant_sampler(label, seed, n_trials)) is not None:
