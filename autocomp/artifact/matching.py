@@ -46,16 +46,23 @@ def layer_matrix(layer: nn.Module) -> np.ndarray:
 
 
 def scope_name(node_name: str) -> str:
-    """The module path a node name encodes: ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``."""
-    name = ""
+    """The module path a node name encodes: ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``,
+    ``/encoder/layers.0/mlp/mlp.0/MatMul`` -> ``encoder.layers.0.mlp.0`` (a container's child is
+    named after the container's attribute)."""
+    parts: list[str] = []
     for part in node_name.strip("/").split("/")[:-1]:
-        name = part if not name or part.startswith(name + ".") else f"{name}.{part}"
-    return name
+        if parts and part.startswith(parts[-1] + "."):
+            parts[-1] = part
+        else:
+            parts.append(part)
+    return ".".join(parts)
 
 
 def same_rows(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal up to a nonzero scale per row (zero rows must be zero in both)."""
     if a.shape != b.shape:
+        return False
+    if len(a) > 8 and not same_rows(a[:4], b[:4]):  # most candidates differ from the first rows on
         return False
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     zero = na == 0
