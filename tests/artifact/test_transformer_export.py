@@ -175,3 +175,21 @@ def test_onnx_nodes_keep_float_ops_float(tmp_path: Path) -> None:
         assert not set(node.output) & quantized, node.name
     softmax = [n for n in art.proto.graph.node if n.op_type == "Softmax"]
     assert all(not set(n.input) & dequantized for n in softmax)
+
+
+def test_calibration_in_chunks_gives_the_same_artifact(tmp_path: Path) -> None:
+    """Big inputs are calibrated a few images at a time (memory); the ranges, hence the bytes, are the same."""
+    from autocomp.artifact import qdq
+
+    assert [len(c) for c in qdq.calibration_chunks([np.zeros((32, 3, 224, 224), np.float32)])] == [1] * 32
+    assert [len(c) for c in qdq.calibration_chunks([np.zeros((32, 3, 32, 32), np.float32)])] == [32]
+    model = vit()
+    x = x_batch()
+    plan = Plan(layers={n: LayerPlan(bits=8) for n in compute_layers(model)})
+    whole = export_student(apply(model, plan, x[:1]), x, tmp_path / "whole.acz")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qdq, "CALIBRATION_VALUES", 64 * 3)  # three images per run
+        assert len(qdq.calibration_chunks([x.numpy()])) == 22
+        chunked = export_student(apply(model, plan, x[:1]), x, tmp_path / "chunked.acz")
+    assert (tmp_path / "whole.acz").read_bytes() == (tmp_path / "chunked.acz").read_bytes()
+    assert whole.bytes == chunked.bytes
