@@ -192,7 +192,7 @@ class Objective:
         if limit is None or half == 0:
             return None
         floor = self.bench.teacher_accuracy - limit - EARLY_STOP_MARGIN
-        if floor <= chance_accuracy(self.bench.val_y):  # a floor at or under chance stops nothing hopeless
+        if floor <= chance_accuracy(self.bench.val_y):  # a floor at or below chance means nothing: no early stop
             return None
 
         def check(step: int, student: torch.nn.Module) -> None:
