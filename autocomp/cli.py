@@ -15,6 +15,8 @@ from autocomp.errors import AutocompError
 
 SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags override a --config file
     ("--model", str, "digits_cnn | lenet5 | lenet300 | torchvision:NAME | module:callable | file.py:callable"),
+    ("--model-kwargs", str, "KEY=VALUE,... passed to the model's builder, values read as YAML "
+     "(e.g. image_size=32 for torchvision:vit_b_16 on 32-px inputs)"),
     ("--checkpoint", str,
      "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached"),
     ("--dataset", str,
@@ -32,7 +34,8 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
     ("--sampler", str, "tpe (default) | nsga2 | random"),
     ("--seed", int, "seed for the teacher, fine-tunes and sampler (default 0)"),
     ("--storage", str, "Optuna storage URL (default sqlite:///RUN_DIR/study.db); postgresql://... or journal:FILE"),
-    ("--study-name", str, "study name (default MODEL-DATASET); the same name resumes the same study"),
+    ("--study-name", str, "study name (default MODEL-DATASET, e.g. resnet18-mnist or my_vit.build-mnist for "
+     "my_vit.py:build); the same name resumes the same study"),
     ("--run-dir", str, "where the report, trials table and artifacts go (default runs/STUDY_NAME)"),
     ("--device", str, "cpu (default) or cuda[:N] for fine-tuning; latency is measured on ONNX Runtime"),
     ("--train-threads", int, "torch threads for teacher training and fine-tunes (default: torch's choice); "
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--model", default="digits_cnn", help="model spec as for search (default digits_cnn)")
     check.add_argument("--input-shape", default=None, help="C,H,W of the model input (default from the model)")
     check.add_argument("--num-classes", type=int, default=10)
+    check.add_argument("--model-kwargs", default=None, help="KEY=VALUE,... passed to the model's builder")
     sp.set_defaults(func=_spaces)
     return parser
 

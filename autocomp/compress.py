@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers, output_layers
+from autocomp.layers import compute_layers, trace_layers
 from autocomp.methods.registry import MethodContext, handler_for, knobs
 from autocomp.plan import Plan
 
@@ -46,7 +46,9 @@ def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Mod
     if unknown:
         raise AutocompError(f"plan names layers the model does not have: {', '.join(unknown[:5])}")
     student = _private_copy(teacher).eval()
-    ctx = MethodContext(example_input=example_input, output_layers=output_layers(student, example_input))
+    outputs, called = trace_layers(student, example_input)
+    ctx = MethodContext(example_input=example_input, output_layers=outputs, called_layers=called)
+    changed = False
     for name, knob in knobs().items():
         configs = {layer: knob.config(lp.active[name], plan)
                    for layer, lp in plan.active_layers.items() if name in lp.active}
@@ -54,4 +56,8 @@ def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Mod
             result = handler_for(knob.method)(student, configs, ctx)
             if result is not None:
                 student = result
+            changed = True
+    if changed:  # a model that cannot run its compressed layers fails here, named as compression's fault
+        with torch.no_grad():
+            student(example_input)
     return student

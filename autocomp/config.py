@@ -19,6 +19,9 @@ SAMPLERS = ("tpe", "nsga2", "random")
 @dataclass(frozen=True)
 class SearchConfig:
     model: str = "digits_cnn"
+    # Keyword arguments for the model's builder (torchvision's or the user's), e.g. image_size=32;
+    # from the command line as "KEY=VALUE,..." (values read as YAML: 32, 0.1, true, [224,224]).
+    model_kwargs: dict[str, Any] | None = None
     checkpoint: str | None = None
     dataset: str = "digits"
     data_dir: str | None = None
@@ -51,6 +54,8 @@ class SearchConfig:
             if not cond:
                 raise AutocompError(f"{key}: {problem}")
 
+        object.__setattr__(self, "model_kwargs", check_model_kwargs(self.model_kwargs) or None)
+
         need(self.n_trials >= 0, "n_trials", f"must be >= 0, got {self.n_trials}")
         need(self.timeout is None or self.timeout > 0, "timeout", "must be > 0 seconds")
         need(self.trial_timeout is None or self.trial_timeout > 0, "trial_timeout", "must be > 0 seconds")
@@ -73,9 +78,17 @@ class SearchConfig:
 
     @property
     def name(self) -> str:
+        """``--study-name``, or MODEL-DATASET: ``resnet18-mnist``, ``tiny_vit.build-mnist`` for
+        ``path/tiny_vit.py:build`` (the file's stem keeps two model files apart)."""
         if self.study_name:
             return self.study_name
-        model = self.model.split(":")[-1] if ":" in self.model else self.model
+        model = self.model
+        if model.startswith("torchvision:"):
+            model = model.split(":", 1)[1]
+        elif ":" in model:
+            target, _, attr = model.rpartition(":")
+            stem = Path(target).stem if target.endswith(".py") else target.rsplit(".", 1)[-1]
+            model = f"{stem}.{attr}"
         model = re.sub(r"[^A-Za-z0-9._-]", "_", Path(model).name)
         data = re.sub(r"[^A-Za-z0-9._-]", "_", Path(self.dataset).name or self.dataset)
         return f"{model}-{data}"
@@ -96,13 +109,64 @@ class SearchConfig:
     def identity(self) -> dict[str, Any]:
         """What defines the study: resuming with a different identity is refused."""
         keys = ("model", "checkpoint", "dataset", "image_size", "channels", "train_samples", "val_samples",
-                "teacher_epochs", "seed", "batch", "threads")
+                "teacher_epochs", "seed", "batch", "threads", "model_kwargs")
+        # model_kwargs is None when not given, which is what a study made before it existed reads.
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["baselines"] = list(self.baselines)
         return d
+
+
+def parse_model_kwargs(text: str) -> dict[str, Any]:
+    """``"image_size=32,input_size=[224,224]"`` -> ``{"image_size": 32, "input_size": [224, 224]}``.
+
+    Values are read as YAML scalars or flow lists; commas inside brackets do not split.
+    """
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text + ","):
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            if text[start:i].strip():
+                items.append(text[start:i].strip())
+            start = i + 1
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise AutocompError(f"model_kwargs: {item!r} is not KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw.strip()
+        out[key.strip()] = value
+    return out
+
+
+def check_model_kwargs(value: Any) -> dict[str, Any]:
+    """A mapping of identifier keys to plain values (numbers, strings, booleans, null, lists)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = parse_model_kwargs(value)
+    if not isinstance(value, dict):
+        raise AutocompError(f"model_kwargs: must be a mapping or KEY=VALUE,..., got {type(value).__name__}")
+
+    def plain(v: Any) -> bool:
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (bool, int, float, str))
+
+    for key, v in value.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise AutocompError(f"model_kwargs: {key!r} is not a keyword argument name")
+        if not plain(v):
+            raise AutocompError(f"model_kwargs: {key}: values are numbers, strings, booleans, null or lists")
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -146,6 +210,11 @@ def _coerce(path: str, key: str, value: Any, kind: str) -> Any:
         "str": lambda v: isinstance(v, str),
         "bool": lambda v: isinstance(v, bool),
     }
+    if expected.startswith("dict"):  # model_kwargs: a mapping, or KEY=VALUE,... as on the command line
+        try:
+            return check_model_kwargs(value)
+        except AutocompError as exc:
+            raise AutocompError(f"{path}: {exc}") from None
     if expected.startswith("tuple"):
         if isinstance(value, str):
             value = [s.strip() for s in value.split(",") if s.strip()]

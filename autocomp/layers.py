@@ -41,6 +41,21 @@ def leaf_targets(model: nn.Module, name: str) -> Iterator[tuple[str, nn.Module]]
 
 def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[str]:
     """Compute layers whose output is (a view of) the model's output; their outputs must stay."""
+    return trace_layers(model, example_input)[0]
+
+
+def called_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[str]:
+    """Compute layers the model calls as modules.
+
+    A layer missing here is either unused or read by attribute (Swin's attention passes
+    ``qkv.weight`` to ``F.linear``): masks and quantization still reach it through its weight,
+    but a method that replaces the module (low rank) would never be run.
+    """
+    return trace_layers(model, example_input)[1]
+
+
+def trace_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[frozenset[str], frozenset[str]]:
+    """``(output layers, called layers)`` from one forward pass."""
     layers = compute_layers(model)
     # Keep the tensors themselves: matching by id() alone failed when a freed tensor's id was
     # reused (squeezenet: a wrong layer 3 times in 20, and its classes were then pruned).
@@ -59,4 +74,4 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> frozenset[st
     found = {n for o in outs for t, n in produced if t is o}
     if not found and layers:  # e.g. a trailing flatten/view: fall back to the last layer run
         found = {list(layers)[-1]}
-    return frozenset(found)
+    return frozenset(found), frozenset(n for _, n in produced)

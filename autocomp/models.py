@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,13 +65,35 @@ def lenet300(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) 
 BUILTIN: dict[str, Callable[..., nn.Module]] = {"digits_cnn": digits_cnn, "lenet5": LeNet5, "lenet300": lenet300}
 
 
-def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...],
+                model_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Build the model a spec names, its attention made explicit (``methods.attention``).
+
+    ``model_kwargs`` go to the builder (torchvision's, a builtin's or the user's), e.g.
+    ``{"image_size": 32}`` for ``torchvision:vit_b_16`` on 32-pixel inputs.
+
+    Example::
+
+        model = build_model("torchvision:vit_b_16", 10, (3, 32, 32), {"image_size": 32})
+    """
+    from autocomp.methods.attention import explicit_attention
+
+    model = _build(spec, num_classes, input_shape, dict(model_kwargs or {}))
+    explicit_attention(model)
+    return model
+
+
+def _build(spec: str, num_classes: int, input_shape: tuple[int, ...], extra: dict[str, Any]) -> nn.Module:
     channels = input_shape[0]
+    for key in ("num_classes", "weights"):
+        if key in extra:
+            why = "is set from the data" if key == "num_classes" else "is always None (pass --checkpoint)"
+            raise AutocompError(f"model_kwargs: {key} {why}")
     if spec in BUILTIN:
         kwargs = {"num_classes": num_classes, "in_channels": channels}
         if spec == "lenet300":
             kwargs["image_size"] = input_shape[-1]
-        return BUILTIN[spec](**kwargs)
+        return _call(BUILTIN[spec], spec, {**kwargs, **extra})
     if spec.startswith("torchvision:"):
         import torchvision
 
@@ -81,20 +104,29 @@ def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...]) -> nn
         if name.startswith("inception") or name.startswith("googlenet"):
             kwargs["aux_logits"] = False
             kwargs["init_weights"] = True
-        return torchvision.models.get_model(name, **kwargs)
+        return _call(lambda **kw: torchvision.models.get_model(name, **kw), spec, {**kwargs, **extra})
     if ":" in spec:
         build = load_callable(spec, what="model")
         try:
             takes = "num_classes" in inspect.signature(build).parameters
-            model = build(num_classes=num_classes) if takes else build()
-        except Exception as exc:  # the user's builder can raise anything
-            raise AutocompError(f"model builder {spec!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        except (TypeError, ValueError):  # builtins and C callables may have no signature
+            takes = False
+        model = _call(build, spec, {"num_classes": num_classes, **extra} if takes else extra)
         if not isinstance(model, nn.Module):
             raise AutocompError(f"model builder {spec!r} returned {type(model).__name__}, not an nn.Module")
         return model
     raise AutocompError(
         f"unknown model {spec!r}: use {', '.join(BUILTIN)}, torchvision:NAME, module:callable or file.py:callable"
     )
+
+
+def _call(build: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> Any:
+    try:
+        return build(**kwargs)
+    except AutocompError:
+        raise
+    except Exception as exc:  # the builder can raise anything, often for a model kwarg it does not take
+        raise AutocompError(f"model builder {spec!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
 def load_checkpoint(model: nn.Module, path: str) -> None:
@@ -128,10 +160,25 @@ def check_fits(model: nn.Module, data: DataBundle) -> None:
     except Exception as exc:  # shape mismatches surface as many error types
         raise AutocompError(
             f"model does not accept inputs of shape {tuple(data.val_x.shape[1:])}: {str(exc).splitlines()[0]}"
+            f"{size_hint(model, tuple(data.val_x.shape[1:]))}"
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < data.num_classes:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise AutocompError(f"model output {shape} is not (batch, >= {data.num_classes}) logits")
+
+
+def size_hint(model: nn.Module, shape: tuple[int, ...]) -> str:
+    """What to pass when a model is built for another input size (torchvision's ViT and MaxViT)."""
+    try:
+        params = inspect.signature(type(model).__init__).parameters
+    except (TypeError, ValueError):
+        return ""
+    h, w = shape[-2:] if len(shape) >= 2 else (None, None)
+    if "image_size" in params and h is not None:
+        return f" (it is built for another image size: pass --model-kwargs image_size={h})"
+    if "input_size" in params and h is not None:
+        return f" (it is built for another input size: pass --model-kwargs input_size=[{h},{w}])"
+    return ""
 
 
 def cache_dir() -> Path:
@@ -167,9 +214,10 @@ def train_teacher(model: nn.Module, data: DataBundle, epochs: int, seed: int, de
 
 
 def prepare_teacher(spec: str, data: DataBundle, checkpoint: str | None, epochs: int, seed: int,
-                    cache_key: dict, device: str = "cpu", log: Callable[[str], None] = print) -> nn.Module:
+                    cache_key: dict, device: str = "cpu", log: Callable[[str], None] = print,
+                    model_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Build the teacher; load its checkpoint, or train it once and cache it."""
-    model = build_model(spec, data.num_classes, data.input_shape)
+    model = build_model(spec, data.num_classes, data.input_shape, model_kwargs)
     check_fits(model, data)
     if checkpoint:
         load_checkpoint(model, checkpoint)

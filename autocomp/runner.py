@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import torch
@@ -12,10 +13,13 @@ from torch import nn
 from autocomp.config import SearchConfig
 from autocomp.data import DataBundle, load_data
 from autocomp.errors import AutocompError, TrialFailed
+from autocomp.failures import LogFile, common_reasons
 from autocomp.layers import compute_layers, output_layers
 from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig
+from autocomp.methods.attention import explicit_copy
 from autocomp.models import check_fits, prepare_teacher
+from autocomp.sanity import chance_accuracy, teacher_warnings
 from autocomp.space import SearchSpace, load_space
 from autocomp.study import (
     Objective,
@@ -41,8 +45,10 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[n
     data = load_data(config.data_spec, seed=config.seed)
     key = {"model": config.model, "source": source_digest(config.model), **config.data_spec.__dict__,
            "n_train": len(data.train_x)}
+    if config.model_kwargs:  # only when given, so the cache keys of earlier teachers still hold
+        key["model_kwargs"] = config.model_kwargs
     teacher = prepare_teacher(config.model, data, config.checkpoint, config.teacher_epochs, config.seed,
-                              key, config.device, log)
+                              key, config.device, log, model_kwargs=config.model_kwargs)
     return teacher, data
 
 
@@ -63,6 +69,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     probe_storage(config.storage_url, make_folder=config.storage is None)
     if teacher is None or data is None:
         teacher, data = prepare(config, log)
+    teacher = explicit_copy(teacher)  # a model given in Python: attention projections made reachable
     check_fits(teacher, data)
     outputs = output_layers(teacher, data.train_x[:1])
     check_dimensions(space, teacher, outputs, config.allow_empty_space, log)  # also: a space that cannot fit
@@ -77,16 +84,21 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
         f"in {config.storage_url}")
     bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
     record_workbench(study, bench)
+    chance = chance_accuracy(bench.val_y)
+    for line in teacher_warnings(bench.teacher_accuracy, chance):
+        log(f"warning: {line}")
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir, creator=fresh)
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
     interrupted = False
+    logfile = LogFile(run_dir)
     try:
-        study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
-                       catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
-                       gc_after_trial=False)
+        with logfile:  # failed trials' tracebacks go there, not to the console
+            study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
+                           catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
+                           gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -101,9 +113,9 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     limits = {"max_drop": min(1.0, c.max_accuracy_drop) if c.max_accuracy_drop is not None else 1.0,
               "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms}
     paths = write_report(study, run_dir, storage=config.storage_url, **limits)
-    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    log(("interrupted: " if interrupted else "") + f"{done} complete trials of {len(study.trials)} in study "
-        f"{config.name!r}")
+    log(("interrupted: " if interrupted else "") + summary(study, config.name, logfile.path))
+    for line in teacher_warnings(bench.teacher_accuracy, chance, best_student(study)):
+        log(f"warning: {line}")
     log(_front_table(study))
     log(f"report: {paths['html']}\ntrials table: {paths['csv']}")
     log(recommend_text(study, config.storage_url, **limits))
@@ -148,6 +160,35 @@ def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[fl
             raise
 
     return run
+
+
+def summary(study: optuna.Study, name: str, log_path: Path | None = None) -> str:
+    """``12 trials in study 'x': 9 complete, 2 stopped early, 1 failed`` and the commonest reasons.
+
+    Example::
+
+        print(summary(study, "lenet5-mnist"))
+    """
+    state = optuna.trial.TrialState
+    by_state = {s: [t for t in study.trials if t.state == s] for s in (state.COMPLETE, state.PRUNED, state.FAIL)}
+    counts = (f"{len(by_state[state.COMPLETE])} complete, {len(by_state[state.PRUNED])} stopped early, "
+              f"{len(by_state[state.FAIL])} failed")
+    running = sum(t.state in (state.RUNNING, state.WAITING) for t in study.trials)
+    lines = [f"{len(study.trials)} trials in study {name!r}: {counts}" + (f", {running} running or queued"
+                                                                          if running else "")]
+    for label, s in (("stopped early", state.PRUNED), ("failed", state.FAIL)):
+        for reason, n in common_reasons(t.user_attrs.get("fail_reason", "") for t in by_state[s]):
+            lines.append(f"  {label} ({n}x): {reason}")
+    if by_state[state.FAIL] and log_path is not None and log_path.is_file():
+        lines.append(f"  tracebacks of failed trials: {log_path}")
+    return "\n".join(lines)
+
+
+def best_student(study: optuna.Study) -> float | None:
+    """Best accuracy of a complete trial other than the teacher's own baseline."""
+    accs = [t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
+            and t.user_attrs.get("baseline") != "teacher"]
+    return max(accs) if accs else None
 
 
 def _front_table(study: optuna.Study) -> str:

@@ -29,25 +29,27 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
             raise AutocompError(f"no shipped space {args.name!r} (shipped: {', '.join(spaces)})")
         out(spaces[args.name].read_text(encoding="utf-8").rstrip("\n"))
         return 0
-    return check(args.file, args.model, args.input_shape, args.num_classes, out)
+    return check(args.file, args.model, args.input_shape, args.num_classes, out,
+                 getattr(args, "model_kwargs", None))
 
 
 def check(file: str, model_spec: str, input_shape: str | None = None, num_classes: int = 10,
-          out: Callable[[str], None] = print) -> int:
+          out: Callable[[str], None] = print, model_kwargs: str | dict | None = None) -> int:
     """Print what ``file`` does to ``model_spec``; warnings for rules that decide no layer."""
     import torch
 
+    from autocomp.config import check_model_kwargs
     from autocomp.layers import compute_layers, output_layers
-    from autocomp.models import build_model
+    from autocomp.models import build_model, size_hint
 
     space = load_space(file)
     shape = _input_shape(input_shape, model_spec)
-    model = build_model(model_spec, num_classes, shape).eval()
+    model = build_model(model_spec, num_classes, shape, check_model_kwargs(model_kwargs)).eval()
     try:
         outputs = output_layers(model, torch.zeros(1, *shape))
     except Exception as exc:  # a model that cannot take this input fails in many ways
         raise AutocompError(f"{model_spec} does not accept inputs of shape {shape} ({type(exc).__name__}); "
-                            "pass --input-shape C,H,W") from None
+                            f"pass --input-shape C,H,W{size_hint(model, shape)}") from None
     layers = compute_layers(model)
     params = space.params(model, outputs)
     searched = {p.name for p in params if p.spec.searched}

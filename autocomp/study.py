@@ -29,12 +29,14 @@ import torch
 
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
+from autocomp.failures import TRIAL_LOG, failure_reason
 from autocomp.layers import compute_layers
 from autocomp.loading import source_digest
 from autocomp.measure import module_accuracy, reference_latency
 from autocomp.models import state_digest
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import BASELINES, Plan
+from autocomp.sanity import chance_accuracy
 from autocomp.space import Domain, SearchSpace, library_dir
 from autocomp.storage import open_storage, storage_file
 from autocomp.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study
@@ -78,6 +80,27 @@ class Objective:
     _reference_ms: float | None = field(default=None, init=False, repr=False)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """The trial boundary: whatever a trial raises becomes a FAIL with a one-line reason.
+
+        ``optuna.TrialPruned`` (stopped early) and ``KeyboardInterrupt`` pass through; anything
+        else is recorded as ``fail_reason`` (``autocomp.failures.failure_reason``), its traceback
+        goes to the run's log file, and ``TrialFailed`` tells Optuna to go on with the study.
+        """
+        try:
+            return self.evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = trial.user_attrs.get("fail_reason") if isinstance(exc, TrialFailed) else None
+            reason = reason or failure_reason(exc)
+            trial.set_user_attr("fail_reason", reason)
+            TRIAL_LOG.error("trial %d failed: %s", trial.number, reason, exc_info=exc)
+            if isinstance(exc, TrialFailed):
+                raise
+            raise TrialFailed(reason) from exc
+
+    def evaluate(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """One trial: sample (or take the baseline's) Plan, run it, record the metrics."""
         started = time.monotonic()
         reference_ms = self._prepare(trial.study)
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
@@ -191,6 +214,8 @@ class Objective:
         if limit is None or half == 0:
             return None
         floor = self.bench.teacher_accuracy - limit - EARLY_STOP_MARGIN
+        if floor <= chance_accuracy(self.bench.val_y):  # a floor at or below chance means nothing: no early stop
+            return None
 
         def check(step: int, student: torch.nn.Module) -> None:
             if step == half:

@@ -13,9 +13,9 @@ from autocomp.errors import AutocompError
 
 def test_defaults_name_the_study_and_its_storage() -> None:
     config = SearchConfig(model="models/net.py:build", dataset="data/images")
-    assert config.name == "build-images"
-    assert config.directory == Path("runs/build-images")
-    assert config.storage_url == "sqlite:///runs/build-images/study.db"
+    assert config.name == "net.build-images"  # the file's stem: two model files get two studies
+    assert config.directory == Path("runs/net.build-images")
+    assert config.storage_url == "sqlite:///runs/net.build-images/study.db"
     assert SearchConfig(run_dir="x").storage_url == "sqlite:///x/study.db"
 
 

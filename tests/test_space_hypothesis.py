@@ -223,7 +223,8 @@ def knob_text(kind: str, lo: float, hi: float) -> st.SearchStrategy[str]:
     steps = st.sampled_from(["0.01", "0.02", "0.05", "0.1", "0.125", "0.25", "1", "2.5"]).map(Decimal)
     stepped = st.tuples(steps, st.integers(0, 40), st.integers(0, 40)).map(
         lambda t: (Decimal(str(lo)) + t[0] * t[1], Decimal(str(lo)) + t[0] * (t[1] + t[2]), t[0])).filter(
-        lambda t: t[1] <= Decimal(str(hi))).map(lambda t: f"{{low: {t[0]}, high: {t[1]}, step: {t[2]}}}")
+        lambda t: t[1] <= Decimal(str(hi)) and t[2] <= Decimal(str(hi))).map(  # a step is a value of the knob too
+        lambda t: f"{{low: {t[0]}, high: {t[1]}, step: {t[2]}}}")
     choices = st.lists(number, min_size=1, max_size=4, unique=True).map(lambda xs: "[" + ", ".join(map(repr, xs)) + "]")
     return number.map(repr) | stepped | choices
 

@@ -46,3 +46,25 @@ def wide_mlp() -> nn.Module:
 
 
 TINY_MODELS = {"tiny_cnn": tiny_cnn, "tiny_residual": TinyResidual, "tiny_mlp": tiny_mlp}
+
+
+class TinyViT(nn.Module):
+    """A ViT built on ``nn.TransformerEncoderLayer``: patch conv, class token, positional
+    embedding, pre-norm encoder layers with GELU MLPs, a linear head (8x8 one-channel inputs)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 8, patch: int = 4,
+                 dim: int = 16, depth: int = 2, heads: int = 2, mlp: int = 32) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, (image_size // patch) ** 2 + 1, dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, mlp, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.encoder(x))[:, 0])

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from autocomp.artifact.matching import COMPUTE_OPS, match_layers
 from autocomp.errors import TrialFailed
-from autocomp.layers import compute_layers
+from autocomp.layers import called_layers, compute_layers
 from autocomp.methods.quantize import FakeQuant
 
 OPSET = 17
-COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+__all__ = ["COMPUTE_OPS", "OPSET", "bake", "to_onnx", "unshare_constants"]
 
 
 def bake(student: nn.Module) -> dict[str, int]:
@@ -43,19 +44,6 @@ def bake(student: nn.Module) -> dict[str, int]:
                 parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)
     student.eval()
     return bits
-
-
-def _call_order(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    order: list[tuple[str, nn.Module]] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: order.append((n, mod)))
-             for name, m in compute_layers(model).items()]
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
 
 
 def unshare_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -89,9 +77,10 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor,
             layer_bits: dict[str, int] | None = None) -> tuple[onnx.ModelProto, dict[str, int]]:
     """Export a baked model; return the graph and ``{node name: weight bits}``.
 
-    ``layer_bits`` is what ``bake`` returned. Compute nodes are matched to modules by
-    execution order (the TorchScript exporter emits one Conv/Gemm per module call, in call
-    order) and the match is checked against weight shapes.
+    ``layer_bits`` is what ``bake`` returned. Each quantized layer's nodes are found by the
+    weight they carry (``match_layers``), so graphs whose compute nodes do not follow module
+    calls one to one (attention, weights passed to ``F.linear``, a module called twice) map
+    as well as plain CNNs do.
     """
     layer_bits = layer_bits or {}
     model = model.eval()
@@ -107,23 +96,14 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor,
     except Exception as exc:  # exporter errors are many types; the trial records the reason
         raise TrialFailed(f"ONNX export failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     proto = unshare_constants(onnx.load_from_string(buf.getvalue()))
-    modules = _call_order(model, example_input)
-    weights = {i.name for i in proto.graph.initializer}
-    # Activation x activation MatMuls (attention scores) are no module's call: only compute
-    # nodes with a constant weight are layers.
-    nodes = [n for n in proto.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in weights]
     bits: dict[str, int] = {}
-    if any(name in layer_bits for name, _ in modules):
-        if len(nodes) != len(modules):
-            raise TrialFailed(f"cannot match {len(modules)} layers to {len(nodes)} ONNX compute nodes")
-        shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
-        for (name, module), node in zip(modules, nodes, strict=True):
-            w_shape = shapes.get(node.input[1])
-            expected = tuple(module.weight.shape)
-            if node.op_type == "MatMul":  # bias-free Linear: the exporter stores W transposed
-                expected = expected[::-1]
-            if w_shape is not None and w_shape != expected:
-                raise TrialFailed(f"layer/node mismatch at {node.name}: {w_shape} vs {expected}")
-            if name in layer_bits:
-                bits[node.name] = int(layer_bits[name])
+    if layer_bits:
+        layers = {name: m for name, m in compute_layers(model).items() if name in layer_bits}
+        found = match_layers(proto, layers)
+        for node_name, layer in found.items():
+            bits[node_name] = int(layer_bits[layer])
+        missing = sorted(set(layers) & called_layers(model, example_input) - set(found.values()))
+        if missing:
+            raise TrialFailed(f"no ONNX node carries the weight of {len(missing)} quantized layer(s): "
+                              f"{', '.join(missing[:3])}")
     return proto, bits

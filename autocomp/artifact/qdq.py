@@ -107,7 +107,7 @@ def quantize(
             return quantized, _set_exact_codes_dynamic(proto, quantized, node_bits)
         else:
             quantize_static(
-                src, dst, Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                src, dst, Reader(calibration_chunks(calibration)), quant_format=QuantFormat.QDQ, per_channel=True,
                 weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                 nodes_to_quantize=nodes, extra_options={"WeightSymmetric": True},
             )
@@ -115,24 +115,54 @@ def quantize(
     return tidy_int8_graph(quantized), _set_exact_codes(proto, quantized, node_bits)
 
 
+# --- calibration in chunks ------------------------------------------------------------------
+# ORT's calibration session held about 0.7 GB per 224-px image of maxvit_t in a batch: a batch
+# of 32 took the 24 GB build machine down (8 peaked at 7.5 GB, 32 one at a time at 3.3 GB). The
+# MinMax calibrator keeps each run's min and max and takes their min and max at the end, so
+# smaller runs change no range, only the memory (and small images keep their batches whole).
+CALIBRATION_VALUES = 2 ** 18  # input values per calibration run: 85 images of 3x32x32, 1 of 3x224x224
+
+
+def calibration_chunks(batches: Iterable[np.ndarray], max_values: int | None = None) -> list[np.ndarray]:
+    """The same images in batches of at most ``max_values`` (default ``CALIBRATION_VALUES``) input
+    values, at least one image each."""
+    max_values = max_values or CALIBRATION_VALUES
+    out = []
+    for batch in batches:
+        per = max(1, max_values // max(1, int(np.prod(batch.shape[1:]))))
+        out.extend(batch[i : i + per] for i in range(0, len(batch), per))
+    return out
+
+
+# Float math ONNX Runtime has no int8 kernel for (GELU's Div and Erf, attention's Softmax, ...):
+# quantizing such a node only adds a DequantizeLinear/QuantizeLinear round trip around it.
+FLOAT_ONLY_OPS = frozenset({"Div", "Erf", "Gelu", "Softmax", "Sqrt", "Pow", "Exp", "Log"})
+
+
 def int8_neighbours(proto: onnx.ModelProto, node_bits: dict[str, int]) -> list[str]:
-    """Non-compute nodes (ReLU, pooling, Add, ...) whose every data input is already int8.
+    """Non-compute nodes (ReLU, pooling, Add, reshapes, ...) whose every data input is already int8,
+    except ``FLOAT_ONLY_OPS``.
 
     Quantizing them too keeps runs of int8 layers in the int8 domain instead of converting
     back to float between them (6-9 % faster on LeNet-5 and resnet18 here); a node next to a
-    float layer is left alone so mixed plans gain no extra (de)quantize ops.
+    float layer, or without an int8 kernel, is left alone so it gains no extra (de)quantize ops.
     """
     from autocomp.artifact.onnx_export import COMPUTE_OPS
 
+    skip = FLOAT_ONLY_OPS.union(COMPUTE_OPS)
     constants = {i.name for i in proto.graph.initializer}
+    shapes: set[str] = set()  # integer shape arithmetic (Shape -> Gather -> Div -> Concat): not data
     int8: set[str] = set()
     extra: list[str] = []
     for node in proto.graph.node:  # ONNX nodes are topologically sorted
         if node.name in node_bits:
             int8.update(node.output)
             continue
-        data = [i for i in node.input if i and i not in constants]
-        if node.op_type not in COMPUTE_OPS and data and all(i in int8 for i in data):
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Shape" or (inputs and set(inputs) <= constants | shapes and set(inputs) & shapes):
+            shapes.update(node.output)
+        data = [i for i in inputs if i not in constants and i not in shapes]
+        if node.op_type not in skip and data and all(i in int8 for i in data):
             extra.append(node.name)
             int8.update(node.output)
     return extra

@@ -13,9 +13,17 @@ is not enough to be faster: a study also times each layer against its factorized
 target runtime (``LowRankConfig.variant`` and ``autocomp.measure.layer_cost``) and drops the
 ranks that do not pay from its space.
 
+The pair replaces the layer under its name, as a ``LowRankPair`` (a Sequential of the two
+factors) that keeps the layer's contract with code that reads it by attribute: ``weight`` (the
+product of the factors), ``bias``, ``in_features``/``out_features`` or the conv's channel counts.
+``nn.TransformerEncoderLayer`` reads ``self_attn.out_proj.weight`` and ``linear1.weight``
+directly; a bare Sequential there crashed the forward. A layer the model never *calls* (its
+weight is read by a function, as Swin's attention passes ``qkv.weight`` to ``F.linear``) is
+left alone: the caller would use the dense product, so factorizing could not cut anything.
+
 Example::
 
-    apply_lowrank(model, {"fc1": LowRankConfig(0.25)}, ctx)  # fc1 -> Sequential(Linear, Linear)
+    apply_lowrank(model, {"fc1": LowRankConfig(0.25)}, ctx)  # fc1 -> LowRankPair(Linear, Linear)
 """
 
 from __future__ import annotations
@@ -138,13 +146,54 @@ def _factorize_conv(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def factorize(layer: nn.Module, rank: int) -> nn.Sequential:
+class LowRankPair(nn.Sequential):
+    """Two factors in sequence that still answer for the layer they replace.
+
+    ``weight`` is the dense product of the factors (what a caller reading ``layer.weight``
+    gets, e.g. ``nn.TransformerEncoderLayer``'s fast-path checks), ``bias`` the second
+    factor's; the shape attributes are the original layer's.
+    """
+
+    @property
+    def weight(self) -> torch.Tensor:
+        first, second = self[0].weight, self[1].weight
+        if isinstance(self[0], nn.Linear):
+            return second @ first
+        # Per group: W[o, i, y, x] = sum_r B[o, r, 0, x] * A[r, i, y, 0].
+        g = self[0].groups
+        a = first.reshape(g, first.shape[0] // g, first.shape[1], first.shape[2])  # (g, r, cin_g, kh)
+        b = second.reshape(g, second.shape[0] // g, second.shape[1], second.shape[3])  # (g, cout_g, r, kw)
+        return torch.einsum("gori,grcy->gocyi", b, a).reshape(second.shape[0], first.shape[1], first.shape[2],
+                                                                second.shape[3])
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self[1].bias
+
+    @property
+    def in_features(self) -> int:
+        return self[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self[1].out_features
+
+    @property
+    def in_channels(self) -> int:
+        return self[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self[1].out_channels
+
+
+def factorize(layer: nn.Module, rank: int) -> LowRankPair:
     """The factorized pair, with the layer's bias on the second factor."""
     with torch.no_grad():
         pair = _factorize_linear(layer, rank) if isinstance(layer, nn.Linear) else _factorize_conv(layer, rank)
         if layer.bias is not None:
             pair[1].bias.copy_(layer.bias.detach())
-    return pair.to(layer.weight.device, layer.weight.dtype)
+    return LowRankPair(*pair).to(layer.weight.device, layer.weight.dtype)
 
 
 @register(LowRankConfig)
@@ -155,6 +204,8 @@ def apply_lowrank(model: nn.Module, configs: dict[str, LowRankConfig], ctx: Meth
         layer = model.get_submodule(name)
         if not isinstance(layer, (nn.Linear, nn.Conv2d)):
             continue
+        if ctx.called_layers is not None and name not in ctx.called_layers:
+            continue  # read by attribute only (see the module doc): a pair would not be run
         rank = kept_rank(layer, config.rank)
         if not factorizable(layer, rank):
             continue

@@ -88,6 +88,7 @@ class Knob:
 class MethodContext:
     example_input: torch.Tensor
     output_layers: frozenset[str] = frozenset()  # layers whose outputs are the model's outputs
+    called_layers: frozenset[str] | None = None  # layers the model calls as modules (None: unknown, all)
 
 
 def register(config_type: type) -> Callable[[Handler], Handler]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ from torch import nn
 
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.layers import COMPUTE_TYPES, leaf_targets
+from autocomp.methods.attention import ExplicitMultiheadAttention, prune_head_dims
 from autocomp.methods.registry import Knob, MethodContext, register
 
 
@@ -88,8 +90,10 @@ def _stop(idxs: list) -> list:
     return []
 
 
-def _is_flatten(node, depth: int = 0) -> bool:  # noqa: ANN001
-    """A reshape Torch-Pruning maps right: 2-D in, or 4-D in and a Linear right after it."""
+def _is_flatten(node, depth: int = 0, features: int | None = None) -> bool:  # noqa: ANN001
+    """A reshape Torch-Pruning maps right: 2-D in, or 4-D in and a Linear right after it, or
+    3-D ``(batch, tokens, C)`` in and a Linear over those same ``C`` features right after it
+    (how ``F.linear`` runs on a sequence: the token axes merge, the channels stay put)."""
     from torch_pruning import ops
 
     grad_fn = node.grad_fn
@@ -97,10 +101,13 @@ def _is_flatten(node, depth: int = 0) -> bool:  # noqa: ANN001
     rank = len(sizes) if sizes is not None else None
     if depth == 0 and rank == 2:
         return True
-    if depth == 0 and rank != 4:
+    if depth == 0 and rank == 3:
+        features = int(sizes[-1])
+    elif depth == 0 and rank != 4:
         return False
     return bool(node.outputs) and depth < 4 and all(
-        out.type == ops.OPTYPE.LINEAR or (out.type == ops.OPTYPE.ELEMENTWISE and _is_flatten(out, depth + 1))
+        (out.type == ops.OPTYPE.LINEAR and (features is None or out.module.in_features == features))
+        or (out.type == ops.OPTYPE.ELEMENTWISE and _is_flatten(out, depth + 1, features))
         for out in node.outputs
     )
 
@@ -202,7 +209,10 @@ def apply_channel_prune(
     with torch.no_grad():
         shape = tuple(model(ctx.example_input).shape)
     try:
-        _prune_groups(model, ctx.example_input, asked, outputs, tp.importance.GroupMagnitudeImportance(p=norm))
+        _prune_attention(model, asked, norm)
+        with warnings.catch_warnings():  # "unwrapped parameters" (class tokens, position embeddings) is expected
+            warnings.simplefilter("ignore")
+            _prune_groups(model, ctx.example_input, asked, outputs, tp.importance.GroupMagnitudeImportance(p=norm))
     except Exception as exc:  # Torch-Pruning meets a model it cannot trace or cut: the trial fails
         raise TrialFailed(f"structured pruning failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
     try:
@@ -212,6 +222,21 @@ def apply_channel_prune(
         raise TrialFailed(f"structured pruning broke the model: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     if after != shape:
         raise TrialFailed(f"structured pruning changed the output shape from {shape} to {after}")
+
+
+def _prune_attention(model: nn.Module, asked: dict[nn.Module, float], norm: int) -> None:
+    """Attention projections, head by head (``attention.prune_head_dims``).
+
+    Their outputs are split into heads by a reshape Torch-Pruning cannot follow, so the graph
+    leaves them alone; here q and k lose the same dims (the mean of their ratios) and v loses
+    its own with ``out_proj``'s matching inputs, equally in every head.
+    """
+    for module in model.modules():
+        if not isinstance(module, ExplicitMultiheadAttention):
+            continue
+        q, k, v = (list(leaf_targets(module, p))[-1][1] for p in ("q_proj", "k_proj", "v_proj"))
+        qk = (asked.pop(q, 0.0) + asked.pop(k, 0.0)) / 2
+        prune_head_dims(module, qk, asked.pop(v, 0.0), norm)
 
 
 def _prune_groups(model: nn.Module, example_input: torch.Tensor, asked: dict[nn.Module, float],
