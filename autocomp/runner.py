@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import optuna
@@ -10,12 +11,12 @@ import torch
 from torch import nn
 
 from autocomp.config import SearchConfig
-from autocomp.data import DataBundle, load_data
+from autocomp.data import Data, load_data
 from autocomp.errors import TrialFailed
 from autocomp.layers import output_layers
 from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig
-from autocomp.models import check_fits, prepare_teacher, state_digest
+from autocomp.models import check_fits, prepare_teacher, state_digest, weights_preprocess
 from autocomp.space import SearchSpace, load_space
 from autocomp.study import (
     Objective,
@@ -34,19 +35,34 @@ def use_threads(config: SearchConfig) -> None:
         torch.set_num_threads(config.train_threads)
 
 
-def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[nn.Module, DataBundle]:
-    """Data and teacher for a config (teacher trained and cached on first use)."""
+def prepare(config: SearchConfig, log: Callable[[str], None] = print, progress: Callable | None = None
+            ) -> tuple[nn.Module, Data]:
+    """Data and teacher for a config (teacher trained and cached on first use).
+
+    ``progress(what, total)`` returns a task with ``update(n)`` and ``close()`` (``task_bar``).
+    """
     use_threads(config)
     torch.manual_seed(config.seed)
-    data = load_data(config.data_spec, seed=config.seed)
-    key = {"model": config.model, "source": source_digest(config.model), **config.data_spec.__dict__,
-           "n_train": len(data.train_x)}
+    defaults = weights_preprocess(config.model, config.weights)
+    data = load_data(config.data_spec, seed=config.seed, defaults=defaults, progress=progress)
+    # Neither the worker count nor the validation subset changes what the teacher trains on.
+    spec = {k: v for k, v in config.data_spec.__dict__.items() if k not in ("workers", "val_samples")}
+    key = {"model": config.model, "source": source_digest(config.model), **spec, "n_train": data.n_train,
+           "augment": data.augment}
     teacher = prepare_teacher(config.model, data, config.checkpoint, config.teacher_epochs, config.seed,
-                              key, config.device, log)
+                              key, config.device, log, weights=config.weights, progress=progress)
     return teacher, data
 
 
-def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: DataBundle | None = None,
+def task_bar(what: str, total: int | None) -> object:
+    """A progress task on stderr for ``prepare`` / ``Workbench``: ``update(n)``, ``close()``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="img" if "train" not in what else "step", file=sys.stderr,
+                dynamic_ncols=True, leave=False, mininterval=0.5)
+
+
+def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Data | None = None,
                space: SearchSpace | None = None, log: Callable[[str], None] = print,
                progress: bool = True) -> optuna.Study:
     """Create or resume the study, run ``config.n_trials`` more trials, write the report.
@@ -59,10 +75,11 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     use_threads(config)
     space = space or load_space(config.space)
     probe_storage(config.storage_url)  # every check runs before anything is written
+    bars = task_bar if progress else None
     if teacher is None or data is None:
-        teacher, data = prepare(config, log)
+        teacher, data = prepare(config, log, bars)
     check_fits(teacher, data)
-    space.params(teacher, output_layers(teacher, data.train_x[:1]))  # a space that cannot fit fails before any write
+    space.params(teacher, output_layers(teacher, data.example(1)))  # a space that cannot fit fails before any write
     storage = open_storage(config.storage_url, config.heartbeat)
     study, fresh = open_study(config, space, storage, state_digest(teacher), config.n_trials)
     fail_orphaned_trials(study, grace=3 * config.heartbeat)
@@ -70,13 +87,15 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
-    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device,
+                      progress=bars)
     record_workbench(study, bench)
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir)
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
+    bench.on_progress = bar.step if bar else None
     interrupted = False
     try:
         study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout,
@@ -117,17 +136,30 @@ def _front_table(study: optuna.Study) -> str:
 
 
 class _Bar:
-    """Trials done, elapsed time, ETA and the current front size, after every trial."""
+    """Trials done, elapsed time, ETA and the current front size, after every trial; during a
+    trial, its fine-tune step and images/s."""
 
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                          bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+        self.last = ""
+        self._shown = 0.0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.tqdm.update(1)
-        self.tqdm.set_postfix_str(f"front {len(pareto_trials(study))}, last #{trial.number} {trial.state.name.lower()}")
+        self.last = f"front {len(pareto_trials(study))}, last #{trial.number} {trial.state.name.lower()}"
+        self.tqdm.set_postfix_str(self.last)
+
+    def step(self, step: int, steps: int, images_per_s: float) -> None:
+        """Fine-tune progress of the trial in flight (at most twice a second)."""
+        now = time.monotonic()
+        if step != steps and now - self._shown < 0.5:
+            return
+        self._shown = now
+        done = f"{self.last}; " if self.last else ""
+        self.tqdm.set_postfix_str(f"{done}fine-tune step {step}/{steps}, {images_per_s:.0f} img/s")
 
     def close(self) -> None:
         self.tqdm.close()
@@ -146,7 +178,7 @@ def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "d
     """
     from autocomp.data import bundle_from
 
-    data = bundle_from(train_data, val_data)
+    data = bundle_from(train_data, val_data, settings.get("workers"))
     space_obj = space if isinstance(space, SearchSpace) else load_space(space)
     config = SearchConfig(model="python", dataset="python", n_trials=n_trials, space=space_obj.source, **settings)
     return run_search(config, teacher=model, data=data, space=space_obj, progress=False, log=lambda s: None)

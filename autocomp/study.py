@@ -23,7 +23,6 @@ import torch
 
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.measure import module_accuracy
 from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.plan import Plan
 from autocomp.space import SearchSpace
@@ -141,6 +140,7 @@ class Objective:
         trial.set_user_attr("final_loss", result.losses[-1] if result.losses else None)
         trial.set_user_attr("seconds", {**result.seconds, "total": total})
         trial.set_user_attr("artifact", str(path) if self.artifact_dir else None)
+        trial.set_user_attr("artifact_sha256", result.sha256)  # export reuses the kept file only if it matches
         for key, value in self._constraints(m).items():
             trial.set_constraint(key, value)
         if not self.artifact_dir:
@@ -172,8 +172,7 @@ class Objective:
 
         def check(step: int, student: torch.nn.Module) -> None:
             if step == half:
-                n = min(len(self.bench.data.val_x), 1000)  # the floor is 10 points under the limit: 1000 decide it
-                acc = module_accuracy(student, self.bench.data.val_x[:n], self.bench.data.val_y[:n])
+                acc = self.bench.eager_accuracy(student, limit=1000)  # 10 points under the limit: 1000 decide it
                 if acc < floor:
                     trial.set_user_attr("fail_reason", f"hopeless: {acc:.1f}% at step {step} < {floor:.1f}%")
                     raise optuna.TrialPruned()
@@ -275,6 +274,9 @@ def record_workbench(study: optuna.Study, bench: Workbench) -> None:
     study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
     study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
     study.set_user_attr("data_norm", {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)})
+    # The whole input transform (resize, crop, normalization and where it came from, augmentation,
+    # the validation subset the accuracies are measured on): what a device must reproduce.
+    study.set_user_attr("preprocessing", data.preprocessing)
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
