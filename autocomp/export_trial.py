@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -142,7 +143,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     card = {
         "study": study_name, "trial": number, "storage": storage, "format": fmt, "file": str(out_path),
         "file_bytes": out_path.stat().st_size, "artifact_sha256": digest, "artifact_source": source,
-        "matches_study_artifact": digest == recorded if recorded else None,
+        "matches_study_artifact": digest == recorded if recorded and not extra else None,
         "plan": plan.to_dict(), "fine_tune_steps": plan.distill.steps + extra, "accuracy": accuracy,
         "measured_now": metrics.to_dict(), "measured_in_study": stored_metrics,
         "teacher_accuracy": study.user_attrs.get("teacher_accuracy"),
@@ -171,7 +172,9 @@ def _write(out_path: Path, fmt: str, acz: Path, student: torch.nn.Module | None,
     elif fmt == "onnx":
         _atomic_bytes(out_path, to_bytes(acz))
     elif fmt == "torchscript":
-        traced = torch.jit.trace(student.eval(), example)
+        with warnings.catch_warnings():  # TorchScript is marked deprecated; it is still what .pt users load
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(student.eval(), example)
         traced.save(str(_part(out_path)))
         _part(out_path).replace(out_path)
     elif fmt == "state_dict":

@@ -113,7 +113,7 @@ def torchvision_weights(spec: str, name: str):  # noqa: ANN201
     try:
         return enum[name.split(".")[-1]]
     except KeyError:
-        known = ", ".join(["DEFAULT", *enum.__members__])
+        known = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
         raise AutocompError(f"unknown weights {name!r} for {model} (available: {known})") from None
 
 

@@ -138,21 +138,24 @@ class StreamSplit:
         items = _Items(self.dataset, self.indices, self.eval_transform, self.what)
         return torch.stack([items[i][0] for i in range(min(n, len(items)))])
 
-    def _loader(self, items: _Items, batch_size: int, pin: bool, **kw: object) -> torch.utils.data.DataLoader:
-        workers = min(self.workers, max(1, len(items) // batch_size)) if self.workers else 0
+    def _loader(self, items: _Items, batch_size: int, pin: bool,
+                batch_sampler: torch.utils.data.Sampler | None = None) -> torch.utils.data.DataLoader:
+        # No more workers than batches: each one forks the process.
+        workers = min(self.workers, max(1, -(-len(items) // batch_size))) if self.workers else 0
+        sized = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
         return torch.utils.data.DataLoader(items, num_workers=workers, pin_memory=pin,
-                                           prefetch_factor=4 if workers else None, **kw)
+                                           prefetch_factor=4 if workers else None, **sized)
 
     def eval_batches(self, batch_size: int = 256, limit: int | None = None, pin: bool = False) -> Iterator[Batch]:
         indices = self.indices if self.indices is not None else list(range(len(self.dataset)))
         items = _Items(self.dataset, indices[:limit] if limit is not None else indices, self.eval_transform, self.what)
-        yield from _checked(self._loader(items, batch_size, pin, batch_size=batch_size, shuffle=False), self.what)
+        yield from _checked(self._loader(items, batch_size, pin), self.what)
 
     def train_batches(self, batch_size: int, seed: int, pin: bool = False
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, None]]:
         items = _Items(self.dataset, self.indices, self.train_transform, self.what)
         sampler = torch.utils.data.BatchSampler(_Epochs(len(items), seed), batch_size, drop_last=False)
-        for x, y in _checked(self._loader(items, batch_size, pin, batch_sampler=sampler), self.what):
+        for x, y in _checked(self._loader(items, batch_size, pin, sampler), self.what):
             yield x, y, None
 
 
