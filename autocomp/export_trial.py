@@ -94,7 +94,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     if state_digest(teacher) != study.user_attrs.get("teacher_digest"):
         raise AutocompError("the teacher rebuilt now differs from the study's (weights changed); cannot rebuild")
     plan = Plan.from_dict(trial.user_attrs["plan"])
-    measure_cfg = MeasureConfig(config.batch, config.threads, config.device)
+    measure_cfg = MeasureConfig(config.batch, config.threads)  # the deployment runtime, whatever trained it
     bench = Workbench(teacher, data, measure_cfg, config.device, progress=progress)
     extra = steps if steps is not None else (
         int(math.ceil(epochs * data.n_train / plan.distill.batch_size)) if epochs is not None else 0)

@@ -16,6 +16,7 @@ GPU is never left waiting on the host.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -91,7 +92,9 @@ def batch_to(x: torch.Tensor, device: str) -> torch.Tensor:
 def teacher_logits(teacher: nn.Module, x: torch.Tensor, device: str = "cpu", batch_size: int = 512,
                    progress: Callable | None = None) -> torch.Tensor:
     """Logits of ``teacher`` over in-memory inputs ``x`` (fp32), computed once and cached."""
-    teacher = to_device(teacher, device).eval()
+    if device != "cpu":  # a copy: the caller's CPU teacher keeps its memory format
+        teacher = to_device(copy.deepcopy(teacher), device)
+    teacher.eval()
     task = progress("teacher logits", len(x)) if progress else None
     out = []
     for i in range(0, len(x), batch_size):
@@ -100,7 +103,6 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor, device: str = "cpu", bat
             task.update(len(out[-1]))
     if task:
         task.close()
-    teacher.cpu()
     return torch.cat(out)
 
 
@@ -195,7 +197,7 @@ def finetune_stream(
         sched.step()
         pending.append(loss.detach())
         images += len(x)
-        if step % sync_every == 0 or step == n_steps or on_step is not None:
+        if step % sync_every == 0 or step == n_steps:
             _drain(pending, losses)
         if deadline is not None and time.monotonic() > deadline:
             _drain(pending, losses)

@@ -87,8 +87,9 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
-    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device,
-                      progress=bars)
+    # Latency and accuracy are measured on the deployment runtime (ONNX Runtime on CPU), whatever
+    # device fine-tunes.
+    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads), config.device, progress=bars)
     record_workbench(study, bench)
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
     if artifact_dir:
@@ -96,6 +97,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     objective = Objective(bench, space, config, artifact_dir)
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None
+    bench.val.progress = bar.evaluating if bar else None
     interrupted = False
     try:
         study.optimize(objective, n_trials=config.n_trials, timeout=config.timeout,
@@ -160,6 +162,14 @@ class _Bar:
         self._shown = now
         done = f"{self.last}; " if self.last else ""
         self.tqdm.set_postfix_str(f"{done}fine-tune step {step}/{steps}, {images_per_s:.0f} img/s")
+
+    def evaluating(self, done: int, total: int) -> None:
+        """Accuracy of the trial's artifact, as it goes."""
+        now = time.monotonic()
+        if done != total and now - self._shown < 0.5:
+            return
+        self._shown = now
+        self.tqdm.set_postfix_str(f"{self.last + '; ' if self.last else ''}evaluating {done}/{total}")
 
     def close(self) -> None:
         self.tqdm.close()

@@ -122,7 +122,7 @@ class Workbench:
 
     def eager_accuracy(self, student: nn.Module, limit: int | None = None) -> float:
         """Top-1 of the training-time module on the first ``limit`` validation samples (early stop only)."""
-        return module_accuracy(student, self.data.eval_batches(256, limit))
+        return module_accuracy(student, self.data.eval_batches(self.val.batch_size, limit))
 
     def run(self, plan: Plan, path: str | Path, deadline: float | None = None,
             on_step: Callable[[int, nn.Module], None] | None = None) -> TrialResult:

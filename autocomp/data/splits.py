@@ -144,7 +144,7 @@ class StreamSplit:
         workers = min(self.workers, max(1, -(-len(items) // batch_size))) if self.workers else 0
         sized = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
         return torch.utils.data.DataLoader(items, num_workers=workers, pin_memory=pin,
-                                           prefetch_factor=4 if workers else None, **sized)
+                                           prefetch_factor=2 if workers else None, **sized)
 
     def eval_batches(self, batch_size: int = 256, limit: int | None = None, pin: bool = False) -> Iterator[Batch]:
         indices = self.indices if self.indices is not None else list(range(len(self.dataset)))
@@ -181,20 +181,34 @@ def _checked(loader: torch.utils.data.DataLoader, what: str) -> Iterator[Batch]:
         del it  # shuts the workers down as soon as the caller stops
 
 
+def eval_batch_size(sample_shape: tuple[int, ...], budget: int = 32 << 20) -> int:
+    """Batches of about ``budget`` bytes (8 to 256 samples): 256 at 28 px, 53 at 3x224x224."""
+    per = 4 * int(np.prod(sample_shape))
+    return max(8, min(256, budget // max(1, per)))
+
+
 class EvalSet:
     """Validation batches as numpy, for an artifact's session; ``shape`` is ``(N, C, H, W)``.
 
-    ``autocomp.measure`` takes it where it takes a validation array.
+    ``autocomp.measure`` takes it where it takes a validation array. ``progress(done, total)``,
+    when set, hears about every batch (the runner's progress line).
     """
 
-    def __init__(self, split: TensorSplit | StreamSplit, limit: int | None = None, batch_size: int = 256) -> None:
-        self.split, self.batch_size = split, batch_size
+    def __init__(self, split: TensorSplit | StreamSplit, limit: int | None = None, batch_size: int | None = None
+                 ) -> None:
+        self.split = split
         self.n = len(split) if limit is None else min(limit, len(split))
         self.shape = (self.n, *split.sample_shape)
+        self.batch_size = batch_size or eval_batch_size(self.shape[1:])
+        self.progress: Callable[[int, int], None] | None = None
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        done = 0
         for x, y in self.split.eval_batches(self.batch_size, self.n):
+            done += len(x)
+            if self.progress is not None:
+                self.progress(done, self.n)
             yield x.numpy(), y.numpy()
