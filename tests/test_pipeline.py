@@ -231,4 +231,47 @@ def test_peak_memory_does_not_follow_the_dataset_size(tmp_path: Path) -> None:
         line = [s for s in out.stdout.splitlines() if s.startswith("PEAK_KB")]
         assert line and line[0].endswith(" 0"), out.stderr[-2000:]
         peaks[n] = int(line[0].split()[1]) / 1024
+    print(f"peak RSS MB by images per class: {peaks}")  # shown with -s; the numbers behind the margin
     assert peaks[300] - peaks[60] < 40, peaks  # MB
+
+
+def test_python_api_searches_over_datasets(tmp_path: Path, tiny_data) -> None:
+    """Map-style datasets given to autocomp.search stream through a DataLoader (worker processes)."""
+    import autocomp
+    from tiny_models import tiny_cnn
+
+    torch.manual_seed(0)
+    train = torch.utils.data.TensorDataset(tiny_data.train_x, tiny_data.train_y)
+    val = torch.utils.data.TensorDataset(tiny_data.val_x, tiny_data.val_y)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    study = autocomp.search(tiny_cnn().eval(), train, val, space=str(tmp_path / "space.yaml"), n_trials=3,
+                            storage=f"sqlite:///{tmp_path / 's.db'}", study_name="ds", run_dir=str(tmp_path),
+                            workers=1)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    pre = study.user_attrs["preprocessing"]
+    assert pre["in_memory"] is False
+    assert pre["val_images"] == len(val) and pre["normalization"] == "none: inputs used as given"
+
+
+def test_run_files_and_flags_take_the_preprocessing_settings(tmp_path: Path, capsys) -> None:
+    from autocomp.config import SearchConfig, read_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text("image_size: 224\nresize: 256\nmean: [0.485, 0.456, 0.406]\nstd: 0.25\naugment: light\n")
+    settings = read_config_file(str(path))
+    assert settings["mean"] == (0.485, 0.456, 0.406) and settings["std"] == (0.25,)
+    config = SearchConfig(**{**settings, "std": (0.2, 0.2, 0.2)})
+    assert config.data_spec.mean == (0.485, 0.456, 0.406) and config.data_spec.augment == "light"
+    assert SearchConfig.from_dict(config.to_dict()) == config
+    assert {"weights", "resize", "mean", "std", "augment"} <= set(config.identity())  # they define the study
+    path.write_text("mean: [a, b]\n")
+    with pytest.raises(Exception, match="mean: must be a list of numbers"):
+        read_config_file(str(path))
+    for flags, message in ((["--resize", "100", "--image-size", "128"], "resize: must be >= image_size"),
+                           (["--mean", "0.5"], "--mean and --std go together"),
+                           (["--std", "0,1", "--mean", "0,0"], "one value per channel"),
+                           (["--workers", "-1"], "workers: must be 0 to 256")):
+        assert main(["search", *flags, "--run-dir", str(tmp_path / "r"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (flags, err)
+    assert not (tmp_path / "r").exists()

@@ -224,7 +224,8 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
         num_classes = int(max(train_y.max(), val_y.max())) + 1
         channels = train_x.shape[1] if train_x.dim() == 4 else 1
         return DataBundle(train_x, train_y, val_x, val_y, num_classes, [0.0] * channels, [1.0] * channels,
-                          Preprocess(normalization="none: inputs used as given"), {"dataset": "python"})
+                          Preprocess(normalization="none: inputs used as given"),
+                          {"dataset": "python", "in_memory": True})
     for which, data in (("train", train_data), ("validation", val_data)):
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise AutocompError(f"{which} data must be (x, y) tensors or a dataset of (x, y) pairs")
@@ -237,7 +238,7 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
 
     raw = Raw(train_data, val_data, "python", photo=False)
     return Data(split(train_data, "the training data"), split(val_data, "the validation data"),
-                _num_classes(raw, "python"), pre, "none", {"dataset": "python"})
+                _num_classes(raw, "python"), pre, "none", {"dataset": "python", "in_memory": False})
 
 
 def _as_tensor(x: object) -> torch.Tensor:
