@@ -354,7 +354,8 @@ def export_longer(args: argparse.Namespace) -> None:
     storage = f"sqlite:///{run / 'study.db'}"
     study = optuna.load_study(study_name=run.name, storage=storage)
     trial = args.trial if args.trial is not None else max(
-        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and not t.user_attrs.get("baseline")),
+        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+         and t.user_attrs.get("baseline") != "teacher"),
         key=lambda t: t.values[0]).number
     target = out / f"{run.name}-t{trial}-e{args.epochs:g}.acz"
     env = {**os.environ, "AUTOCOMP_CACHE": str(out / "cache"), "OMP_WAIT_POLICY": "PASSIVE"}
