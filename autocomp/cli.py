@@ -19,13 +19,26 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
      "(e.g. image_size=32 for torchvision:vit_b_16 on 32-px inputs)"),
     ("--checkpoint", str,
      "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached"),
+    ("--weights", str, "torchvision weights of a torchvision:NAME model (DEFAULT, IMAGENET1K_V1 ...), read from the "
+     "local torch hub cache ($TORCH_HOME/hub/checkpoints), never downloaded; sets the preprocessing too"),
     ("--dataset", str,
      "digits (builtin, offline) | mnist | cifar10 | torchvision:NAME | ImageFolder dir | module:callable"),
     ("--data-dir", str, "root directory of a torchvision dataset"),
-    ("--image-size", int, "resize images to SIZE x SIZE"),
+    ("--image-size", int, "model input SIZE x SIZE: resize (shorter side) + center crop to SIZE; required for "
+     "image folders of mixed sizes (default with --weights: the weights' own, e.g. 224)"),
+    ("--resize", int, "resize the shorter side to this before the center crop (default: SIZE, or SIZE*256/224 "
+     "with --weights)"),
+    ("--mean", str, "normalization mean per channel, e.g. 0.485,0.456,0.406 (default: the weights' own with "
+     "--weights, else computed from a sample of training images)"),
+    ("--std", str, "normalization std per channel, e.g. 0.229,0.224,0.225 (with --mean)"),
+    ("--augment", str, "fine-tune augmentation: none | light (random-resized crop 35-100%% + flip) | standard "
+     "(8-100%% + flip); default standard for photo datasets (image folders, CIFAR), none otherwise"),
+    ("--workers", int, "DataLoader worker processes that read and preprocess streamed images (default: cores - 1, "
+     "at most 8; 0 = in the main process)"),
     ("--channels", int, "convert images to 1 or 3 channels"),
-    ("--train-samples", int, "use at most N training samples"),
-    ("--val-samples", int, "use at most N validation samples"),
+    ("--train-samples", int, "use at most N training samples (a seeded subset)"),
+    ("--val-samples", int, "rank trials on a fixed seeded subset of N validation samples; `autocomp export` "
+     "re-measures on the whole validation split"),
     ("--teacher-epochs", int, "epochs to train the teacher when no checkpoint is given (default 30)"),
     ("--space", str, "search space: a shipped name (see `autocomp spaces list`) or a YAML file (default: default)"),
     ("--n-trials", int, "trials to add in this run (default 50); running again adds more to the same study"),
@@ -50,7 +63,7 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
 
 
 def _search(args: argparse.Namespace) -> int:
-    from autocomp.config import SearchConfig, read_config_file
+    from autocomp.config import SearchConfig, parse_numbers, read_config_file
     from autocomp.runner import run_search
 
     settings = read_config_file(args.config) if args.config else {}
@@ -59,6 +72,8 @@ def _search(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             settings[key] = tuple(v.strip() for v in value.split(",") if v.strip()) if key == "baselines" else value
+            if key in ("mean", "std"):
+                settings[key] = parse_numbers(flag, value)
     if args.download:
         settings["download"] = True
     if args.no_keep_artifacts:
@@ -85,8 +100,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from autocomp.export_trial import export_trial
+    from autocomp.runner import task_bar
 
-    card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs)
+    card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs, args.steps,
+                        progress=None if args.no_progress else task_bar)
     print(card)
     return 0
 
@@ -134,10 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     e.add_argument("--study-name", required=True, help="study name")
     e.add_argument("--trial", type=int, required=True, help="trial number")
-    e.add_argument("--out", required=True, help="artifact file to write")
-    e.add_argument("--format", default="acz", choices=["acz", "onnx", "torchscript", "state_dict"],
-                   help="acz (packed, what was measured; default), onnx (expanded), torchscript, state_dict")
-    e.add_argument("--epochs", type=float, default=None, help="fine-tune this many epochs instead of the Plan's steps")
+    e.add_argument("--out", required=True,
+                   help="file to write; its extension picks the format: .acz (the artifact the study measured), "
+                   ".onnx (expanded plain ONNX), .pt (TorchScript); .xml (OpenVINO IR) is not supported yet")
+    e.add_argument("--format", default=None, choices=["acz", "onnx", "torchscript", "state_dict"],
+                   help="only needed for state_dict (.pt); must agree with --out's extension")
+    e.add_argument("--epochs", type=float, default=None,
+                   help="continue the trial's fine-tune (same Plan) for this many more epochs before export; "
+                   "the card then records the search-time and the final accuracy")
+    e.add_argument("--steps", type=int, default=None, help="as --epochs, in optimizer steps")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_export)
 
     sp = sub.add_parser("spaces", help="list, show and check search spaces")

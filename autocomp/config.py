@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from autocomp.data import DataSpec
+from autocomp.data import AUGMENTS, DataSpec
 from autocomp.errors import AutocompError
 from autocomp.plan import BASELINES
 
@@ -48,6 +48,12 @@ class SearchConfig:
     heartbeat: int = 10
     train_threads: int | None = None  # torch intra-op threads for teacher training and fine-tunes
     allow_empty_space: bool = False  # run a space with no searched dimension on the model (warned)
+    weights: str | None = None  # torchvision weights enum name (DEFAULT, IMAGENET1K_V1), from the local cache
+    resize: int | None = None  # shorter side before the center crop to image_size
+    mean: tuple[float, ...] | None = None  # normalization; else the weights' own, else a training sample's
+    std: tuple[float, ...] | None = None
+    augment: str | None = None  # none | light | standard; default standard for photo datasets, else none
+    workers: int | None = None  # DataLoader worker processes (default: cores - 1, at most 8)
 
     def __post_init__(self) -> None:
         def need(cond: bool, key: str, problem: str) -> None:
@@ -68,6 +74,20 @@ class SearchConfig:
         need(self.teacher_epochs >= 0, "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")
         need(self.image_size is None or 4 <= self.image_size <= 4096, "image_size", "must be 4 to 4096")
         need(self.channels in (None, 1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        need(self.resize is None or 4 <= self.resize <= 8192, "resize", "must be 4 to 8192")
+        need(self.image_size is None or self.resize is None or self.resize >= self.image_size, "resize",
+             f"must be >= image_size ({self.image_size}), got {self.resize}")
+        need(self.augment is None or self.augment in AUGMENTS, "augment",
+             f"must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        need(self.workers is None or 0 <= self.workers <= 256, "workers", f"must be 0 to 256, got {self.workers}")
+        need((self.mean is None) == (self.std is None), "mean", "--mean and --std go together")
+        if self.mean is not None and self.std is not None:
+            need(len(self.mean) == len(self.std) and len(self.mean) in (1, 3), "mean",
+                 "--mean and --std need one value per channel (1 or 3 each)")
+            need(all(v > 0 for v in self.std), "std", "every value must be > 0")
+        need(self.weights is None or re.fullmatch(r"[A-Za-z0-9_.]{1,100}", self.weights) is not None, "weights",
+             f"must be a weights name like DEFAULT or IMAGENET1K_V1, got {self.weights!r}")
+        need(self.weights is None or not self.checkpoint, "weights", "pass either weights or a checkpoint, not both")
         need(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
              f"must be cpu or cuda[:N], got {self.device!r}")
         for b in self.baselines:
@@ -104,19 +124,40 @@ class SearchConfig:
     @property
     def data_spec(self) -> DataSpec:
         return DataSpec(self.dataset, self.data_dir, self.image_size, self.channels,
-                        self.train_samples, self.val_samples, self.download)
+                        self.train_samples, self.val_samples, self.download, self.resize, self.mean, self.std,
+                        self.augment, self.workers)
 
     def identity(self) -> dict[str, Any]:
         """What defines the study: resuming with a different identity is refused."""
         keys = ("model", "checkpoint", "dataset", "image_size", "channels", "train_samples", "val_samples",
-                "teacher_epochs", "seed", "batch", "threads", "model_kwargs")
+                "teacher_epochs", "seed", "batch", "threads", "model_kwargs", "weights", "resize", "mean", "std",
+                "augment")
         # model_kwargs is None when not given, which is what a study made before it existed reads.
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["baselines"] = list(self.baselines)
+        for key in ("mean", "std"):
+            d[key] = list(d[key]) if d[key] is not None else None
         return d
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> SearchConfig:
+        """Back from ``to_dict`` (a study's stored config): lists become tuples again."""
+        return cls(**{k: tuple(v) if k in ("baselines", "mean", "std") and v is not None else v
+                      for k, v in stored.items()})
+
+
+def parse_numbers(flag: str, text: str) -> tuple[float, ...]:
+    """``"0.485,0.456,0.406"`` -> floats, or a one-line error naming the flag."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise AutocompError(f"{flag}: must be comma-separated numbers (one per channel), got {text!r}")
+    return values
 
 
 def parse_model_kwargs(text: str) -> dict[str, Any]:
@@ -215,6 +256,18 @@ def _coerce(path: str, key: str, value: Any, kind: str) -> Any:
             return check_model_kwargs(value)
         except AutocompError as exc:
             raise AutocompError(f"{path}: {exc}") from None
+    if expected.startswith("tuple[float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, str):
+            value = [s.strip() for s in value.split(",") if s.strip()]
+        try:
+            numbers = tuple(float(v) for v in value if not isinstance(v, bool))
+        except (TypeError, ValueError):
+            numbers = ()
+        if not numbers or len(numbers) != len(value):
+            raise AutocompError(f"{path}: {key}: must be a list of numbers")
+        return numbers
     if expected.startswith("tuple"):
         if isinstance(value, str):
             value = [s.strip() for s in value.split(",") if s.strip()]

@@ -1,16 +1,25 @@
 """The brief distillation fine-tune every trial runs.
 
-Teacher logits are computed once per study (the data pipeline is deterministic: no
-augmentation), so a trial costs only the student's forward and backward passes. Masks and
-fake quantization live in parametrizations, so pruned weights stay zero and quantized
-weights learn their grid throughout.
+Batches stream from ``Data.train_batches``. Teacher logits come from a cache only when the
+data are small, in memory and unaugmented (``Data.caches_teacher_logits``); otherwise the
+teacher runs on the very batch the student sees, so augmented images get their own soft
+targets and memory does not grow with the dataset. Masks and fake quantization live in
+parametrizations, so pruned weights stay zero and quantized weights learn their grid
+throughout.
+
+On a GPU: the teacher sits on the GPU, forward passes run under autocast (bf16 where the GPU
+has it, else fp16 with a gradient scaler), activations are channels-last, and batches arrive
+pinned from DataLoader workers. The loss is read back every few steps, not every step, so the
+GPU is never left waiting on the host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +28,8 @@ from torch import nn
 from autocomp.errors import TrialFailed
 from autocomp.layers import COMPUTE_TYPES
 from autocomp.plan import DistillPlan
+
+ProgressFn = Callable[[int, int, float], None]  # (step, of steps, images per second)
 
 
 def kd_loss(
@@ -51,12 +62,66 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
+def amp_dtype(device: str) -> torch.dtype | None:
+    """Autocast dtype for training on ``device``: None (fp32) on CPU, bf16 or fp16 on CUDA."""
+    if not device.startswith("cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    dtype = amp_dtype(device)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def to_device(model: nn.Module, device: str) -> nn.Module:
+    """Move a model for training: channels-last on a GPU (faster convs under autocast)."""
+    if device.startswith("cuda"):
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def batch_to(x: torch.Tensor, device: str) -> torch.Tensor:
+    if device.startswith("cuda"):
+        x = x.to(device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    return x
+
+
 @torch.no_grad()
-def teacher_logits(teacher: nn.Module, x: torch.Tensor, device: str = "cpu", batch_size: int = 512) -> torch.Tensor:
-    teacher = teacher.to(device).eval()
-    out = [teacher(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    teacher.cpu()
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, device: str = "cpu", batch_size: int = 512,
+                   progress: Callable | None = None) -> torch.Tensor:
+    """Logits of ``teacher`` over in-memory inputs ``x`` (fp32), computed once and cached."""
+    if device != "cpu":  # a copy: the caller's CPU teacher keeps its memory format
+        teacher = to_device(copy.deepcopy(teacher), device)
+    teacher.eval()
+    task = progress("teacher logits", len(x)) if progress else None
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(teacher(batch_to(x[i : i + batch_size], device)).float().cpu())
+        if task:
+            task.update(len(out[-1]))
+    if task:
+        task.close()
     return torch.cat(out)
+
+
+def distill_batches(data, batch_size: int, seed: int, device: str = "cpu",  # noqa: ANN001
+                    teacher: nn.Module | None = None, soft_targets: torch.Tensor | None = None
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless ``(x, y, teacher_logits)`` on ``device``: cached logits by index, or the teacher run
+    on the same (augmented) batch."""
+    if soft_targets is None and teacher is None:
+        raise ValueError("distill_batches needs the teacher or its cached logits")
+    pin = device.startswith("cuda")
+    for x, y, idx in data.train_batches(batch_size, seed, pin):
+        x, y = batch_to(x, device), y.to(device, non_blocking=pin)
+        if soft_targets is not None and idx is not None:
+            t = soft_targets[idx].to(device, non_blocking=pin)
+        else:
+            with torch.no_grad(), autocast(device):
+                t = teacher(x).float()
+        yield x, y, t
 
 
 def finetune(
@@ -71,43 +136,86 @@ def finetune(
     steps: int | None = None,
     on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> list[float]:
-    """Run ``settings.steps`` (or ``steps``) optimizer steps of KD; return the loss per step.
+    """``finetune_stream`` over in-memory tensors and their cached teacher logits, in a seeded order.
 
-    Raises ``TrialFailed`` when the loss is NaN/inf or ``deadline`` (``time.monotonic``) passes.
-    ``on_step(step, student)`` runs after every step (early stopping raises from there).
+    Example::
+
+        losses = finetune(student, x, y, teacher_logits(teacher, x), DistillPlan(steps=100))
+    """
+    from autocomp.data import TensorSplit
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for x, y, idx in TensorSplit(train_x, train_y).train_batches(settings.batch_size, seed):
+            yield x.to(device), y.to(device), soft_targets[idx].to(device)
+
+    return finetune_stream(student, batches(), settings, device, deadline, steps, on_step)
+
+
+def finetune_stream(
+    student: nn.Module,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    settings: DistillPlan,
+    device: str = "cpu",
+    deadline: float | None = None,
+    steps: int | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[float]:
+    """Run ``settings.steps`` (or ``steps``) optimizer steps of KD over ``batches``; return the loss per step.
+
+    ``batches`` yields ``(x, y, teacher_logits)`` on ``device`` (``distill_batches``). Raises
+    ``TrialFailed`` when the loss is NaN/inf or ``deadline`` (``time.monotonic``) passes.
+    ``on_step(step, student)`` runs after every step (early stopping raises from there);
+    ``on_progress(step, steps, images_per_second)`` too.
+
+    Example::
+
+        losses = finetune_stream(student, distill_batches(data, 64, seed=0, teacher=teacher), DistillPlan(steps=100))
     """
     n_steps = settings.steps if steps is None else steps
     losses: list[float] = []
     if n_steps == 0:
         return losses
-    student.to(device).train()
+    to_device(student, device).train()
     opt = torch.optim.Adam(student.parameters(), lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train_x), generator=gen)
-    cursor = 0
-    for _ in range(n_steps):
-        if cursor + settings.batch_size > len(order):
-            order, cursor = torch.randperm(len(train_x), generator=gen), 0
-        idx = order[cursor : cursor + settings.batch_size]
-        cursor += settings.batch_size
-        logits = student(train_x[idx].to(device))
-        loss = kd_loss(logits, soft_targets[idx].to(device), train_y[idx].to(device),
-                       settings.temperature, settings.alpha)
-        if settings.l1:
-            loss = loss + settings.l1 * l1_penalty(student)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrialFailed(f"fine-tune loss diverged ({value}) at step {len(losses)}")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
+    sync_every = 16 if device.startswith("cuda") else 1  # reading the loss back stalls a GPU
+    pending: list[torch.Tensor] = []
+    images, started = 0, time.perf_counter()
+    for step in range(1, n_steps + 1):
+        x, y, t = next(batches)
+        with autocast(device):
+            logits = student(x)
+            loss = kd_loss(logits.float(), t, y, settings.temperature, settings.alpha)
+            if settings.l1:
+                loss = loss + settings.l1 * l1_penalty(student)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
-        losses.append(value)
+        pending.append(loss.detach())
+        images += len(x)
+        if step % sync_every == 0 or step == n_steps:
+            _drain(pending, losses)
         if deadline is not None and time.monotonic() > deadline:
-            raise TrialFailed(f"trial timed out during fine-tune (step {len(losses)} of {n_steps})")
+            _drain(pending, losses)
+            raise TrialFailed(f"trial timed out during fine-tune (step {step} of {n_steps})")
+        if on_progress is not None:
+            on_progress(step, n_steps, images / max(1e-9, time.perf_counter() - started))
         if on_step is not None:
-            on_step(len(losses), student)
+            on_step(step, student)
             student.train()
     student.cpu().eval()
+    if device.startswith("cuda"):
+        student.to(memory_format=torch.contiguous_format)
     return losses
+
+
+def _drain(pending: list[torch.Tensor], losses: list[float]) -> None:
+    for value in torch.stack(pending).float().cpu().tolist() if pending else []:
+        if not math.isfinite(value):
+            raise TrialFailed(f"fine-tune loss diverged ({value}) at step {len(losses)}")
+        losses.append(value)
+    pending.clear()

@@ -1,10 +1,11 @@
 """Models: builtin ones, torchvision classifiers by name, or a user's builder; plus the teacher.
 
 Specs: ``digits_cnn`` (default), ``lenet5``, ``lenet300``; ``torchvision:resnet18`` (random
-init, ``num_classes`` set from the data: pass ``--checkpoint`` for trained weights);
+init, ``num_classes`` set from the data: pass ``--checkpoint`` for trained weights, or
+``--weights NAME`` for torchvision's own, read from the local torch hub cache only);
 ``pkg.module:build`` or ``path/to/file.py:build`` (called with ``num_classes=`` when it takes it).
 
-Without a checkpoint, the teacher is trained on the training split and cached under
+Without a checkpoint or weights, the teacher is trained on the training split and cached under
 ``$AUTOCOMP_CACHE`` (default ``~/.cache/autocomp``), keyed by model, data and settings.
 """
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocomp.data import DataBundle
+from autocomp.data import Data, Preprocess
 from autocomp.errors import AutocompError
 from autocomp.loading import load_callable
 
@@ -66,11 +67,12 @@ BUILTIN: dict[str, Callable[..., nn.Module]] = {"digits_cnn": digits_cnn, "lenet
 
 
 def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...],
-                model_kwargs: dict[str, Any] | None = None) -> nn.Module:
+                model_kwargs: dict[str, Any] | None = None, weights: str | None = None) -> nn.Module:
     """Build the model a spec names, its attention made explicit (``methods.attention``).
 
     ``model_kwargs`` go to the builder (torchvision's, a builtin's or the user's), e.g.
-    ``{"image_size": 32}`` for ``torchvision:vit_b_16`` on 32-pixel inputs.
+    ``{"image_size": 32}`` for ``torchvision:vit_b_16`` on 32-pixel inputs; ``weights`` names a
+    torchvision weights enum member loaded from the local cache (``DEFAULT``, ``IMAGENET1K_V1``).
 
     Example::
 
@@ -78,7 +80,10 @@ def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...],
     """
     from autocomp.methods.attention import explicit_attention
 
-    model = _build(spec, num_classes, input_shape, dict(model_kwargs or {}))
+    if weights is not None:
+        model = _with_weights(spec, weights, dict(model_kwargs or {}))
+    else:
+        model = _build(spec, num_classes, input_shape, dict(model_kwargs or {}))
     explicit_attention(model)
     return model
 
@@ -129,6 +134,66 @@ def _call(build: Callable[..., Any], spec: str, kwargs: dict[str, Any]) -> Any:
         raise AutocompError(f"model builder {spec!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
+def torchvision_weights(spec: str, name: str):  # noqa: ANN201
+    """The torchvision weights enum member ``name`` (``DEFAULT``, ``IMAGENET1K_V1`` ...) of ``torchvision:MODEL``."""
+    if not spec.startswith("torchvision:"):
+        raise AutocompError(f"--weights {name} needs a torchvision:NAME model, not {spec!r}")
+    import torchvision
+
+    model = spec.split(":", 1)[1]
+    if model not in torchvision.models.list_models(module=torchvision.models):
+        raise AutocompError(f"unknown torchvision classifier {model!r} (see torchvision.models.list_models())")
+    enum = torchvision.models.get_model_weights(model)
+    try:
+        return enum[name.split(".")[-1]]
+    except KeyError:
+        known = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))
+        raise AutocompError(f"unknown weights {name!r} for {model} (available: {known})") from None
+
+
+def weights_preprocess(spec: str, name: str | None) -> Preprocess | None:
+    """The input transform torchvision's weights were trained with (resize, crop, mean, std), or None."""
+    if name is None:
+        return None
+    weights = torchvision_weights(spec, name)
+    t = weights.transforms()
+    interpolation = getattr(t, "interpolation", None)
+    return Preprocess(
+        image_size=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std), interpolation=getattr(interpolation, "value", "bilinear"),
+        normalization=f"torchvision weights {type(weights).__name__}.{weights.name} (their own transforms)",
+    )
+
+
+def weights_file(weights) -> Path:  # noqa: ANN001
+    """Where torchvision's weights API looks for ``weights`` locally (``$TORCH_HOME/hub/checkpoints``)."""
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def _with_weights(spec: str, name: str, extra: dict[str, Any]) -> nn.Module:
+    import torchvision
+
+    weights = torchvision_weights(spec, name)
+    label = f"{type(weights).__name__}.{weights.name}"
+    path = weights_file(weights)
+    if not path.is_file():
+        # Never downloaded at run time: the person with network fetches them once.
+        raise AutocompError(f"weights {label} are not in the local torch hub cache ({path}); fetch them where there "
+                            "is network (or copy the file there), or pass --checkpoint")
+    try:  # torchvision would unpickle the file as it is; check it holds only tensors first
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt files and pickled objects fail differently
+        raise AutocompError(f"cannot load weights {label} from {path} (weights_only=True): "
+                            f"{str(exc).splitlines()[0]}") from None
+    try:
+        return torchvision.models.get_model(spec.split(":", 1)[1], weights=weights, **extra)
+    except Exception as exc:  # a state dict that does not fit the architecture
+        raise AutocompError(f"weights {label} in {path} do not fit the model: "
+                            f"{str(exc).strip().splitlines()[-1][:200]}") from None
+
+
 def load_checkpoint(model: nn.Module, path: str) -> None:
     if not Path(path).is_file():
         raise AutocompError(f"checkpoint not found: {path}")
@@ -148,19 +213,20 @@ def load_checkpoint(model: nn.Module, path: str) -> None:
         raise AutocompError(f"checkpoint {path} does not fit the model: {detail}") from None
 
 
-def check_fits(model: nn.Module, data: DataBundle) -> None:
+def check_fits(model: nn.Module, data: Data) -> None:
     """Fail early, with one line, when the model cannot take the data or gives the wrong logits."""
     if next(model.parameters(), None) is None:  # only pooling/reshapes: no optimizer, nothing to compress
         kinds = sorted({type(m).__name__ for m in model.modules() if next(m.children(), None) is None})
         raise AutocompError(f"model has no parameters (only {', '.join(kinds[:8])}): nothing to train, compress or "
                             "fine-tune")
+    x = data.example(2)
     try:
         with torch.no_grad():
-            out = model.eval()(data.val_x[:2])
+            out = model.eval()(x)
     except Exception as exc:  # shape mismatches surface as many error types
         raise AutocompError(
-            f"model does not accept inputs of shape {tuple(data.val_x.shape[1:])}: {str(exc).splitlines()[0]}"
-            f"{size_hint(model, tuple(data.val_x.shape[1:]))}"
+            f"model does not accept inputs of shape {tuple(x.shape[1:])}: {str(exc).splitlines()[0]}"
+            f"{size_hint(model, tuple(x.shape[1:]))}"
         ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < data.num_classes:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -194,31 +260,66 @@ def state_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def train_teacher(model: nn.Module, data: DataBundle, epochs: int, seed: int, device: str = "cpu",
-                  lr: float = 1e-3, batch_size: int = 64) -> None:
+def train_teacher(model: nn.Module, data: Data, epochs: int, seed: int, device: str = "cpu",
+                  lr: float = 1e-3, batch_size: int = 64, progress: Callable | None = None) -> None:
+    """Adam + cosine over ``epochs`` of the training split (augmented as the data say), mixed
+    precision on a GPU."""
+    from autocomp.finetune import autocast, batch_to, to_device
+
     torch.manual_seed(seed)
-    model.to(device).train()
+    to_device(model, device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(data.train_x), generator=gen)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(data.train_x[idx].to(device)), data.train_y[idx].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
+    scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
+    per_epoch = -(-data.n_train // batch_size)
+    task = progress("training the teacher", epochs * per_epoch) if progress else None
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with autocast(device):
+            loss = F.cross_entropy(model(batch_to(x, device)).float(), y.to(device))
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if task:
+            task.update(1)
+
+    if data.train.in_memory:  # every sample once per epoch, in a seeded order
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            order = torch.randperm(data.n_train, generator=gen)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                step(data.train.x[idx], data.train.y[idx])
+            sched.step()
+    else:
+        batches = data.train_batches(batch_size, seed, pin=device.startswith("cuda"))
+        try:
+            for _ in range(epochs):
+                for _ in range(per_epoch):
+                    x, y, _ = next(batches)
+                    step(x, y)
+                sched.step()
+        finally:
+            batches.close()
+    if task:
+        task.close()
     model.cpu().eval()
+    if device.startswith("cuda"):
+        model.to(memory_format=torch.contiguous_format)
 
 
-def prepare_teacher(spec: str, data: DataBundle, checkpoint: str | None, epochs: int, seed: int,
+def prepare_teacher(spec: str, data: Data, checkpoint: str | None, epochs: int, seed: int,
                     cache_key: dict, device: str = "cpu", log: Callable[[str], None] = print,
-                    model_kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """Build the teacher; load its checkpoint, or train it once and cache it."""
-    model = build_model(spec, data.num_classes, data.input_shape, model_kwargs)
+                    model_kwargs: dict[str, Any] | None = None, weights: str | None = None,
+                    progress: Callable | None = None) -> nn.Module:
+    """Build the teacher; load its checkpoint or torchvision weights, or train it once and cache it."""
+    if weights is not None and checkpoint:
+        raise AutocompError("pass either --weights or --checkpoint, not both")
+    model = build_model(spec, data.num_classes, data.input_shape, model_kwargs, weights)
     check_fits(model, data)
+    if weights is not None:
+        return model.eval()
     if checkpoint:
         load_checkpoint(model, checkpoint)
         return model.eval()
@@ -229,7 +330,7 @@ def prepare_teacher(spec: str, data: DataBundle, checkpoint: str | None, epochs:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
     log(f"training the teacher ({spec}, {epochs} epochs); cached at {path}")
-    train_teacher(model, data, epochs, seed, device)
+    train_teacher(model, data, epochs, seed, device, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     torch.save(model.state_dict(), tmp)

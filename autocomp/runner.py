@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,15 +12,15 @@ import torch
 from torch import nn
 
 from autocomp.config import SearchConfig
-from autocomp.data import DataBundle, load_data
+from autocomp.data import Data, load_data
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.failures import LogFile, common_reasons
 from autocomp.layers import compute_layers, output_layers
 from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig
 from autocomp.methods.attention import explicit_copy
-from autocomp.models import check_fits, prepare_teacher
-from autocomp.sanity import chance_accuracy, teacher_warnings
+from autocomp.models import check_fits, prepare_teacher, weights_preprocess
+from autocomp.sanity import teacher_warnings
 from autocomp.space import SearchSpace, load_space
 from autocomp.study import (
     Objective,
@@ -38,21 +39,37 @@ def use_threads(config: SearchConfig) -> None:
         torch.set_num_threads(config.train_threads)
 
 
-def prepare(config: SearchConfig, log: Callable[[str], None] = print) -> tuple[nn.Module, DataBundle]:
-    """Data and teacher for a config (teacher trained and cached on first use)."""
+def prepare(config: SearchConfig, log: Callable[[str], None] = print, progress: Callable | None = None
+            ) -> tuple[nn.Module, Data]:
+    """Data and teacher for a config (teacher trained and cached on first use).
+
+    ``progress(what, total)`` returns a task with ``update(n)`` and ``close()`` (``task_bar``).
+    """
     use_threads(config)
     torch.manual_seed(config.seed)
-    data = load_data(config.data_spec, seed=config.seed)
-    key = {"model": config.model, "source": source_digest(config.model), **config.data_spec.__dict__,
-           "n_train": len(data.train_x)}
+    defaults = weights_preprocess(config.model, config.weights)
+    data = load_data(config.data_spec, seed=config.seed, defaults=defaults, progress=progress)
+    # Neither the worker count nor the validation subset changes what the teacher trains on.
+    spec = {k: v for k, v in config.data_spec.__dict__.items() if k not in ("workers", "val_samples")}
+    key = {"model": config.model, "source": source_digest(config.model), **spec, "n_train": data.n_train,
+           "augment": data.augment}
     if config.model_kwargs:  # only when given, so the cache keys of earlier teachers still hold
         key["model_kwargs"] = config.model_kwargs
     teacher = prepare_teacher(config.model, data, config.checkpoint, config.teacher_epochs, config.seed,
-                              key, config.device, log, model_kwargs=config.model_kwargs)
+                              key, config.device, log, model_kwargs=config.model_kwargs, weights=config.weights,
+                              progress=progress)
     return teacher, data
 
 
-def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: DataBundle | None = None,
+def task_bar(what: str, total: int | None) -> object:
+    """A progress task on stderr for ``prepare`` / ``Workbench``: ``update(n)``, ``close()``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit="img" if "train" not in what else "step", file=sys.stderr,
+                dynamic_ncols=True, leave=False, mininterval=0.5)
+
+
+def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Data | None = None,
                space: SearchSpace | None = None, log: Callable[[str], None] = print,
                progress: bool = True) -> optuna.Study:
     """Create or resume the study, run ``config.n_trials`` more trials, write the report.
@@ -67,11 +84,12 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     # Every check runs before anything is written. The default storage lives in the run
     # directory, made below; a --storage file's folder must already exist.
     probe_storage(config.storage_url, make_folder=config.storage is None)
+    bars = task_bar if progress else None
     if teacher is None or data is None:
-        teacher, data = prepare(config, log)
+        teacher, data = prepare(config, log, bars)
     teacher = explicit_copy(teacher)  # a model given in Python: attention projections made reachable
     check_fits(teacher, data)
-    outputs = output_layers(teacher, data.train_x[:1])
+    outputs = output_layers(teacher, data.example(1))
     check_dimensions(space, teacher, outputs, config.allow_empty_space, log)  # also: a space that cannot fit
     run_dir = config.directory
     if config.storage is None:
@@ -82,9 +100,11 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
-    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    # Latency and accuracy are measured on the deployment runtime (ONNX Runtime on CPU), whatever
+    # device fine-tunes.
+    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads), config.device, progress=bars)
     record_workbench(study, bench)
-    chance = chance_accuracy(bench.val_y)
+    chance = bench.chance_accuracy
     for line in teacher_warnings(bench.teacher_accuracy, chance):
         log(f"warning: {line}")
     artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
@@ -92,6 +112,8 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir, creator=fresh)
     bar = _Bar(config.n_trials) if progress and config.n_trials else None
+    bench.on_progress = bar.step if bar else None
+    bench.val.progress = bar.evaluating if bar else None
     interrupted = False
     logfile = LogFile(run_dir)
     try:
@@ -201,17 +223,38 @@ def _front_table(study: optuna.Study) -> str:
 
 
 class _Bar:
-    """Trials done, elapsed time, ETA and the current front size, after every trial."""
+    """Trials done, elapsed time, ETA and the current front size, after every trial; during a
+    trial, its fine-tune step and images/s."""
 
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
 
         self.tqdm = tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True,
                          bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
+        self.last = ""
+        self._shown = 0.0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.tqdm.update(1)
-        self.tqdm.set_postfix_str(f"front {len(pareto_trials(study))}, last #{trial.number} {trial.state.name.lower()}")
+        self.last = f"front {len(pareto_trials(study))}, last #{trial.number} {trial.state.name.lower()}"
+        self.tqdm.set_postfix_str(self.last)
+
+    def step(self, step: int, steps: int, images_per_s: float) -> None:
+        """Fine-tune progress of the trial in flight (at most twice a second)."""
+        now = time.monotonic()
+        if step != steps and now - self._shown < 0.5:
+            return
+        self._shown = now
+        done = f"{self.last}; " if self.last else ""
+        self.tqdm.set_postfix_str(f"{done}fine-tune step {step}/{steps}, {images_per_s:.0f} img/s")
+
+    def evaluating(self, done: int, total: int) -> None:
+        """Accuracy of the trial's artifact, as it goes."""
+        now = time.monotonic()
+        if done != total and now - self._shown < 0.5:
+            return
+        self._shown = now
+        self.tqdm.set_postfix_str(f"{self.last + '; ' if self.last else ''}evaluating {done}/{total}")
 
     def close(self) -> None:
         self.tqdm.close()
@@ -230,7 +273,7 @@ def search(model: nn.Module, train_data, val_data, space: str | SearchSpace = "d
     """
     from autocomp.data import bundle_from
 
-    data = bundle_from(train_data, val_data)
+    data = bundle_from(train_data, val_data, settings.get("workers"))
     space_obj = space if isinstance(space, SearchSpace) else load_space(space)
     config = SearchConfig(model="python", dataset="python", n_trials=n_trials, space=space_obj.source, **settings)
     return run_search(config, teacher=model, data=data, space=space_obj, progress=False, log=lambda s: None)

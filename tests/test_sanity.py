@@ -36,7 +36,7 @@ def test_warnings_name_the_problem_and_the_fix() -> None:
 
 def _objective(teacher_accuracy: float, labels: np.ndarray) -> Objective:
     space = parse_space("version: 1\nconstraints:\n  max_accuracy_drop: 5.0\n")
-    bench = SimpleNamespace(teacher_accuracy=teacher_accuracy, val_y=labels)
+    bench = SimpleNamespace(teacher_accuracy=teacher_accuracy, chance_accuracy=chance_accuracy(labels))
     return Objective(bench, space, SearchConfig(), None)
 
 

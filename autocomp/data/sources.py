@@ -1,0 +1,189 @@
+"""Where samples come from, before any preprocessing: the raw train and validation datasets.
+
+Specs: ``digits`` (builtin, ships with scikit-learn: 1,797 8x8 digits, offline), a torchvision
+dataset by name (``mnist``, ``fashionmnist``, ``cifar10``, ``torchvision:KMNIST`` ...) read
+from ``data_dir``, an ImageFolder directory (with ``train/`` and ``val/`` inside, or split
+80/20), or ``module:callable`` / ``path/file.py:callable`` returning ``(train_dataset, val_dataset)``.
+
+Datasets whose pixels already sit in memory as arrays (digits, the MNIST family, CIFAR) expose
+them as uint8/float tensors, so small ones skip per-sample decoding altogether. Image folders
+are checked before anything is written: every file must decode (a JPEG at 1/8 scale, which
+still reads all its data), once per set of files (cached under ``$AUTOCOMP_CACHE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autocomp.errors import AutocompError
+from autocomp.loading import load_callable
+
+TORCHVISION_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10",
+                     "cifar100": "CIFAR100", "svhn": "SVHN", "emnist": "EMNIST", "qmnist": "QMNIST"}
+# Glyphs, not photos: a flipped or heavily cropped digit is another digit (or none).
+NOT_PHOTOS = {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST", "SVHN", "USPS", "Omniglot", "SEMEION"}
+
+
+@dataclass
+class Raw:
+    """Raw splits: map-style datasets of ``(image, label)`` (PIL image or tensor), or tensors."""
+
+    train: object
+    val: object
+    kind: str
+    photo: bool  # photos get random-resized-crop + flip by default
+    arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x (N,C,H,W), y
+    image_sizes: set[tuple[int, int]] | None = None  # (width, height) of every image, for folders
+    classes: int | None = None
+
+
+def raw_datasets(name: str, data_dir: str | None, download: bool, progress=None) -> Raw:  # noqa: ANN001
+    if name == "digits":
+        return _digits()
+    if ":" in name and not name.startswith("torchvision:"):
+        pair = load_callable(name, what="dataset")()
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise AutocompError(f"dataset callable {name!r} must return (train_dataset, val_dataset)")
+        for split, ds in zip(("train", "validation"), pair, strict=True):
+            if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+                raise AutocompError(f"dataset callable {name!r}: its {split} split is not a map-style dataset")
+        return Raw(pair[0], pair[1], "callable", photo=False)
+    path = Path(name)
+    if path.is_dir():
+        return _image_folder(path, progress)
+    if path.exists() or "/" in name:
+        raise AutocompError(f"dataset {name!r} is not a directory")
+    return _torchvision(name.removeprefix("torchvision:"), name, data_dir, download)
+
+
+def _digits() -> Raw:
+    from sklearn.datasets import load_digits  # deferred: sklearn import is slow
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    # A fixed 80/20 split (seed 0) so every run and the teacher cache see the same data.
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    cut = int(0.8 * len(x))
+    arrays = (x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]])
+    return Raw(None, None, "digits", photo=False, arrays=arrays, classes=10)
+
+
+def _torchvision(name: str, spec: str, data_dir: str | None, download: bool) -> Raw:
+    import torchvision
+
+    cls_name = TORCHVISION_NAMES.get(name.lower(), name)
+    cls = getattr(torchvision.datasets, cls_name, None)
+    if cls is None or not isinstance(cls, type):
+        raise AutocompError(
+            f"unknown dataset {spec!r}: use digits, a torchvision dataset name, an ImageFolder "
+            "directory, or module:callable"
+        )
+    if data_dir is None:
+        raise AutocompError(f"dataset {spec!r} needs --data-dir")
+    root = str(data_dir)
+    try:
+        if cls_name == "SVHN":
+            pair = (cls(root, split="train", download=download), cls(root, split="test", download=download))
+        else:
+            kwargs = {"split": "digits"} if cls_name == "EMNIST" else {}
+            pair = (cls(root, train=True, download=download, **kwargs),
+                    cls(root, train=False, download=download, **kwargs))
+    except (RuntimeError, OSError) as exc:
+        raise AutocompError(f"cannot read dataset {cls_name} from {root}: {str(exc).splitlines()[0]}") from None
+    train, val = (_arrays(ds) for ds in pair)
+    arrays = (*train, *val) if train and val else None
+    return Raw(pair[0], pair[1], f"torchvision:{cls_name}", photo=cls_name not in NOT_PHOTOS, arrays=arrays)
+
+
+def _arrays(dataset: object) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The dataset's pixels as an (N, C, H, W) tensor when it keeps them in memory (MNIST, CIFAR)."""
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
+    if data is None or targets is None:
+        return None
+    x = torch.as_tensor(np.asarray(data)) if not isinstance(data, torch.Tensor) else data
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # NHWC (CIFAR) -> NCHW
+    elif not (x.dim() == 4 and x.shape[1] in (1, 3)):
+        return None
+    return x.contiguous(), torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+
+def _image_folder(path: Path, progress=None) -> Raw:  # noqa: ANN001
+    import torchvision
+
+    def folder(p: Path) -> torchvision.datasets.ImageFolder:
+        try:
+            return torchvision.datasets.ImageFolder(str(p))
+        except (FileNotFoundError, OSError) as exc:
+            raise AutocompError(f"dataset {p}: not an image folder (one sub-folder of images per class): "
+                                f"{str(exc).splitlines()[0]}") from None
+
+    if (path / "train").is_dir() and (path / "val").is_dir():
+        train, val = folder(path / "train"), folder(path / "val")
+        if train.classes != val.classes:
+            raise AutocompError(f"dataset {path}: train/ and val/ have different class folders")
+        files = [p for p, _ in train.samples] + [p for p, _ in val.samples]
+    else:
+        full = folder(path)
+        n_val = max(1, len(full) // 5)
+        gen = torch.Generator().manual_seed(0)
+        train, val = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=gen)
+        files = [p for p, _ in full.samples]
+        if len(full) < 2:
+            raise AutocompError(f"dataset {path}: needs at least 2 images to split into train and validation")
+    sizes = check_images(files, progress)
+    n_classes = len(train.classes) if hasattr(train, "classes") else len(train.dataset.classes)
+    return Raw(train, val, "imagefolder", photo=True, image_sizes=sizes, classes=n_classes)
+
+
+def check_images(files: list[str], progress=None) -> set[tuple[int, int]]:  # noqa: ANN001
+    """Decode every image once (JPEGs at 1/8 scale); return the set of sizes. One line on the first bad file.
+
+    Verified sets are remembered by a digest of their paths, sizes and modification times.
+    """
+    from PIL import Image
+
+    from autocomp.models import cache_dir
+
+    h = hashlib.sha256()
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    marker = cache_dir() / "verified-images" / h.hexdigest()[:32]
+    if marker.is_file():
+        return {tuple(int(v) for v in line.split("x")) for line in marker.read_text().split()}
+
+    def decode(f: str) -> tuple[int, int]:
+        try:
+            with Image.open(f) as im:
+                size = im.size
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                im.load()
+            return size
+        except Exception as exc:  # PIL raises many types for bad files
+            raise AutocompError(f"cannot decode image {f}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+    task = progress("checking images", len(files)) if progress else None
+    sizes: set[tuple[int, int]] = set()
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(files), 4096):  # bounded: a million futures at once would not be
+            chunk = files[start : start + 4096]
+            sizes.update(pool.map(decode, chunk))
+            if task:
+                task.update(len(chunk))
+    if task:
+        task.close()
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("\n".join(f"{w}x{h}" for w, h in sorted(sizes)))
+    return sizes
