@@ -145,6 +145,11 @@ SEARCH_CASES: dict[str, tuple[list[str], str]] = {
     "unknown dataset": (["--dataset", "imagenet-9000"], "imagenet-9000"),
     "torchvision dataset without dir": (["--dataset", "mnist"], "mnist"),
     "torchvision dataset not there": (["--dataset", "mnist", "--data-dir", "empty"], "cannot read dataset MNIST"),
+    "image folder with no class folder": (["--dataset", "empty_images", "--image-size", "16"], "not an image folder"),
+    "undecodable image": (["--dataset", "bad_images", "--image-size", "16"], "cannot decode image"),
+    "weights on a builtin model": (["--weights", "DEFAULT"], "needs a torchvision:NAME model"),
+    "weights with a checkpoint": (["--model", "torchvision:resnet18", "--weights", "DEFAULT", "--checkpoint",
+                                   "wrong.pt"], "pass either weights or a checkpoint"),
     # search spaces
     "unknown space": (["--space", "no-such-space"], "neither a file nor a shipped space"),
     "space with unknown key": (["--space", "unknown_key.yaml"], "layerz: unknown key"),
