@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import onnx
 import torch
@@ -20,7 +21,7 @@ from autocomp.layers import called_layers, compute_layers
 from autocomp.methods.quantize import FakeQuant
 
 OPSET = 17
-__all__ = ["COMPUTE_OPS", "OPSET", "bake", "to_onnx", "unshare_constants"]
+__all__ = ["COMPUTE_OPS", "OPSET", "bake", "nodes_to_initializers", "to_onnx", "unshare_constants"]
 
 
 def bake(student: nn.Module) -> dict[str, int]:
@@ -46,6 +47,24 @@ def bake(student: nn.Module) -> dict[str, int]:
     return bits
 
 
+def nodes_to_initializers(proto: onnx.ModelProto,
+                          value_of: Callable[[onnx.NodeProto], onnx.TensorProto | None]) -> None:
+    """Replace every node for which ``value_of`` gives a tensor by a copy of that tensor, as an
+    initializer named for the node's output (in place)."""
+    keep = []
+    for node in proto.graph.node:
+        value = value_of(node)
+        if value is None:
+            keep.append(node)
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        proto.graph.initializer.append(tensor)
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+
+
 def unshare_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Replace ``Identity(initializer)`` nodes with their own copy of the initializer.
 
@@ -55,17 +74,7 @@ def unshare_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
     conv wrapped in (de)quantize ops, slower than fp32 (4x on resnet18 here).
     """
     inits = {i.name: i for i in proto.graph.initializer}
-    keep = []
-    for node in proto.graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(inits[node.input[0]])
-            copy.name = node.output[0]
-            proto.graph.initializer.append(copy)
-        else:
-            keep.append(node)
-    del proto.graph.node[:]
-    proto.graph.node.extend(keep)
+    nodes_to_initializers(proto, lambda n: inits.get(n.input[0]) if n.op_type == "Identity" else None)
     used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
     survivors = [i for i in proto.graph.initializer if i.name in used]
     del proto.graph.initializer[:]

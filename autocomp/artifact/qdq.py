@@ -184,21 +184,16 @@ def constants_as_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     MobileNetV2, which then ran at 1.0x fp32 instead of 0.6x). Constants read by a Conv/Gemm/
     MatMul stay nodes: layer matching counts initializer-weighted compute nodes as layers.
     """
-    from autocomp.artifact.onnx_export import COMPUTE_OPS
+    from autocomp.artifact.onnx_export import COMPUTE_OPS, nodes_to_initializers
 
     weight_inputs = {i for n in proto.graph.node if n.op_type in COMPUTE_OPS for i in n.input[1:]}
-    keep = []
-    for node in proto.graph.node:
+
+    def value_of(node: onnx.NodeProto) -> onnx.TensorProto | None:
         value = node.attribute[0] if node.op_type == "Constant" and len(node.attribute) == 1 else None
-        if value is not None and value.name == "value" and node.output[0] not in weight_inputs:
-            tensor = onnx.TensorProto()
-            tensor.CopyFrom(value.t)
-            tensor.name = node.output[0]
-            proto.graph.initializer.append(tensor)
-        else:
-            keep.append(node)
-    del proto.graph.node[:]
-    proto.graph.node.extend(keep)
+        ok = value is not None and value.name == "value" and node.output[0] not in weight_inputs
+        return value.t if ok else None
+
+    nodes_to_initializers(proto, value_of)
     return proto
 
 
