@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,8 @@ def test_transformer_search_and_export(case: str, tmp_path: Path) -> None:
                           data_dir=str(MNIST), image_size=size, channels=3, train_samples=n_train,
                           val_samples=n_val, teacher_epochs=0 if case == "maxvit_t" else 1,
                           space=str(tmp_path / "space.yaml"), n_trials=2,
-                          baselines=("int8",), storage=storage, study_name="t", run_dir=str(tmp_path / "run"))
+                          baselines=("int8",), storage=storage, study_name="t", run_dir=str(tmp_path / "run"),
+                          allow_empty_space=True)  # every knob fixed on purpose: both trials compress it all
     lines: list[str] = []
     study = run_search(config, progress=False, log=lines.append)
     reasons = {t.number: t.user_attrs.get("fail_reason") for t in study.trials}
@@ -120,14 +122,19 @@ def test_transformer_search_and_export(case: str, tmp_path: Path) -> None:
     sparse = [w for w in _int8_weights(trial.user_attrs["artifact"]) if w.ndim == 2]  # the Linears (convs: no mask)
     assert np.mean([float((w == 0).mean()) for w in sparse]) >= 0.25  # unstructured masks survive export
 
-    # The exported file runs in ONNX Runtime with its card's accuracy (and the study's).
-    out = tmp_path / "trial.onnx"
-    export_trial(storage, "t", trial.number, str(out), fmt="onnx")
-    card = json.loads(Path(f"{out}.card.json").read_text())
-    assert card["measured_now"]["accuracy"] == pytest.approx(card["measured_in_study"]["accuracy"], abs=1e-9)
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = _accuracy(session, data.val_x.numpy(), data.val_y.numpy())
-    assert got == pytest.approx(card["measured_now"]["accuracy"], abs=1e-9)
+    # The exported file runs in ONNX Runtime with its card's accuracy on the whole validation split,
+    # and the study's on the search's subset. (Not for maxvit_t: the whole 10,000-image split at
+    # 224 px would take this 2-core machine most of an hour.)
+    if case != "maxvit_t":
+        out = tmp_path / "trial.onnx"
+        export_trial(storage, "t", trial.number, str(out), fmt="onnx")
+        card = json.loads(Path(f"{out}.card.json").read_text())
+        assert card["accuracy"]["final_on_search_subset"]["value"] == pytest.approx(
+            card["measured_in_study"]["accuracy"], abs=1e-9)
+        _, whole = prepare(replace(config, val_samples=None), log=lambda s: None)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = _accuracy(session, whole.val_x.numpy(), whole.val_y.numpy())
+        assert got == pytest.approx(card["measured_now"]["accuracy"], abs=1e-9)
     assert any(line.startswith("2 trials in study 't': 2 complete") for line in lines), lines
     if case == "maxvit_t":
         assert any(line.startswith("warning: the teacher scores") and "near chance" in line for line in lines)
