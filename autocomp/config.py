@@ -12,6 +12,8 @@ import yaml
 from autocomp.data import DataSpec
 from autocomp.errors import AutocompError
 from autocomp.plan import BASELINES
+from autocomp.runtimes import DEFAULT as DEFAULT_RUNTIME
+from autocomp.runtimes import PRECISIONS, runtime_names
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -40,6 +42,8 @@ class SearchConfig:
     device: str = "cpu"
     batch: int = 1
     threads: int = 1
+    runtime: str = "onnxruntime"  # where accuracy and latency are measured: onnxruntime | openvino | tensorrt
+    precision: str = "fp32"  # float parts' precision on that runtime: fp32 | bf16 | fp16 (the runtime's reduced)
     baselines: tuple[str, ...] = ("teacher", "int8", "prune50", "channels50")
     keep_artifacts: bool = True
     heartbeat: int = 10
@@ -63,6 +67,10 @@ class SearchConfig:
         need(self.teacher_epochs >= 0, "teacher_epochs", f"must be >= 0, got {self.teacher_epochs}")
         need(self.image_size is None or 4 <= self.image_size <= 4096, "image_size", "must be 4 to 4096")
         need(self.channels in (None, 1, 3), "channels", f"must be 1 or 3, got {self.channels}")
+        need(self.runtime in runtime_names(), "runtime",
+             f"must be one of {', '.join(runtime_names())}, got {self.runtime!r}")
+        need(self.precision in PRECISIONS, "precision",
+             f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
              f"must be cpu or cuda[:N], got {self.device!r}")
         for b in self.baselines:
@@ -97,7 +105,12 @@ class SearchConfig:
         """What defines the study: resuming with a different identity is refused."""
         keys = ("model", "checkpoint", "dataset", "image_size", "channels", "train_samples", "val_samples",
                 "teacher_epochs", "seed", "batch", "threads")
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        # Latencies of two runtimes or precisions never mix in one study. None for the default,
+        # which is what a study made before runtimes were selectable reads (it ran ONNX Runtime, fp32).
+        out["runtime"] = None if self.runtime == DEFAULT_RUNTIME else self.runtime
+        out["precision"] = None if self.precision == "fp32" else self.precision
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
