@@ -128,7 +128,11 @@ def searched_point(runtime: str, setup: Setup, trials: int, teacher: Any, data: 
     started = time.perf_counter()
     study = run_search(config, teacher, data, load_space(str(space_file)), log=lambda s: None, progress=False)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    int8 = next(t for t in done if t.user_attrs.get("baseline") == "int8")
+    # The plan is stored before the trial runs: a baseline the early stop ended (its accuracy fell
+    # past the space's limit mid fine-tune) still gives autocomp's int8 plan, said so in the log.
+    int8 = next(t for t in study.trials if t.user_attrs.get("baseline") == "int8")
+    if int8.state != optuna.trial.TrialState.COMPLETE:
+        log(f"  int8 baseline on {runtime}: {int8.state.name} {int8.user_attrs.get('fail_reason', '')}".rstrip())
     searched = [t for t in done if not t.user_attrs.get("baseline")]
     floor = study.user_attrs["teacher_accuracy"] - 1.0
     near = [t for t in searched if t.user_attrs["metrics"]["accuracy"] >= floor]
@@ -262,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import onnxruntime
 
+    print(f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {get_runtime('openvino').version()}, "
+          f"{platform.processor() or platform.machine()}; 1 thread, batch 1, OpenVINO f32 hint; ratios: median of "
+          "per-round ratios [interquartile range, at least +-3 %], every competitor interleaved in shuffled rounds",
+          flush=True)
     rows, lines = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
@@ -277,11 +285,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"{result['verdict']}; OV int8 ptq / NNCF int8 = {fmt(result['ov_ptq_vs_nncf'])}; "
                          f"{result['verdict_ptq']} ({result['rounds']} rounds in {result['timing_s']:.0f} s; "
                          f"{result['s']:.0f} s in all; searches: {result['searches']})")
-    print(f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {get_runtime('openvino').version()}, "
-          f"{platform.processor() or platform.machine()}; 1 thread, batch 1, OpenVINO f32 hint; ratios: median of "
-          "per-round ratios [interquartile range, at least +-3 %], every competitor interleaved in shuffled rounds")
-    print(markdown(rows))
-    print("\n".join(lines))
+            print(f"{markdown(result['rows'])}\n{lines[-1]}\n", flush=True)  # each model as it finishes
+    if len(chosen) > 1:
+        print(markdown(rows))
+        print("\n".join(lines))
     return 0
 
 
