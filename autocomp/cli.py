@@ -50,11 +50,15 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
     ("--study-name", str, "study name (default MODEL-DATASET, e.g. resnet18-mnist or my_vit.build-mnist for "
      "my_vit.py:build); the same name resumes the same study"),
     ("--run-dir", str, "where the report, trials table and artifacts go (default runs/STUDY_NAME)"),
-    ("--device", str, "cpu (default) or cuda[:N] for fine-tuning; latency is measured on ONNX Runtime"),
+    ("--device", str, "cpu (default) or cuda[:N] for fine-tuning; accuracy and latency are measured on --runtime"),
     ("--train-threads", int, "torch threads for teacher training and fine-tunes (default: torch's choice); "
      "1 is fastest on a busy machine"),
     ("--batch", int, "batch size of the latency measurement (default 1)"),
-    ("--threads", int, "ONNX Runtime intra-op threads for latency (default 1)"),
+    ("--threads", int, "the runtime's intra-op threads for latency (default 1)"),
+    ("--runtime", str, "where each trial's accuracy and latency are measured: onnxruntime (default, CPU), openvino "
+     "(CPU; pip install -e \".[openvino]\"), tensorrt (NVIDIA GPU; pip install -e \".[tensorrt]\")"),
+    ("--precision", str, "float parts on the runtime: fp32 (default, also where the runtime would pick less), or "
+     "the runtime's reduced bf16 | fp16; int8 layers run int8 either way"),
     ("--heartbeat", int, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
      "and retried by the next run (default 10)"),
     ("--baselines", str, "comma list of fixed trials enqueued in a new study: teacher,int8,int4,prune50,prune90,"
@@ -153,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--trial", type=int, required=True, help="trial number")
     e.add_argument("--out", required=True,
                    help="file to write; its extension picks the format: .acz (the artifact the study measured), "
-                   ".onnx (expanded plain ONNX), .pt (TorchScript); .xml (OpenVINO IR) is not supported yet")
-    e.add_argument("--format", default=None, choices=["acz", "onnx", "torchscript", "state_dict"],
+                   ".onnx (expanded plain ONNX), .xml (OpenVINO IR, NAME.bin beside it, measured on OpenVINO), "
+                   ".pt (TorchScript)")
+    e.add_argument("--format", default=None, choices=["acz", "onnx", "openvino", "torchscript", "state_dict"],
                    help="only needed for state_dict (.pt); must agree with --out's extension")
     e.add_argument("--epochs", type=float, default=None,
                    help="continue the trial's fine-tune (same Plan) for this many more epochs before export; "

@@ -12,6 +12,8 @@ import yaml
 from autocomp.data import AUGMENTS, DataSpec
 from autocomp.errors import AutocompError
 from autocomp.plan import BASELINES
+from autocomp.runtimes import DEFAULT as DEFAULT_RUNTIME
+from autocomp.runtimes import PRECISIONS, runtime_names
 
 SAMPLERS = ("tpe", "nsga2", "random")
 
@@ -43,6 +45,8 @@ class SearchConfig:
     device: str = "cpu"
     batch: int = 1
     threads: int = 1
+    runtime: str = "onnxruntime"  # where accuracy and latency are measured: onnxruntime | openvino | tensorrt
+    precision: str = "fp32"  # float parts' precision on that runtime: fp32 | bf16 | fp16 (the runtime's reduced)
     baselines: tuple[str, ...] = ("teacher", "int8", "prune50", "channels50")
     keep_artifacts: bool = True
     heartbeat: int = 10
@@ -88,6 +92,10 @@ class SearchConfig:
         need(self.weights is None or re.fullmatch(r"[A-Za-z0-9_.]{1,100}", self.weights) is not None, "weights",
              f"must be a weights name like DEFAULT or IMAGENET1K_V1, got {self.weights!r}")
         need(self.weights is None or not self.checkpoint, "weights", "pass either weights or a checkpoint, not both")
+        need(self.runtime in runtime_names(), "runtime",
+             f"must be one of {', '.join(runtime_names())}, got {self.runtime!r}")
+        need(self.precision in PRECISIONS, "precision",
+             f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
              f"must be cpu or cuda[:N], got {self.device!r}")
         for b in self.baselines:
@@ -133,7 +141,12 @@ class SearchConfig:
                 "teacher_epochs", "seed", "batch", "threads", "model_kwargs", "weights", "resize", "mean", "std",
                 "augment")
         # model_kwargs is None when not given, which is what a study made before it existed reads.
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        # Latencies of two runtimes or precisions never mix in one study. None for the default,
+        # which is what a study made before runtimes were selectable reads (it ran ONNX Runtime, fp32).
+        out["runtime"] = None if self.runtime == DEFAULT_RUNTIME else self.runtime
+        out["precision"] = None if self.precision == "fp32" else self.precision
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

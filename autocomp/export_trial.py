@@ -13,7 +13,8 @@ study's number: the search-time fine-tune, on the ``--val-samples`` subset) and 
 file, on the whole validation split).
 
 The output format follows ``--out``'s extension: ``.acz`` (the artifact), ``.onnx`` (expanded
-plain ONNX), ``.pt`` (TorchScript; ``--format state_dict`` for a state dict).
+plain ONNX), ``.xml`` (OpenVINO IR, ``NAME.bin`` beside it; measured on OpenVINO, so the card's
+accuracy is the written file's), ``.pt`` (TorchScript; ``--format state_dict`` for a state dict).
 """
 
 from __future__ import annotations
@@ -36,26 +37,25 @@ from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy
 from autocomp.models import state_digest
 from autocomp.plan import Plan
+from autocomp.runtimes import Runtime, RuntimeOptions, format_runtime, require, summary
 from autocomp.study import load_existing_study, study_attr
 from autocomp.trial import Workbench, file_sha256
 
-PROTOCOL = ("accuracy: top-1 of the artifact in ONNX Runtime on the validation split; size: bytes of the .acz "
-            "file; latency: median of >= 30 timed runs after warm-up in ONNX Runtime (CPU), batch {batch}, "
+PROTOCOL = ("accuracy: top-1 of the artifact in {runtime} on the validation split; size: bytes of the .acz "
+            "file; latency: median of >= 30 timed runs after warm-up in {runtime}, batch {batch}, "
             "{threads} thread(s)")
-FORMATS = {"acz": (".acz",), "onnx": (".onnx",), "torchscript": (".pt", ".pth"), "state_dict": (".pt", ".pth")}
-BY_EXTENSION = {".acz": "acz", ".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript"}
+FORMATS = {"acz": (".acz",), "onnx": (".onnx",), "openvino": (".xml",), "torchscript": (".pt", ".pth"),
+           "state_dict": (".pt", ".pth")}
+BY_EXTENSION = {".acz": "acz", ".onnx": "onnx", ".xml": "openvino", ".pt": "torchscript", ".pth": "torchscript"}
 
 
 def output_format(out: str, fmt: str | None = None) -> str:
     """The format ``--out``'s extension asks for, or a one-line refusal (unknown, or not ``fmt``'s)."""
     ext = Path(out).suffix.lower()
-    if ext == ".xml":
-        raise AutocompError("--out *.xml is OpenVINO IR, which needs OpenVINO runtime support autocomp does not have "
-                            "yet: write .onnx (OpenVINO reads ONNX) or .acz")
     if fmt is None:
         if ext not in BY_EXTENSION:
             raise AutocompError(f"--out {out}: cannot tell the format from {ext or 'a name without extension'}; "
-                                "use .acz (artifact), .onnx (plain ONNX) or .pt (TorchScript)")
+                                "use .acz (artifact), .onnx (plain ONNX), .xml (OpenVINO IR) or .pt (TorchScript)")
         return BY_EXTENSION[ext]
     if fmt not in FORMATS:
         raise AutocompError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
@@ -73,6 +73,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
         export_trial("sqlite:///runs/x/study.db", "x", 12, "model.acz", epochs=1)
     """
     fmt = output_format(out, fmt)
+    own = format_runtime(fmt)  # a runtime's own format (OpenVINO IR) is measured on that runtime
     if epochs is not None and (epochs <= 0 or not math.isfinite(epochs)):
         raise AutocompError(f"--epochs must be > 0, got {epochs}")
     if steps is not None and steps <= 0:
@@ -92,6 +93,8 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     if known_source != "unrecorded" and source_digest(config.model) != known_source:
         raise AutocompError(f"the source of {config.model} changed since the study was made; cannot rebuild its "
                             "trials (restore the file)")
+    runtime_name = own.name if own else config.runtime
+    require(runtime_name, RuntimeOptions(config.threads, config.device, config.precision, config.batch))
     from autocomp.runner import prepare
 
     # The whole validation split: the search ranked on a subset, the file shipped is measured on all.
@@ -99,14 +102,16 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     if state_digest(teacher) != study_attr(study, "teacher_digest"):
         raise AutocompError("the teacher rebuilt now differs from the study's (weights changed); cannot rebuild")
     plan = Plan.from_dict(trial.user_attrs["plan"])
-    measure_cfg = MeasureConfig(config.batch, config.threads)  # the deployment runtime, whatever trained it
+    # The deployment runtime, whatever trained it: the study's, or the written format's own.
+    measure_cfg = MeasureConfig(config.batch, config.threads, config.device, runtime=runtime_name,
+                                precision=config.precision)
     bench = Workbench(teacher, data, measure_cfg, config.device, progress=progress)
     extra = steps if steps is not None else (
         int(math.ceil(epochs * data.n_train / plan.distill.batch_size)) if epochs is not None else 0)
 
     recorded = trial.user_attrs.get("artifact_sha256")
     kept = trial.user_attrs.get("artifact")
-    reuse = not extra and fmt in ("acz", "onnx") and kept and Path(kept).is_file() and recorded \
+    reuse = not extra and fmt in ("acz", "onnx", "openvino") and kept and Path(kept).is_file() and recorded \
         and file_sha256(kept) == recorded
     student = None
     if reuse:
@@ -130,9 +135,12 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
 
         subset = data.val_subset(config.val_samples, config.seed)
         search_subset = session_accuracy(open_session(acz, config.threads), subset)
-    _write(out_path, fmt, acz, student, bench.example)
+    options = RuntimeOptions(config.threads, config.device, config.precision, config.batch)
+    files = _write(out_path, fmt, acz, student, bench.example, own, options)
+    written = _written_file(own, out_path, options, bench) if own is not None else None
 
     stored_metrics = trial.user_attrs.get("metrics", {})
+    runtime = bench.teacher_session.describe()
     n_val_search = config.val_samples if config.val_samples is not None and config.val_samples < data.n_val else None
     searched_on = (f"a seeded subset of {n_val_search} of the {data.n_val} validation images (seed {config.seed})"
                    if n_val_search else f"the whole validation split ({data.n_val} images)")
@@ -147,14 +155,16 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
         accuracy["final_on_search_subset"] = {"value": search_subset, "measured_on": searched_on}
     card = {
         "study": study_name, "trial": number, "storage": storage, "format": fmt, "file": str(out_path),
-        "file_bytes": out_path.stat().st_size, "artifact_sha256": digest, "artifact_source": source,
+        "file_bytes": sum(f.stat().st_size for f in files), "files": {str(f): f.stat().st_size for f in files},
+        "artifact_sha256": digest, "artifact_source": source,
         "matches_study_artifact": digest == recorded if recorded and not extra else None,
         "plan": plan.to_dict(), "fine_tune_steps": plan.distill.steps + extra, "accuracy": accuracy,
         "measured_now": metrics.to_dict(), "measured_in_study": stored_metrics,
         "teacher_accuracy": study.user_attrs.get("teacher_accuracy"),
         "preprocessing": study.user_attrs.get("preprocessing") or data.preprocessing,
         "input": study.user_attrs.get("data_norm"),
-        "protocol": PROTOCOL.format(batch=config.batch, threads=config.threads),
+        "runtime": runtime, "runtime_in_study": study_attr(study, "runtime"), "written_file": written,
+        "protocol": PROTOCOL.format(batch=config.batch, threads=config.threads, runtime=summary(runtime)),
     }
     Path(f"{out_path}.card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
     Path(f"{out_path}.card.md").write_text(_markdown(card), encoding="utf-8")
@@ -169,7 +179,11 @@ def _pct(value: float | None) -> str:
     return f"{value:.2f}%" if value is not None else "n/a"
 
 
-def _write(out_path: Path, fmt: str, acz: Path, student: torch.nn.Module | None, example: torch.Tensor) -> None:
+def _write(out_path: Path, fmt: str, acz: Path, student: torch.nn.Module | None, example: torch.Tensor,
+           own: Runtime | None, options: RuntimeOptions) -> list[Path]:
+    """Write ``fmt`` to ``out_path`` (atomically); return the files written (an IR is two)."""
+    if own is not None:  # the runtime's own format, from the same graph (OpenVINO IR: NAME.xml + NAME.bin)
+        return own.save(to_bytes(acz), out_path, fmt, options)
     if fmt == "acz":
         if acz.resolve() != out_path.resolve():
             shutil.copyfile(acz, _part(out_path))
@@ -185,6 +199,17 @@ def _write(out_path: Path, fmt: str, acz: Path, student: torch.nn.Module | None,
     elif fmt == "state_dict":
         torch.save(student.state_dict(), _part(out_path))
         _part(out_path).replace(out_path)
+    return [out_path]
+
+
+def _written_file(own: Runtime, path: Path, options: RuntimeOptions, bench: Workbench) -> dict:
+    """The written file loaded back by its runtime: its accuracy with the measured settings (the
+    card's), the call that gives them, and its accuracy under the runtime's own defaults."""
+    plain = own.open_file(path, None)
+    return {"load": own.load_call(path, options),
+            "accuracy": session_accuracy(own.open_file(path, options), bench.val),
+            "accuracy_runtime_defaults": session_accuracy(plain, bench.val),
+            "runtime_defaults": summary(plain.describe())}
 
 
 def _part(path: Path) -> Path:
@@ -244,6 +269,11 @@ def _markdown(card: dict) -> str:
     lines += ["", "## Measured now and in the study", "", "| metric | measured now | in the study |", "|---|---|---|"]
     for key in ("accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "nonzero_params", "macs"):
         lines.append(f"| {key} | {m.get(key)} | {s.get(key)} |")
+    w = card.get("written_file")
+    if w:
+        lines += ["", f"Load it with `{w['load']}`: accuracy {_pct(w['accuracy'])}, the written file's own, as "
+                  f"measured above. With the runtime's defaults ({w['runtime_defaults']}) it scores "
+                  f"{_pct(w['accuracy_runtime_defaults'])}."]
     pre = card.get("preprocessing") or {}
     lines += ["", "## Input preprocessing (reproduce it on the device)", "",
               f"- eval transform: {pre.get('eval_transform')}",

@@ -39,6 +39,14 @@ def use_threads(config: SearchConfig) -> None:
         torch.set_num_threads(config.train_threads)
 
 
+def require_runtime(measure: MeasureConfig) -> None:
+    """One line and exit 2 when the measurement runtime cannot run here (not installed, no GPU,
+    a precision it does not offer)."""
+    from autocomp.runtimes import RuntimeOptions, require
+
+    require(measure.runtime, RuntimeOptions(measure.threads, measure.device, measure.precision, measure.batch))
+
+
 def prepare(config: SearchConfig, log: Callable[[str], None] = print, progress: Callable | None = None
             ) -> tuple[nn.Module, Data]:
     """Data and teacher for a config (teacher trained and cached on first use).
@@ -79,6 +87,9 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     """
     # Failed trials are reported by the progress line and the trials table, not as log tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    measure = MeasureConfig(config.batch, config.threads, config.device, runtime=config.runtime,
+                            precision=config.precision)
+    require_runtime(measure)  # a runtime that is not installed stops here, before anything is written
     use_threads(config)
     space = space or load_space(config.space)
     # Every check runs before anything is written. The default storage lives in the run
@@ -100,9 +111,8 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
-    # Latency and accuracy are measured on the deployment runtime (ONNX Runtime on CPU), whatever
-    # device fine-tunes.
-    bench = Workbench(teacher, data, MeasureConfig(config.batch, config.threads), config.device, progress=bars)
+    # Latency and accuracy are measured on the deployment runtime (--runtime), whatever device fine-tunes.
+    bench = Workbench(teacher, data, measure, config.device, progress=bars)
     record_workbench(study, bench)
     chance = bench.chance_accuracy
     for line in teacher_warnings(bench.teacher_accuracy, chance):

@@ -176,7 +176,7 @@ class Objective:
                 set_system_attr(study, "teacher_reference", {
                     "median_ms": timing.median_ms, "q1_ms": timing.q1_ms, "q3_ms": timing.q3_ms,
                     "p90_ms": timing.p90_ms, "runs": timing.runs, "min_seconds": m.reference_seconds,
-                    "batch": m.batch, "threads": m.threads})
+                    "batch": m.batch, "threads": m.threads, "runtime": m.runtime, "precision": m.precision})
                 study.set_user_attr("teacher_reference_ms", timing.median_ms)
                 stored = timing.median_ms
             self._reference_ms = float(stored)
@@ -458,7 +458,9 @@ def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
 
 
 def record_workbench(study: optuna.Study, bench: Workbench) -> None:
-    """Study attrs measured by this process's workbench: the teacher's artifact and the input it takes."""
+    """Study attrs measured by this process's workbench: the teacher's artifact, the input it takes
+    and the runtime it is measured on (``runtime``: one line; ``study_attr(study, "runtime")``:
+    the whole record)."""
     data = bench.data
     study.set_user_attr("teacher_accuracy", bench.teacher_accuracy)
     study.set_user_attr("teacher_size_bytes", bench.teacher_path.stat().st_size)
@@ -466,6 +468,13 @@ def record_workbench(study: optuna.Study, bench: Workbench) -> None:
     # The whole input transform (resize, crop, normalization and where it came from, augmentation,
     # the validation subset the accuracies are measured on): what a device must reproduce.
     study.set_user_attr("preprocessing", data.preprocessing)
+    # Where every number of the study is measured: the runtime, its version, device, ISA, precision
+    # and threads as the teacher's session reports them (system attr), and one line for the tables.
+    from autocomp.runtimes import summary
+
+    record = bench.teacher_session.describe()
+    set_system_attr(study, "runtime", record)
+    study.set_user_attr("runtime", summary(record))
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -80,7 +80,8 @@ class Workbench:
             100.0 / data.num_classes
         teacher_path = Path(self._tmp.name) / "teacher.acz"
         export(apply(self.teacher, Plan(), self.example), self.example, self.calibration, teacher_path)
-        self.teacher_session = open_session(teacher_path, measure.threads, measure.device)
+        self.teacher_session = open_session(teacher_path, measure.threads, measure.device, runtime=measure.runtime,
+                                            precision=measure.precision, batch=measure.batch)  # as every trial
         self.teacher_path = teacher_path
         # Drops are measured artifact to artifact, like every other accuracy.
         self.teacher_accuracy = session_accuracy(self.teacher_session, self.val, progress=progress,

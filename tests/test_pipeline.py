@@ -129,7 +129,6 @@ def test_export_continues_the_fine_tune_and_records_both_accuracies(searched) ->
 
 
 @pytest.mark.parametrize("out, fmt, message", [
-    ("refused.xml", None, "OpenVINO IR, which needs OpenVINO runtime support"),
     ("refused.bin", None, "cannot tell the format from .bin"),
     ("refused.acz", "onnx", "--format onnx writes .onnx files"),
     ("refused.onnx", "state_dict", "--format state_dict writes .pt or .pth files"),

@@ -1,4 +1,11 @@
-"""Open an artifact in ONNX Runtime, the default deploy runtime."""
+"""Open an artifact in a runtime (default ONNX Runtime): the one place sessions are made.
+
+Example::
+
+    session = open_session("trial.acz", threads=1, runtime="openvino")
+    logits = session.run(None, {"input": x})[0]
+    session.describe()   # runtime, version, device, ISA, precision, threads, streams
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,11 @@ from pathlib import Path
 from autocomp.artifact.container import to_bytes
 
 
-def open_session(path: str | Path, threads: int = 1, device: str = "cpu"):  # noqa: ANN201
-    """An ONNX Runtime session over the expanded artifact (``threads`` intra-op threads)."""
-    import onnxruntime as ort  # deferred: keeps `import autocomp` fast
+def open_session(path: str | Path, threads: int = 1, device: str = "cpu", runtime: str = "onnxruntime",  # noqa: ANN201
+                 precision: str = "fp32", batch: int = 1):
+    """A session over the expanded artifact in ``runtime`` (``autocomp.runtimes``): ``threads``
+    intra-op threads, float parts in ``precision``, prepared for latency at ``batch``."""
+    from autocomp.runtimes import RuntimeOptions, require
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(to_bytes(path), options, providers=providers)
+    options = RuntimeOptions(threads=threads, device=device, precision=precision, batch=batch)
+    return require(runtime, options).open(to_bytes(path), options)

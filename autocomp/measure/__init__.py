@@ -16,11 +16,11 @@ from autocomp.measure.latency import (
     session_latency,
     time_rounds,
 )
-from autocomp.measure.protocol import MeasureConfig, Metrics, measure_artifact
+from autocomp.measure.protocol import MeasureConfig, Metrics, measure_artifact, session_for
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
 
 __all__ = [
     "MeasureConfig", "Metrics", "Timing", "measure_artifact", "module_accuracy", "session_accuracy",
     "eager_latency", "paired_latency", "session_latency", "artifact_bytes", "graph_macs", "graph_params",
-    "Ratio", "Rounds", "paired_rounds", "ratio_spread", "reference_latency", "time_rounds",
+    "Ratio", "Rounds", "paired_rounds", "ratio_spread", "reference_latency", "time_rounds", "session_for",
 ]

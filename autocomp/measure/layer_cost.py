@@ -5,9 +5,9 @@ it saves (ShuffleNetV2 and MNASNet points that factorized 23-26 layers ran 1.3-1
 the teacher), and cutting the digits CNN's convs from 16/32 to 12/24 channels made it 1.08x
 slower (ONNX Runtime's CPU kernels work in blocks of 8 or 16 channels). So once per study every layer a
 space may factorize or prune is exported alone, as an fp32 artifact on its own input shape, and
-timed in the runtime against each variant the space offers, interleaved in shuffled rounds
-(``autocomp.measure.latency``). A value pays when the whole spread of its ratio to the original
-layer lies below 1.
+timed in the study's runtime (``MeasureConfig.runtime``) against each variant the space offers,
+interleaved in shuffled rounds (``autocomp.measure.latency``). A value pays when the whole spread
+of its ratio to the original layer lies below 1.
 
 A method says what a value does to one layer through a ``variant(layer, value)`` classmethod on
 its config (``None``: the value leaves the layer as it is). The timings are fp32 and of the layer
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from autocomp.measure.latency import Ratio, paired_rounds
-from autocomp.measure.protocol import MeasureConfig
+from autocomp.measure.protocol import MeasureConfig, session_for
 
 Variant = Callable[[nn.Module, Any], "nn.Module | None"]
 
@@ -55,12 +55,12 @@ def layer_input_shapes(model: nn.Module, example_input: torch.Tensor, names: Ite
     return shapes
 
 
-def _session(module: nn.Module, shape: tuple, path: Path, threads: int, device: str):  # noqa: ANN202
-    from autocomp.artifact import export, open_session  # deferred: the artifact package imports ORT
+def _session(module: nn.Module, shape: tuple, path: Path, config: MeasureConfig):  # noqa: ANN202
+    from autocomp.artifact import export  # deferred: the artifact package imports ORT
 
     example = torch.zeros(1, *shape)
     export(copy.deepcopy(module).eval(), example, [], path)  # export bakes in place: never the model's own layer
-    return open_session(path, threads, device)
+    return session_for(path, config)  # the study's runtime: what pays there is what counts
 
 
 def layer_costs(
@@ -87,7 +87,7 @@ def layer_costs(
             if live:
                 torch.manual_seed(0)
                 try:
-                    sessions = [_session(m, shape, Path(tmp, f"{i}_{j}.acz"), config.threads, config.device)
+                    sessions = [_session(m, shape, Path(tmp, f"{i}_{j}.acz"), config)
                                 for j, m in enumerate([*(built[v] for v in live), original])]
                     rounds = paired_rounds(sessions, shape, config.batch, min_runs=config.min_runs,
                                            min_seconds=config.min_seconds)

@@ -1,9 +1,10 @@
 """The one measurement protocol. Every objective value of every trial comes from here.
 
-- **accuracy**: top-1 (percent) of the artifact, loaded from its file into ONNX Runtime, on the
-  whole validation split.
+- **accuracy**: top-1 (percent) of the artifact, loaded from its file into the study's runtime
+  (``MeasureConfig.runtime``: ONNX Runtime by default, ``autocomp.runtimes``), on the whole
+  validation split.
 - **size**: bytes of the artifact file (``.acz``), nothing computed.
-- **latency**: wall time of the artifact in ONNX Runtime on CPU, ``batch`` inputs (default 1)
+- **latency**: wall time of the artifact in that runtime, ``batch`` inputs (default 1)
   on ``threads`` intra-op threads (default 1), after warm-up, at least 30 runs and 0.2 s. The
   teacher's artifact is timed in the same rounds, the order shuffled each round
   (``autocomp.measure.latency``): ``latency_ratio`` is the median of the per-round ratios and
@@ -28,6 +29,7 @@ from autocomp.artifact import load_model, open_session
 from autocomp.measure.accuracy import session_accuracy
 from autocomp.measure.latency import MIN_SPREAD, Ratio, paired_rounds, session_latency
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
+from autocomp.runtimes import summary
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class MeasureConfig:
     min_seconds: float = 0.2
     min_spread: float = MIN_SPREAD  # a ratio's spread is at least +-this fraction of its median
     reference_seconds: float = 2.0  # the teacher's reference time, once per study (long protocol)
+    runtime: str = "onnxruntime"  # where accuracy and latency are measured (autocomp.runtimes)
+    precision: str = "fp32"  # float parts in fp32 unless the runtime's reduced precision is asked for
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Metrics:
     latency_ratio_low: float | None = None  # spread of the per-round ratios: interquartile range,
     latency_ratio_high: float | None = None  # at least +-min_spread around the median
     latency_rounds: int | None = None
+    runtime: str | None = None  # the runtime it was measured on, in one line (autocomp.runtimes.summary)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +72,17 @@ class Metrics:
         return Ratio(self.latency_ratio, self.latency_ratio_low, self.latency_ratio_high, self.latency_rounds or 0)
 
 
+def session_for(path: str | Path, config: MeasureConfig = MeasureConfig()):  # noqa: ANN201
+    """The artifact opened on the config's runtime, with its threads, precision and latency batch.
+
+    Example::
+
+        teacher = session_for("teacher.acz", MeasureConfig(runtime="openvino"))
+    """
+    return open_session(path, config.threads, config.device, runtime=config.runtime, precision=config.precision,
+                        batch=config.batch)
+
+
 def measure_artifact(
     path: str | Path,
     val_x: np.ndarray,
@@ -74,7 +90,7 @@ def measure_artifact(
     config: MeasureConfig = MeasureConfig(),
     teacher_session=None,  # noqa: ANN001
 ) -> Metrics:
-    session = open_session(path, threads=config.threads, device=config.device)
+    session = session_for(path, config)
     accuracy = session_accuracy(session, val_x, val_y)
     shape = tuple(val_x.shape[1:])
     kw = {"min_runs": config.min_runs, "min_seconds": config.min_seconds}
@@ -100,4 +116,5 @@ def measure_artifact(
         latency_ratio_low=ratio.low if ratio else None,
         latency_ratio_high=ratio.high if ratio else None,
         latency_rounds=ratio.rounds if ratio else None,
+        runtime=summary(session.describe()),
     )

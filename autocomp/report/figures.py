@@ -14,8 +14,9 @@ STYLE = {  # group -> (color, symbol, legend name)
 }
 
 
-def pareto_figure(data: ParetoInfo):  # noqa: ANN201
-    """Accuracy vs size and accuracy vs latency, side by side, with each view's staircase."""
+def pareto_figure(data: ParetoInfo, runtime: str = "ONNX Runtime"):  # noqa: ANN201
+    """Accuracy vs size and accuracy vs latency (measured on ``runtime``), side by side, with each
+    view's staircase."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -42,7 +43,7 @@ def pareto_figure(data: ParetoInfo):  # noqa: ANN201
                                      marker={"color": "#ffbf00", "symbol": "star", "size": 18,
                                              "line": {"color": "black", "width": 1}}), row=1, col=col)
     fig.update_xaxes(title_text="artifact size (KB, log)", type="log", row=1, col=1)
-    fig.update_xaxes(title_text="latency (ms, ONNX Runtime)", row=1, col=2)
+    fig.update_xaxes(title_text=f"latency (ms, {runtime})", row=1, col=2)
     fig.update_yaxes(title_text="top-1 accuracy (%)", row=1, col=1)
     fig.update_layout(height=500, margin={"t": 60}, legend={"orientation": "h", "y": -0.2})
     return fig

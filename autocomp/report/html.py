@@ -25,6 +25,7 @@ from autocomp.report.hypervolume import ACCURACY_MARGIN, hypervolume_history, re
 from autocomp.report.importance import importance_data
 from autocomp.report.plots import finished, pareto_data, policy_data
 from autocomp.report.recommend import Recommendation, export_command, recommend
+from autocomp.runtimes import summary
 from autocomp.study import study_attr
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -71,7 +72,10 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
     rec = (recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer) if teacher_acc is not None
            else Recommendation(None, "the study has no teacher accuracy recorded"))
     reference = study_attr(study, "teacher_reference") if study.user_attrs.get("teacher_reference_ms") else None
-    parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference)]
+    measured_on = study_attr(study, "runtime")  # None: made before runtimes were recorded (ONNX Runtime, CPU)
+    parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference),
+             f"<p class='runtime'>Measured on: {_e(summary(measured_on))}. Accuracy and latency of every point are "
+             "its artifact's on this runtime.</p>"]
     parts.append(_recommendation(rec, study.study_name, storage))
     if done.empty:
         parts.append("<p class='note'>No finished trials yet: nothing to plot.</p>")
@@ -80,7 +84,7 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
         parts += ["<h2>Pareto front</h2>", "<p class='note'>Every point is measured on its own artifact. Blue: "
                   "Pareto-optimal in accuracy, size and latency together; the dotted staircase is what is best in "
                   "each 2-D view. Hover a point for its trial number and settings.</p>",
-                  _figure("pareto-2d", figures.pareto_figure(pdata)),
+                  _figure("pareto-2d", figures.pareto_figure(pdata, (measured_on or {}).get("label", "ONNX Runtime"))),
                   "<h3>All three objectives</h3>", _figure("pareto-3d", figures.pareto3d_figure(pdata)),
                   "<h2>Pareto points</h2>", _pareto_table(frame, rec.trial)]
         parts += ["<h2>Is the search still improving?</h2>", _hypervolume(frame, teacher)]
