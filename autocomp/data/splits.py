@@ -13,6 +13,7 @@ Training batches come in a seeded order, and each streamed sample's augmentation
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -156,7 +157,8 @@ class StreamSplit:
         workers = min(self.workers, max(1, -(-len(items) // batch_size))) if self.workers else 0
         sized = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
         return torch.utils.data.DataLoader(items, num_workers=workers, pin_memory=pin,
-                                           prefetch_factor=2 if workers else None, **sized)
+                                           prefetch_factor=2 if workers else None,
+                                           multiprocessing_context=worker_context() if workers else None, **sized)
 
     def eval_batches(self, batch_size: int = 256, limit: int | None = None, pin: bool = False) -> Iterator[Batch]:
         indices = self.indices if self.indices is not None else list(range(len(self.dataset)))
@@ -191,6 +193,14 @@ def _checked(loader: torch.utils.data.DataLoader, what: str) -> Iterator[Batch]:
             yield batch
     finally:
         del it  # shuts the workers down as soon as the caller stops
+
+
+def worker_context() -> str | None:
+    """How DataLoader workers start: forked (the default), or from a fork server once OpenVINO is
+    loaded. Forking a process whose OpenVINO CPU plugin has run (its thread pool alive) crashed
+    the parent with SIGSEGV here (a --runtime openvino study, then a streamed dataset); a fork
+    server starts workers from a clean process, at the cost of pickling the dataset once."""
+    return "forkserver" if "openvino" in sys.modules else None
 
 
 def eval_batch_size(sample_shape: tuple[int, ...], budget: int = 8 << 20) -> int:

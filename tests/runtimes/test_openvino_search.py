@@ -5,6 +5,7 @@ when ``openvino.Core().compile_model`` loads it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,10 @@ constraints:
 
 
 def _ir_accuracy(xml: Path, config: dict, settings: SearchConfig) -> float:
-    """Top-1 of the IR, loaded by OpenVINO itself, on the study's validation split."""
+    """Top-1 of the IR, loaded by OpenVINO itself, on the whole validation split (what export measures)."""
     from autocomp.runner import prepare
 
-    _, data = prepare(settings, log=lambda s: None)
+    _, data = prepare(replace(settings, val_samples=None), log=lambda s: None)
     compiled = ov.Core().compile_model(xml, "CPU", config)
     x, y = data.val_x.numpy(), data.val_y.numpy()
     pred = np.concatenate([compiled(x[i : i + 256])[0].argmax(1) for i in range(0, len(x), 256)])
