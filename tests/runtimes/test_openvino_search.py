@@ -5,6 +5,8 @@ when ``openvino.Core().compile_model`` loads it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +14,6 @@ import numpy as np
 import optuna
 import pytest
 
-from autocomp.cli import main
 from autocomp.config import SearchConfig
 from autocomp.study import pareto_trials, study_attr
 
@@ -37,6 +38,16 @@ global:
 constraints:
   max_accuracy_drop: 50.0
 """
+
+
+def cli(args: list[str]) -> int:
+    """``autocomp ARGS`` in a child process. A search on OpenVINO leaves its CPU plugin's thread
+    pool in the process, and later forks of the pytest process (DataLoader workers, subprocess
+    runs of other tests) then crashed it with SIGSEGV; the child takes that state with it."""
+    code = "import sys; from autocomp.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0 or "autocomp: error" in done.stderr, done.stderr[-3000:]
+    return done.returncode
 
 
 def _ir_accuracy(xml: Path, config: dict, settings: SearchConfig) -> float:
@@ -65,7 +76,7 @@ def _check_study(storage: str, name: str, run_dir: Path) -> optuna.Study:
 
 
 def _export_ir(storage: str, name: str, trial: int, out: Path, settings: SearchConfig) -> dict:
-    assert main(["export", "--storage", storage, "--study-name", name, "--trial", str(trial), "--out", str(out)]) == 0
+    assert cli(["export", "--storage", storage, "--study-name", name, "--trial", str(trial), "--out", str(out)]) == 0
     card = json.loads(Path(f"{out}.card.json").read_text())
     assert card["format"] == "openvino" and card["runtime"]["runtime"] == "openvino"
     assert out.is_file() and out.with_suffix(".bin").is_file()
@@ -81,7 +92,7 @@ def _export_ir(storage: str, name: str, trial: int, out: Path, settings: SearchC
 @pytest.mark.e2e
 def test_default_demo_on_openvino_and_its_ir(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert main(["search", "--runtime", "openvino", "--run-dir", str(run), "--study-name", "ov",
+    assert cli(["search", "--runtime", "openvino", "--run-dir", str(run), "--study-name", "ov",
                  "--n-trials", "5", "--no-progress"]) == 0
     storage = f"sqlite:///{run / 'study.db'}"
     study = _check_study(storage, "ov", run)
@@ -97,7 +108,7 @@ def test_a_torchvision_model_on_openvino(tmp_path: Path) -> None:
     run = tmp_path / "run"
     flags = ["--model", "torchvision:mobilenet_v2", "--image-size", "32", "--channels", "3", "--teacher-epochs", "1",
              "--train-samples", "512", "--val-samples", "200"]
-    assert main(["search", "--runtime", "openvino", "--run-dir", str(run), "--study-name", "tv", "--space", str(space),
+    assert cli(["search", "--runtime", "openvino", "--run-dir", str(run), "--study-name", "tv", "--space", str(space),
                  "--n-trials", "2", "--baselines", "teacher,int8", "--no-progress", *flags]) == 0
     storage = f"sqlite:///{run / 'study.db'}"
     study = _check_study(storage, "tv", run)
