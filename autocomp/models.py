@@ -314,8 +314,6 @@ def prepare_teacher(spec: str, data: Data, checkpoint: str | None, epochs: int, 
                     model_kwargs: dict[str, Any] | None = None, weights: str | None = None,
                     progress: Callable | None = None) -> nn.Module:
     """Build the teacher; load its checkpoint or torchvision weights, or train it once and cache it."""
-    if weights is not None and checkpoint:
-        raise AutocompError("pass either --weights or --checkpoint, not both")
     model = build_model(spec, data.num_classes, data.input_shape, model_kwargs, weights)
     check_fits(model, data)
     if weights is not None:

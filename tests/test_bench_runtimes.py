@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from experiments_kit import load_experiment
 
 from autocomp.config import SearchConfig
 from autocomp.measure.latency import Ratio
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.benchmark
 pytest.importorskip("openvino", reason='OpenVINO is not installed (pip install -e ".[bench]")')
 pytest.importorskip("nncf", reason='NNCF is not installed (pip install -e ".[bench]")')
@@ -19,11 +17,7 @@ pytest.importorskip("nncf", reason='NNCF is not installed (pip install -e ".[ben
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("autocomp_bench_runtimes", ROOT / "experiments" / "bench_runtimes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("bench_runtimes")
 
 
 def test_verdict_reads_the_spread(bench) -> None:  # noqa: ANN001

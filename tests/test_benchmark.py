@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from experiments_kit import ROOT, load_experiment
 
 from autocomp.config import SearchConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.benchmark  # runs the benchmark script end to end
 
 SPACE = """\
@@ -38,11 +36,7 @@ constraints:
 
 @pytest.fixture(scope="module")
 def bench():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("autocomp_benchmark", ROOT / "experiments" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("benchmark")
 
 
 def test_scores_of_known_points(bench) -> None:  # noqa: ANN001
