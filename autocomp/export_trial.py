@@ -267,7 +267,8 @@ def _markdown(card: dict) -> str:
         lines.append(f"| final, on the search-time subset | {_num(acc['final_on_search_subset']['value'])} | | "
                      f"{acc['final']['fine_tune_steps']} | {acc['final_on_search_subset']['measured_on']} |")
     lines += ["", "## Measured now and in the study", "", "| metric | measured now | in the study |", "|---|---|---|"]
-    for key in ("accuracy", "size_bytes", "latency_ms", "latency_p90_ms", "params", "nonzero_params", "macs"):
+    for key in ("accuracy", "size_bytes", "latency_ms", "latency_ratio", "latency_p90_ms", "params",
+                "nonzero_params", "macs"):
         lines.append(f"| {key} | {m.get(key)} | {s.get(key)} |")
     w = card.get("written_file")
     if w:

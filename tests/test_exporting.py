@@ -95,7 +95,11 @@ MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 @pytest.mark.slow
 def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
     """Issue 4's acceptance check on real data: accuracy within 0.1 point, size to the byte,
-    latency within 15 % for every Pareto point of a LeNet-5 search on MNIST."""
+    latency within 15 % for every Pareto point of a LeNet-5 search on MNIST.
+
+    Latency is compared as the ratio to the teacher timed interleaved with it (what the study's
+    objective is built from, issue 12): the absolute median of a 40 us model taken minutes apart
+    on a shared 2-core host moved by 39 % in CI while the machine, not the file, changed."""
     if not (MNIST / "MNIST" / "raw").is_dir():
         pytest.skip(f"MNIST not found at {MNIST}")
     storage = f"sqlite:///{tmp_path / 'l.db'}"
@@ -114,4 +118,5 @@ def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
         then = trial.user_attrs["metrics"]
         assert now["size_bytes"] == then["size_bytes"]
         assert abs(now["accuracy"] - then["accuracy"]) <= 0.1
-        assert abs(now["latency_ms"] / then["latency_ms"] - 1) <= 0.15, (trial.number, now, then)
+        assert now["latency_ratio"] is not None and then["latency_ratio"] is not None
+        assert abs(now["latency_ratio"] / then["latency_ratio"] - 1) <= 0.15, (trial.number, now, then)
