@@ -10,5 +10,9 @@ class AutocompError(Exception):
     """
 
 
+class ArtifactError(AutocompError, ValueError):
+    """A file given as an ``.acz`` artifact is not a valid one (docs/artifact.md says what is)."""
+
+
 class TrialFailed(Exception):
     """A trial could not produce a valid artifact (NaN loss, export error, timeout)."""

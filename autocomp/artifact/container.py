@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from autocomp.errors import ArtifactError
 from autocomp.methods.quantize import qmax
 
 FORMAT = "autocomp-acz"
@@ -40,8 +41,11 @@ def _pack(codes: np.ndarray, bits: int) -> bytes:
 
 
 def _unpack(data: bytes, count: int, bits: int) -> np.ndarray:
+    """``count`` codes of ``bits`` bits, most significant first, as int8; refuses a code outside ``[-q, q]``."""
     b = np.unpackbits(np.frombuffer(data, np.uint8))[: count * bits].reshape(count, bits)
     u = np.packbits(np.pad(b, ((0, 0), (8 - bits, 0))), axis=1).reshape(-1)
+    if count and int(u.max()) > 2 * qmax(bits):
+        raise ArtifactError(f"a stored code {int(u.max())} is outside 0..{2 * qmax(bits)} for {bits} bits")
     return (u.astype(np.int16) - qmax(bits)).astype(np.int8)
 
 
@@ -63,19 +67,44 @@ def _encode(arr: np.ndarray, bits: int | None) -> tuple[dict, bytes]:
 
 
 def _decode(meta: dict, data: bytes, dtype: np.dtype, count: int) -> np.ndarray:
-    if meta["encoding"] == "raw":
+    """One tensor from its manifest entry and bytes; refuses an entry that does not fit them (docs/artifact.md)."""
+    encoding, bits = meta.get("encoding"), meta.get("bits")
+    if encoding == "raw":
+        _expect("length", len(data), count * dtype.itemsize, f"{count} elements of {dtype}")
         return np.frombuffer(data, dtype.newbyteorder("<")).astype(dtype)
-    if meta["encoding"] == "packed":
-        return _unpack(data, count, meta["bits"])
-    mask = np.unpackbits(np.frombuffer(data[: meta["mask_len"]], np.uint8))[:count].astype(bool)
-    rest = data[meta["mask_len"] :]
-    if meta["bits"] is not None:
-        values = _unpack(rest, meta["nnz"], meta["bits"])
-    else:
-        values = np.frombuffer(rest, np.dtype(np.float32).newbyteorder("<"))
+    if encoding not in ("packed", "sparse"):
+        raise ArtifactError(f"unknown encoding {encoding!r} (raw, packed or sparse)")
+    if bits is not None and (not _is_int(bits) or not 2 <= bits <= 8):
+        raise ArtifactError(f"bits {bits!r} is not an integer 2..8")
+    if (bits is not None or encoding == "packed") and dtype != np.int8:
+        raise ArtifactError(f"packed codes need an INT8 initializer, this one is {dtype}")
+    if encoding == "packed":
+        if bits is None:
+            raise ArtifactError("a packed tensor needs bits")
+        _expect("length", len(data), -(-count * bits // 8), f"{count} codes of {bits} bits")
+        return _unpack(data, count, bits)
+    if bits is None and dtype != np.float32:
+        raise ArtifactError(f"sparse raw values need a FLOAT initializer, this one is {dtype}")
+    mask_len, nnz = meta.get("mask_len"), meta.get("nnz")
+    _expect("mask_len", mask_len, -(-count // 8), f"{count} elements")
+    mask = np.unpackbits(np.frombuffer(data[:mask_len], np.uint8))[:count].astype(bool)
+    _expect("nnz", nnz, int(mask.sum()), "the mask's 1 bits")
+    value_bytes = 4 * nnz if bits is None else -(-nnz * bits // 8)
+    _expect("length", len(data), mask_len + value_bytes, f"the mask and {nnz} values")
+    rest = data[mask_len:]
+    values = np.frombuffer(rest, np.dtype(np.float32).newbyteorder("<")) if bits is None else _unpack(rest, nnz, bits)
     out = np.zeros(count, dtype=dtype)
     out[mask] = values
     return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(key: str, value: object, wanted: int, why: str) -> None:
+    if not _is_int(value) or value != wanted:
+        raise ArtifactError(f"{key} is {value!r}, {why} take {wanted}")
 
 
 def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int]) -> int:
@@ -109,22 +138,71 @@ def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int])
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:
-    """Expand an ``.acz`` file into an ordinary ONNX model."""
-    with zipfile.ZipFile(path) as zf:
-        manifest = json.loads(zf.read("manifest.json"))
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise ValueError(f"{path}: not an autocomp artifact of version {VERSION}")
-        proto = onnx.load_from_string(zf.read("model.onnx"))
-        weights = zf.read("weights.bin")
+    """Expand an ``.acz`` file into an ordinary ONNX model.
+
+    A file that is not a valid artifact (docs/artifact.md) is refused with an ``ArtifactError``
+    whose one-line message names the file, the tensor and what is wrong; nothing is guessed.
+    """
+    manifest, proto, weights = _read(path)
     inits = {i.name: i for i in proto.graph.initializer}
-    for entry in manifest["tensors"]:
-        init = inits[entry["name"]]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+    done: set[str] = set()
+    for k, entry in enumerate(manifest["tensors"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"{path}: manifest tensor {k} ({name!r})"
+        if name not in inits:
+            raise ArtifactError(f"{where}: model.onnx has no initializer of that name")
+        if name in done:
+            raise ArtifactError(f"{where}: listed twice")
+        done.add(name)
+        init = inits[name]
+        offset, length = entry.get("offset"), entry.get("length")
+        if not (_is_int(offset) and _is_int(length) and offset >= 0 and length >= 0
+                and offset + length <= len(weights)):
+            raise ArtifactError(f"{where}: bytes {offset!r}+{length!r} are not inside weights.bin "
+                                f"({len(weights)} bytes)")
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type))
+        except (KeyError, ValueError, TypeError):
+            raise ArtifactError(f"{where}: initializer data_type {init.data_type} is not an ONNX tensor type") from None
         count = int(np.prod(init.dims)) if init.dims else 1
-        data = weights[entry["offset"] : entry["offset"] + entry["length"]]
-        arr = _decode(entry, data, np.dtype(dtype), count).reshape(tuple(init.dims))
-        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+        try:
+            arr = _decode(entry, weights[offset : offset + length], dtype, count)
+        except ArtifactError as e:
+            raise ArtifactError(f"{where}: {e}") from None
+        init.CopyFrom(numpy_helper.from_array(arr.reshape(tuple(init.dims)), init.name))
+    missing = [name for name in inits if name not in done]
+    if missing:
+        raise ArtifactError(f"{path}: initializer {missing[0]!r} has no manifest entry, so no data "
+                            f"({len(missing)} such)")
     return proto
+
+
+def _read(path: str | Path) -> tuple[dict, onnx.ModelProto, bytes]:
+    """The three entries of an ``.acz`` file, each checked to be what it says it is."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            absent = [n for n in ("manifest.json", "model.onnx", "weights.bin") if n not in names]
+            if absent:
+                raise ArtifactError(f"{path}: not an autocomp artifact (no {', '.join(absent)} in the ZIP)")
+            manifest_text, model, weights = zf.read("manifest.json"), zf.read("model.onnx"), zf.read("weights.bin")
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
+        raise ArtifactError(f"{path}: not an autocomp artifact (not a readable ZIP file: {e})") from None
+    try:
+        manifest = json.loads(manifest_text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: manifest.json is not JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise ArtifactError(f"{path}: not an autocomp artifact of version {VERSION}")
+    if not isinstance(manifest.get("tensors"), list):
+        raise ArtifactError(f"{path}: manifest.json has no list of tensors")
+    try:
+        proto = onnx.load_from_string(model)
+    except Exception as e:  # protobuf's DecodeError, whose module path differs between implementations
+        raise ArtifactError(f"{path}: model.onnx is not an ONNX model ({type(e).__name__})") from None
+    return manifest, proto, weights
 
 
 def to_bytes(path: str | Path) -> bytes:
