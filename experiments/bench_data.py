@@ -27,6 +27,7 @@ numbers)::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -62,13 +63,14 @@ def user_eval_transform(size: int = 224, resize: int = 256) -> torchvision.trans
 
 
 def loader(folder: Path, transform, batch: int, workers: int, shuffle: bool, n: int | None = None,  # noqa: ANN001
-           seed: int = 0) -> torch.utils.data.DataLoader:
+           seed: int = 0, pin: bool = False) -> torch.utils.data.DataLoader:
     ds = torchvision.datasets.ImageFolder(str(folder), transform)
     if n is not None and n < len(ds):
         idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
         ds = torch.utils.data.Subset(ds, idx)
     return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=shuffle, num_workers=workers,
-                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+                                       pin_memory=pin)
 
 
 def record(out: Path, key: str, value: dict) -> None:
@@ -156,7 +158,7 @@ def search_args(args: argparse.Namespace, data: str, run: Path) -> list[str]:
             "--std", ",".join(map(str, STD)), "--augment", "light", "--val-samples", str(args.val),
             "--space", args.space, "--n-trials", str(args.trials), "--baselines", args.baselines,
             "--run-dir", str(run), "--study-name", run.name, "--workers", str(args.workers),
-            "--train-threads", str(args.threads), "--no-progress", "--seed", "0"]
+            "--train-threads", str(args.threads), "--device", args.device, "--no-progress", "--seed", "0"]
 
 
 def space_file(args: argparse.Namespace) -> str:
@@ -256,13 +258,16 @@ def memory(args: argparse.Namespace) -> None:
         if run.exists():
             raise SystemExit(f"{run} exists: remove it or pick another --out")
         m = run_measured(search_args(args, data, run), env)
+        numbers = {k: v for k, v in study_numbers(run).items() if k != "preprocessing"}
         rows[label] = {"peak_tree_rss_mb": round(m["rss"] / 2**20), "peak_tree_pss_mb": round(m["pss"] / 2**20),
-                       "peak_main_rss_mb": round(m["main_rss"] / 2**20), "wall_s": round(m["wall_s"]),
-                       **{k: v for k, v in study_numbers(run).items() if k != "preprocessing"}}
+                       "peak_main_rss_mb": round(m["main_rss"] / 2**20), "wall_s": round(m["wall_s"]), **numbers,
+                       "trials_per_hour": round(3600 / statistics.median(numbers["seconds_per_trial"]), 1)
+                       if numbers["seconds_per_trial"] else None}
         print(f"{label}: {rows[label]}", flush=True)
     ratio = rows["20k"]["peak_tree_pss_mb"] / rows["2k"]["peak_tree_pss_mb"]
     record(out, f"memory/{args.model}", {**rows, "pss_ratio_20k_over_2k": round(ratio, 3),
-                                         "steps": args.steps, "batch": args.batch, "trials": args.trials})
+                                         "steps": args.steps, "batch": args.batch, "trials": args.trials,
+                                         "device": args.device})
 
 
 # -- eval: the user's own evaluation vs the study's teacher accuracy -------------------------------
@@ -292,31 +297,37 @@ def speed(args: argparse.Namespace) -> None:
     os.environ["AUTOCOMP_CACHE"] = str(out / "cache")
     config = SearchConfig(model=f"torchvision:{args.model}", checkpoint=str(out / f"{args.model}.pt"),
                           dataset=args.large, image_size=224, resize=256, mean=MEAN, std=STD, augment="light",
-                          val_samples=64, workers=args.workers, train_threads=args.threads)
+                          val_samples=64, workers=args.workers, train_threads=args.threads, device=args.device)
     teacher, data = prepare(config, log=lambda s: None)
-    bench = Workbench(teacher, data)
+    bench = Workbench(teacher, data, device=args.device)
+    cuda = args.device.startswith("cuda")
+    plain_teacher = copy.deepcopy(teacher).to(args.device).eval()
     plan = Plan(distill=DistillPlan(steps=args.steps, batch_size=args.batch, lr=1e-4))
     student_base = apply(teacher, plan, bench.example)
     train_t, _ = plain_transforms()
-    plain_loader = loader(Path(args.large) / "train", train_t, args.batch, args.workers, True)
+    plain_loader = loader(Path(args.large) / "train", train_t, args.batch, args.workers, True, pin=cuda)
+
+    def clock() -> float:  # CUDA runs asynchronously: a time is only taken once the GPU has caught up
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     def ours() -> float:
         student = apply(teacher, plan, bench.example)
-        start = time.perf_counter()
+        start = clock()
         bench.finetune(student, plan)
-        return args.steps * args.batch / (time.perf_counter() - start)
+        return args.steps * args.batch / (clock() - start)
 
-    def plain() -> float:
-        import copy
-
-        student = copy.deepcopy(student_base).train()
+    def plain() -> float:  # the loop a user writes: fp32, no autocast, no channels-last
+        student = copy.deepcopy(student_base).to(args.device).train()
         opt = torch.optim.Adam(student.parameters(), lr=1e-4)
-        start = time.perf_counter()
+        start = clock()
         it = iter(plain_loader)
         for _ in range(args.steps):
             x, y = next(it)
+            x, y = x.to(args.device, non_blocking=True), y.to(args.device, non_blocking=True)
             with torch.no_grad():
-                t = teacher(x)
+                t = plain_teacher(x)
             s = student(x)
             loss = 0.5 * F.kl_div(F.log_softmax(s / 4, 1), F.log_softmax(t / 4, 1), reduction="batchmean",
                                   log_target=True) * 16 + 0.5 * F.cross_entropy(s, y)
@@ -324,7 +335,7 @@ def speed(args: argparse.Namespace) -> None:
             loss.backward()
             opt.step()
         del it
-        return args.steps * args.batch / (time.perf_counter() - start)
+        return args.steps * args.batch / (clock() - start)
 
     rng = random.Random(0)
     results: dict[str, list[float]] = {"autocomp": [], "plain": []}
@@ -342,7 +353,7 @@ def speed(args: argparse.Namespace) -> None:
         "median_autocomp": round(med["autocomp"], 2), "median_plain": round(med["plain"], 2),
         "median_ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
         "ratio_max": round(max(ratios), 3), "steps": args.steps, "batch": args.batch, "threads": args.threads,
-        "workers": args.workers, "device": "cpu"})
+        "workers": args.workers, "device": args.device})
 
 
 # -- export: search-time vs final accuracy ---------------------------------------------------------
@@ -392,6 +403,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--device", default="cpu", help="memory/speed phases: where to fine-tune (cpu, cuda[:N])")
     p.add_argument("--study", default=None, help="eval/export phases: the run directory name under --out")
     p.add_argument("--trial", type=int, default=None)
     args = p.parse_args()
