@@ -34,7 +34,7 @@ from autocomp.artifact import export, to_bytes
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
 from autocomp.loading import source_digest
-from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy
+from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy, session_for
 from autocomp.models import state_digest
 from autocomp.plan import Plan
 from autocomp.runtimes import Runtime, RuntimeOptions, format_runtime, require, summary
@@ -129,19 +129,17 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
                   else "rebuilt from the Plan (teacher + Plan + seed)")
     digest = file_sha256(acz)
     metrics = measure_artifact(acz, bench.val, None, measure_cfg, bench.teacher_session)
-    search_subset = None
-    if config.val_samples is not None and config.val_samples < data.n_val:
-        from autocomp.artifact import open_session
-
-        subset = data.val_subset(config.val_samples, config.seed)
-        search_subset = session_accuracy(open_session(acz, config.threads), subset)
+    # The search ranked on a seeded subset of the validation split: this file on that subset too,
+    # on the same runtime and settings as every other number on the card.
+    n_val_search = config.val_samples if config.val_samples is not None and config.val_samples < data.n_val else None
+    search_subset = session_accuracy(session_for(acz, measure_cfg), data.val_subset(n_val_search, config.seed)) \
+        if n_val_search else None
     options = RuntimeOptions(config.threads, config.device, config.precision, config.batch)
     files = _write(out_path, fmt, acz, student, bench.example, own, options)
     written = _written_file(own, out_path, options, bench) if own is not None else None
 
     stored_metrics = trial.user_attrs.get("metrics", {})
     runtime = bench.teacher_session.describe()
-    n_val_search = config.val_samples if config.val_samples is not None and config.val_samples < data.n_val else None
     searched_on = (f"a seeded subset of {n_val_search} of the {data.n_val} validation images (seed {config.seed})"
                    if n_val_search else f"the whole validation split ({data.n_val} images)")
     accuracy = {

@@ -81,6 +81,14 @@ def to_device(model: nn.Module, device: str) -> nn.Module:
     return model.to(device)
 
 
+def back_to_cpu(model: nn.Module, device: str) -> nn.Module:
+    """After training on ``device``: on the CPU, in eval mode, in the default memory format."""
+    model.cpu().eval()
+    if device.startswith("cuda"):
+        model.to(memory_format=torch.contiguous_format)
+    return model
+
+
 def batch_to(x: torch.Tensor, device: str) -> torch.Tensor:
     if device.startswith("cuda"):
         x = x.to(device, non_blocking=True)
@@ -207,9 +215,7 @@ def finetune_stream(
         if on_step is not None:
             on_step(step, student)
             student.train()
-    student.cpu().eval()
-    if device.startswith("cuda"):
-        student.to(memory_format=torch.contiguous_format)
+    back_to_cpu(student, device)
     return losses
 
 

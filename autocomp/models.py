@@ -264,13 +264,13 @@ def train_teacher(model: nn.Module, data: Data, epochs: int, seed: int, device: 
                   lr: float = 1e-3, batch_size: int = 64, progress: Callable | None = None) -> None:
     """Adam + cosine over ``epochs`` of the training split (augmented as the data say), mixed
     precision on a GPU."""
-    from autocomp.finetune import autocast, batch_to, to_device
+    from autocomp.finetune import amp_dtype, autocast, back_to_cpu, batch_to, to_device
 
     torch.manual_seed(seed)
     to_device(model, device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     per_epoch = -(-data.n_train // batch_size)
     task = progress("training the teacher", epochs * per_epoch) if progress else None
 
@@ -304,9 +304,7 @@ def train_teacher(model: nn.Module, data: Data, epochs: int, seed: int, device: 
             batches.close()
     if task:
         task.close()
-    model.cpu().eval()
-    if device.startswith("cuda"):
-        model.to(memory_format=torch.contiguous_format)
+    back_to_cpu(model, device)
 
 
 def prepare_teacher(spec: str, data: Data, checkpoint: str | None, epochs: int, seed: int,

@@ -20,13 +20,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autocomp.artifact import ArtifactInfo, export, open_session
+from autocomp.artifact import ArtifactInfo, export
 from autocomp.compress import apply
 from autocomp.data import Data
 from autocomp.errors import TrialFailed
 from autocomp.finetune import ProgressFn, distill_batches, finetune_stream, teacher_logits, to_device
 from autocomp.layers import compute_layers, output_layers
-from autocomp.measure import MeasureConfig, Metrics, eager_latency, measure_artifact, module_accuracy, session_accuracy
+from autocomp.measure import (
+    MeasureConfig,
+    Metrics,
+    eager_latency,
+    measure_artifact,
+    module_accuracy,
+    session_accuracy,
+    session_for,
+)
 from autocomp.plan import Plan
 from autocomp.sanity import chance_accuracy
 
@@ -74,14 +82,12 @@ class Workbench:
         self._train_teacher: nn.Module | None = None
         self.calibration = data.calibration()
         self.val = data.eval_set()  # measure takes it where it takes a validation array
-        self.val_x, self.val_y = self.val, None
         labels = data.val.labels()  # chance: always answering the commonest class (balanced if unknown)
         self.chance_accuracy = chance_accuracy(labels[: len(self.val)]) if labels is not None else \
             100.0 / data.num_classes
         teacher_path = Path(self._tmp.name) / "teacher.acz"
         export(apply(self.teacher, Plan(), self.example), self.example, self.calibration, teacher_path)
-        self.teacher_session = open_session(teacher_path, measure.threads, measure.device, runtime=measure.runtime,
-                                            precision=measure.precision, batch=measure.batch)  # as every trial
+        self.teacher_session = session_for(teacher_path, measure)  # opened as every trial's artifact is
         self.teacher_path = teacher_path
         # Drops are measured artifact to artifact, like every other accuracy.
         self.teacher_accuracy = session_accuracy(self.teacher_session, self.val, progress=progress,
@@ -113,7 +119,7 @@ class Workbench:
                                   self.device, teacher, logits)
         try:
             return finetune_stream(student, batches, plan.distill, device=self.device, deadline=deadline, steps=steps,
-                            on_step=on_step, on_progress=self.on_progress)
+                                   on_step=on_step, on_progress=self.on_progress)
         finally:
             batches.close()  # stops the DataLoader workers now, not at garbage collection
 
@@ -144,7 +150,7 @@ class Workbench:
             raise TrialFailed(f"export failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
         seconds["export"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        metrics = measure_artifact(path, self.val_x, self.val_y, self.measure, self.teacher_session)
+        metrics = measure_artifact(path, self.val, None, self.measure, self.teacher_session)
         seconds["measure"] = time.perf_counter() - t2
         # A reference number, never an objective: the baked student (export folded masks and
         # fake quantization into plain float weights) run in eager PyTorch.

@@ -210,7 +210,7 @@ def bench(name: str, setup: Setup, trials: int, min_seconds: float, tmp: Path, l
     competitors["NNCF int8"] = (OpenVINOSession(nncf_model, options), ir_bytes(nncf_model, tmp / name / "nncf.xml"))
     names = list(competitors)
     sessions = [competitors[k][0] for k in names]
-    accuracy = {k: session_accuracy(s, bench_.val_x, bench_.val_y) for k, s in zip(names, sessions, strict=True)}
+    accuracy = {k: session_accuracy(s, bench_.val) for k, s in zip(names, sessions, strict=True)}
     kernels = {k: s.describe().get("executed") for k, s in zip(names, sessions, strict=True) if k.startswith(("OV",
                                                                                                               "NNCF"))}
     log(f"  OpenVINO kernels: {kernels}")

@@ -20,14 +20,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from autocomp.data.bundle import Data, DataBundle, calibration_batches
+from autocomp.data.bundle import Data, DataBundle
 from autocomp.data.preprocess import AUGMENTS, Preprocess, channel_stats
 from autocomp.data.sources import TORCHVISION_NAMES, Raw, raw_datasets
-from autocomp.data.splits import EvalSet, StreamSplit, TensorSplit
+from autocomp.data.splits import EvalSet, StreamSplit, TensorSplit, seeded_subset
 from autocomp.errors import AutocompError
 
 __all__ = ["AUGMENTS", "Data", "DataBundle", "DataSpec", "EvalSet", "Preprocess", "StreamSplit", "TORCHVISION_NAMES",
-           "TensorSplit", "bundle_from", "calibration_batches", "load_data"]
+           "TensorSplit", "bundle_from", "load_data"]
 
 IN_MEMORY_BYTES = 1 << 30  # preprocessed splits up to this size are held as tensors (when unaugmented)
 STATS_SAMPLE = 2000  # training images the normalization statistics are computed from
@@ -66,7 +66,8 @@ def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
     if raw.arrays is not None:
         tx, ty, vx, vy = raw.arrays
         n_train_all, n_val_all = len(tx), len(vx)
-        t_idx, v_idx = _subset(len(tx), spec.train_samples, seed), _subset(len(vx), spec.val_samples, seed)
+        t_idx = seeded_subset(len(tx), spec.train_samples, seed)
+        v_idx = seeded_subset(len(vx), spec.val_samples, seed)
         if t_idx is not None:
             tx, ty = tx[t_idx], ty[t_idx]
         if v_idx is not None:
@@ -74,14 +75,15 @@ def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
         _nonempty(spec.name, len(tx), len(vx))
         num_classes = int(max(ty.max(), vy.max())) + 1
         exact = len(tx) * _sample_bytes(tx, pre) <= EXACT_STATS_BYTES
-        sample = None if exact else _subset(len(tx), STATS_SAMPLE, seed)
+        sample = None if exact else seeded_subset(len(tx), STATS_SAMPLE, seed)
         pre = _normalization(spec, pre, defaults, lambda: _array_batches(
             tx if sample is None else tx[sample], pre.eval_transform(normalize=False)), exact=exact)
         train = _array_split(tx, ty, pre, augment, workers, "the training split")
         val = _array_split(vx, vy, pre, "none", workers, "the validation split")
     else:
         n_train_all, n_val_all = len(raw.train), len(raw.val)
-        t_idx, v_idx = _subset(n_train_all, spec.train_samples, seed), _subset(n_val_all, spec.val_samples, seed)
+        t_idx = seeded_subset(n_train_all, spec.train_samples, seed)
+        v_idx = seeded_subset(n_val_all, spec.val_samples, seed)
         _nonempty(spec.name, len(t_idx) if t_idx is not None else n_train_all,
                   len(v_idx) if v_idx is not None else n_val_all)
         num_classes = raw.classes or _num_classes(raw, spec.name)
@@ -89,7 +91,7 @@ def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
         def split(ds: object, idx: list[int] | None, aug: str, what: str) -> StreamSplit:
             return StreamSplit(ds, idx, pre.eval_transform(), pre.train_transform(aug), workers, what)
 
-        stats_idx = _subset(len(t_idx) if t_idx is not None else n_train_all, STATS_SAMPLE, seed)
+        stats_idx = seeded_subset(len(t_idx) if t_idx is not None else n_train_all, STATS_SAMPLE, seed)
         base = t_idx if t_idx is not None else list(range(n_train_all))
         unnormalized = StreamSplit(raw.train, [base[i] for i in stats_idx] if stats_idx is not None else base,
                                    pre.eval_transform(normalize=False), None, workers, "the training split")
@@ -181,12 +183,6 @@ def _array_split(x: torch.Tensor, y: torch.Tensor, pre: Preprocess, augment: str
             out[start : start + len(chunk)] = chunk
         return TensorSplit(out, y)
     return StreamSplit(_ArrayItems(x, y), None, transform, pre.train_transform(augment), workers, what)
-
-
-def _subset(n: int, k: int | None, seed: int) -> list[int] | None:
-    if k is None or k >= n:
-        return None
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()
 
 
 def _nonempty(name: str, n_train: int, n_val: int) -> None:

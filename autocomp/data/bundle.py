@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from autocomp.data.preprocess import Preprocess
-from autocomp.data.splits import Batch, EvalSet, StreamSplit, TensorSplit
+from autocomp.data.splits import Batch, EvalSet, StreamSplit, TensorSplit, seeded_subset
 
 
 class Data:
@@ -76,10 +76,8 @@ class Data:
 
     def val_subset(self, k: int | None, seed: int) -> EvalSet:
         """The seeded subset of ``k`` validation samples ``--val-samples k`` would have kept."""
-        if k is None or k >= self.n_val:
-            return self.eval_set()
-        idx = torch.randperm(self.n_val, generator=torch.Generator().manual_seed(seed))[:k].tolist()
-        return EvalSet(self.val.subset(idx))
+        idx = seeded_subset(self.n_val, k, seed)
+        return self.eval_set() if idx is None else EvalSet(self.val.subset(idx))
 
     def calibration(self, n_batches: int = 4, batch: int = 32, budget: int = 16 << 20) -> list[np.ndarray]:
         """A few fixed, eval-preprocessed training batches for static int8 activation calibration:
@@ -106,7 +104,3 @@ class DataBundle(Data):
                          notes)
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
 
-
-def calibration_batches(data: Data, n_batches: int = 4, batch: int = 32) -> list[np.ndarray]:
-    """A few fixed training batches for static int8 activation calibration."""
-    return data.calibration(n_batches, batch)

@@ -195,6 +195,13 @@ def _checked(loader: torch.utils.data.DataLoader, what: str) -> Iterator[Batch]:
         del it  # shuts the workers down as soon as the caller stops
 
 
+def seeded_subset(n: int, k: int | None, seed: int) -> list[int] | None:
+    """The ``k`` of ``n`` indices that ``--train-samples``/``--val-samples k`` keep (None: all)."""
+    if k is None or k >= n:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()
+
+
 def worker_context() -> str | None:
     """How DataLoader workers start: forked (the default), or from a fork server once OpenVINO is
     loaded. Forking a process whose OpenVINO CPU plugin has run (its thread pool alive) crashed
