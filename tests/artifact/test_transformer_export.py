@@ -195,3 +195,27 @@ def test_calibration_in_chunks_gives_the_same_artifact(tmp_path: Path) -> None:
         chunked = export_student(apply(model, plan, x[:1]), x, tmp_path / "chunked.acz")
     assert (tmp_path / "whole.acz").read_bytes() == (tmp_path / "chunked.acz").read_bytes()
     assert whole.bytes == chunked.bytes
+
+
+class _WithSpare(nn.Module):
+    """A model with a quantized layer it never calls (a spare head left in by its author)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.spare = nn.Linear(64, 10), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.flatten(1))
+
+
+def test_a_called_layer_no_node_carries_fails_the_trial_and_an_uncalled_one_does_not(monkeypatch) -> None:
+    from autocomp.artifact import onnx_export
+    from autocomp.errors import TrialFailed
+
+    model, x = _WithSpare().eval(), x_batch(1)
+    bits = {"body": 8, "spare": 8}
+    proto, node_bits = to_onnx(model, x, bits)  # the spare layer has no node: not an error
+    assert [scope_name(n) for n in node_bits] == ["body"]
+    monkeypatch.setattr(onnx_export, "match_layers", lambda proto, layers: {})  # as if no weight were found
+    with pytest.raises(TrialFailed, match="no ONNX node carries the weight of 1 quantized layer.*body"):
+        to_onnx(model, x, bits)
