@@ -16,15 +16,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "search": "autocomp.runner",
-    "run_search": "autocomp.runner",
+    "search": "autocomp.api",
+    "run_search": "autocomp.api",
     "SearchConfig": "autocomp.config",
     "Plan": "autocomp.plan",
     "LayerPlan": "autocomp.plan",
     "DistillPlan": "autocomp.plan",
-    "apply": "autocomp.compress",
-    "load_space": "autocomp.space",
-    "parse_space": "autocomp.space",
+    "apply": "autocomp.pipeline.compress",
+    "load_space": "autocomp.study.space",
+    "parse_space": "autocomp.study.space",
     "AutocompError": "autocomp.errors",
 }
 

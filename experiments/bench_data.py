@@ -165,7 +165,7 @@ def space_file(args: argparse.Namespace) -> str:
     """The uniform space with the benchmark's brief fine-tune (steps, batch) written in."""
     import yaml
 
-    from autocomp.space import load_space
+    from autocomp.study.space import load_space
 
     text = load_space("uniform").text
     spec = yaml.safe_load(text)
@@ -286,11 +286,11 @@ def evaluate(args: argparse.Namespace) -> None:
 
 # -- speed: autocomp's fine-tune vs a hand-written torchvision KD loop ------------------------------
 def speed(args: argparse.Namespace) -> None:
-    from autocomp.compress import apply
     from autocomp.config import SearchConfig
+    from autocomp.pipeline.compress import apply
+    from autocomp.pipeline.setup import prepare
+    from autocomp.pipeline.workbench import Workbench
     from autocomp.plan import DistillPlan, Plan
-    from autocomp.runner import prepare
-    from autocomp.trial import Workbench
 
     out = Path(args.out)
     torch.set_num_threads(args.threads)

@@ -37,10 +37,10 @@ import torch
 
 from autocomp.artifact import export, load_model, open_session
 from autocomp.artifact.container import write
-from autocomp.compress import apply
-from autocomp.layers import compute_layers
 from autocomp.measure.latency import Ratio, paired_rounds
-from autocomp.models import LeNet5
+from autocomp.models.layers import compute_layers
+from autocomp.models.zoo import LeNet5
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 

@@ -1,7 +1,7 @@
 """Each compression method alone, and one combination, against the teacher, measured side by side.
 
 For LeNet-5 on MNIST and one torchvision classifier (MNIST at 3x32x32), every row is one trial
-of the real pipeline (``autocomp.trial.Workbench``): apply the plan, brief distillation
+of the real pipeline (``autocomp.pipeline.workbench.Workbench``): apply the plan, brief distillation
 fine-tune, export the ``.acz`` artifact, measure it in ONNX Runtime. Accuracy is the artifact's
 top-1 on the validation split; size is the artifact's bytes; latency is its median time at
 batch 1 on one thread, timed interleaved with the teacher's artifact in the same rounds, so
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from autocomp.artifact import load_model
 from autocomp.data import DataBundle, DataSpec, load_data
 from autocomp.measure import MeasureConfig, graph_macs, measure_artifact
-from autocomp.models import prepare_teacher
+from autocomp.pipeline.teacher import prepare_teacher
+from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import DistillPlan, LayerPlan, Plan
-from autocomp.trial import Workbench
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "datasets"

@@ -118,8 +118,8 @@ def searched_point(runtime: str, setup: Setup, trials: int, teacher: Any, data: 
                    log: Any) -> tuple[Plan, Plan | None, dict]:
     """Run a small search measuring on ``runtime``; return its int8 baseline's plan, the searched
     point's plan (fastest within 1 point of the teacher, else most accurate) and what it stored."""
-    from autocomp.runner import run_search
-    from autocomp.space import load_space
+    from autocomp.api import run_search
+    from autocomp.study.space import load_space
 
     tmp.mkdir(parents=True, exist_ok=True)
     space_file = tmp / "space.yaml"
@@ -170,9 +170,9 @@ def ir_bytes(model: Any, path: Path) -> int:
 
 def bench(name: str, setup: Setup, trials: int, min_seconds: float, tmp: Path, log: Any = print) -> dict:
     """Every competitor of one model, timed in one process: rows, the OV int8 / NNCF ratio, the verdict."""
-    from autocomp.runner import prepare
+    from autocomp.pipeline.setup import prepare
+    from autocomp.pipeline.workbench import Workbench
     from autocomp.runtimes._openvino import OpenVINOSession, ov_model
-    from autocomp.trial import Workbench
 
     started = time.perf_counter()
     for runtime in RUNTIMES:  # one line, before anything is trained, when one is not installed

@@ -56,14 +56,14 @@ import optuna
 from autocomp.config import SAMPLERS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError, TrialFailed
 from autocomp.measure import MeasureConfig
-from autocomp.models import check_fits
-from autocomp.pareto import dominated_by, to_minimize, unique_front
+from autocomp.models.zoo import check_fits
+from autocomp.pipeline.setup import prepare
+from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import BASELINES
 from autocomp.report.hypervolume import hypervolume, to_minimization
-from autocomp.runner import prepare
-from autocomp.space import SearchSpace, load_space
-from autocomp.study import Objective, open_study, record_workbench
-from autocomp.trial import Workbench
+from autocomp.study.create import Objective, open_study, record_workbench
+from autocomp.study.pareto import dominated_by, to_minimize, unique_front
+from autocomp.study.space import SearchSpace, load_space
 
 HERE = Path(__file__).resolve().parent
 UNIFORM_BASELINES = tuple(b for b in BASELINES if b != "teacher")
@@ -119,7 +119,7 @@ class Teacher:
 
 # -- samplers ------------------------------------------------------------------------------------
 def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler | None:
-    """Candidates beside ``autocomp.study.make_sampler``'s: None for its own names.
+    """Candidates beside ``autocomp.study.create.make_sampler``'s: None for its own names.
 
     ``tpe-indep`` (TPE without the multivariate/group model), ``tpe-sN`` (TPE with N startup
     trials), ``nsga2-pN`` (NSGA-II, population N), ``gp`` (Gaussian process, Optuna's GPSampler).
@@ -212,7 +212,7 @@ def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, 
     check_fits(teacher, data)
     bench = TimedWorkbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
     if storage:
-        from autocomp.study import open_storage
+        from autocomp.study.create import open_storage
 
         store = open_storage(storage, config.heartbeat)
     else:

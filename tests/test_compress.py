@@ -12,15 +12,15 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from autocomp.artifact import export, load_model, open_session
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers
 from autocomp.measure import graph_params
 from autocomp.methods.lowrank import LowRankConfig
 from autocomp.methods.prune import MagnitudePruneConfig
 from autocomp.methods.quantize import QuantConfig
 from autocomp.methods.registry import knobs
 from autocomp.methods.structured import ChannelPruneConfig
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 SETTINGS = {"rank": 0.5, "channel_ratio": 0.5, "sparsity": 0.6, "bits": 4}
@@ -158,7 +158,7 @@ def test_output_layer_is_found_every_time_on_squeezenet() -> None:
     """Matching outputs by id() of freed tensors once named the wrong layer 3 times in 20."""
     import torchvision
 
-    from autocomp.layers import output_layers
+    from autocomp.models.layers import output_layers
 
     torch.manual_seed(0)
     model = torchvision.models.squeezenet1_1(num_classes=10).eval()

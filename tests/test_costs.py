@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import torch
 
-from autocomp.costs import costed_space, domain_values, probed_knobs
 from autocomp.measure import MeasureConfig
-from autocomp.space import Domain, parse_space
+from autocomp.study.costs import costed_space, domain_values, probed_knobs
+from autocomp.study.space import Domain, parse_space
 
 SPACE = """
 version: 1
@@ -25,7 +25,7 @@ layers:
 
 
 def _model():
-    from autocomp.models import LeNet5
+    from autocomp.models.zoo import LeNet5
 
     torch.manual_seed(0)
     return LeNet5().eval()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from autocomp.data import DataBundle, DataSpec, Preprocess, StreamSplit, TensorSplit, bundle_from, load_data
 from autocomp.errors import AutocompError
-from autocomp.finetune import distill_batches
+from autocomp.pipeline.finetune import distill_batches
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_eval_transform_matches_torchvision_weights_transforms_pixel_for_pixel(t
     """The preprocessing a --weights model gets is what `weights.transforms()` gives a user."""
     import torchvision
 
-    from autocomp.models import weights_preprocess
+    from autocomp.models.zoo import weights_preprocess
 
     pre = weights_preprocess("torchvision:resnet18", "IMAGENET1K_V1")
     assert (pre.resize, pre.image_size, pre.mean) == (256, 224, (0.485, 0.456, 0.406))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from autocomp.api import run_search
 from autocomp.config import SearchConfig
 from autocomp.report.frame import trials_frame
 from autocomp.report.html import render_page
 from autocomp.report.recommend import recommend
-from autocomp.runner import run_search
 
 pytestmark = pytest.mark.benchmark
 

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from autocomp.cli import main
-from autocomp.study import pareto_trials
+from autocomp.study.create import pareto_trials
 
 pytestmark = pytest.mark.e2e  # a whole CLI search, then exports of its points
 

@@ -11,8 +11,8 @@ import pytest
 
 from autocomp.cli import main
 from autocomp.errors import TrialFailed
-from autocomp.failures import common_reasons, failure_reason, stage_of
-from autocomp.runner import best_student, summary
+from autocomp.study.failures import common_reasons, failure_reason, stage_of
+from autocomp.study.runner import best_student, summary
 
 PICKY = '''
 import torch
@@ -89,9 +89,10 @@ def _raise_in(module: str, exc: Exception) -> BaseException:
 
 
 @pytest.mark.parametrize("module,stage", [
-    ("autocomp.compress", "compress"), ("autocomp.methods.structured", "compress"),
-    ("autocomp.finetune", "fine-tune"), ("autocomp.artifact.qdq", "export"),
-    ("autocomp.measure.protocol", "measure"), ("autocomp.space", "sampling"), ("torch.nn.modules.linear", "trial"),
+    ("autocomp.pipeline.compress", "compress"), ("autocomp.methods.structured", "compress"),
+    ("autocomp.pipeline.finetune", "fine-tune"), ("autocomp.artifact.qdq", "export"),
+    ("autocomp.measure.protocol", "measure"), ("autocomp.study.space", "sampling"),
+    ("torch.nn.modules.linear", "trial"),
 ])
 def test_the_stage_is_read_from_the_traceback(module: str, stage: str) -> None:
     exc = _raise_in(module, RuntimeError("mat1 and mat2 shapes cannot be multiplied\n(more detail)"))
@@ -102,9 +103,9 @@ def test_the_stage_is_read_from_the_traceback(module: str, stage: str) -> None:
 def test_known_failures_keep_their_message_and_reasons_stay_one_short_line() -> None:
     assert failure_reason(TrialFailed("trial timed out during fine-tune (step 3 of 10)")) == \
         "trial timed out during fine-tune (step 3 of 10)"
-    long = failure_reason(_raise_in("autocomp.finetune", ValueError("x" * 1000)))
+    long = failure_reason(_raise_in("autocomp.pipeline.finetune", ValueError("x" * 1000)))
     assert len(long) == 300 and "\n" not in long
-    assert failure_reason(_raise_in("autocomp.finetune", KeyError())) == "fine-tune failed: KeyError"
+    assert failure_reason(_raise_in("autocomp.pipeline.finetune", KeyError())) == "fine-tune failed: KeyError"
 
 
 def test_common_reasons_group_what_differs_only_in_numbers() -> None:

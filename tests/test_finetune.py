@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from methods_kit import cnn, seeded
 
-from autocomp.compress import apply
 from autocomp.errors import TrialFailed
-from autocomp.finetune import distill_batches, finetune, finetune_stream, kd_loss, l1_penalty, teacher_logits
+from autocomp.pipeline.compress import apply
+from autocomp.pipeline.finetune import distill_batches, finetune, finetune_stream, kd_loss, l1_penalty, teacher_logits
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 

@@ -26,7 +26,7 @@ import torch
 from autocomp.cli import main
 from autocomp.config import SearchConfig
 from autocomp.plan import Plan
-from autocomp.study import DIRECTIONS, SYSTEM_PREFIX
+from autocomp.study.create import DIRECTIONS, SYSTEM_PREFIX
 
 MODELS = """\
 import torch
@@ -298,7 +298,7 @@ def test_an_edited_builder_is_refused_by_its_study_and_by_export(hostile: Path, 
 
 
 def test_ctrl_c_records_interrupted_on_the_trial_in_flight(hostile: Path, capsys, monkeypatch) -> None:
-    from autocomp.trial import Workbench
+    from autocomp.pipeline.workbench import Workbench
 
     real = Workbench.run
 

@@ -13,8 +13,8 @@ from autocomp.cli import main
 from autocomp.config import SearchConfig, parse_model_kwargs, read_config_file
 from autocomp.data import DataBundle
 from autocomp.errors import AutocompError
-from autocomp.models import build_model, check_fits
-from autocomp.study import study_attr
+from autocomp.models.zoo import build_model, check_fits
+from autocomp.study.create import study_attr
 
 BUILDER = """\
 from torch import nn

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from autocomp._cache import cache_dir
+from autocomp._user_code import source_digest
 from autocomp.config import SearchConfig
-from autocomp.loading import source_digest
-from autocomp.models import cache_dir
-from autocomp.runner import prepare
+from autocomp.pipeline.setup import prepare
 
 BUILDER = """\
 from torch import nn

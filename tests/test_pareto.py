@@ -11,7 +11,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autocomp.pareto import (
+from autocomp.study.pareto import (
     dominated_by,
     front_trials,
     nondominated_mask,

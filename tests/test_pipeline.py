@@ -180,8 +180,8 @@ def test_weights_load_from_a_locally_saved_state(tmp_path: Path, monkeypatch) ->
     import torchvision
 
     from autocomp.config import SearchConfig
-    from autocomp.models import state_digest, weights_file
-    from autocomp.runner import prepare
+    from autocomp.models.zoo import state_digest, weights_file
+    from autocomp.pipeline.setup import prepare
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     weights = torchvision.models.MobileNet_V3_Small_Weights.IMAGENET1K_V1

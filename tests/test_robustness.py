@@ -18,9 +18,9 @@ import torch
 
 from autocomp import finetune as finetune_module
 from autocomp import trial as trial_module
+from autocomp.api import run_search
 from autocomp.config import SearchConfig
-from autocomp.runner import run_search
-from autocomp.trial import Workbench
+from autocomp.pipeline.workbench import Workbench
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 CLI = [sys.executable, "-m", "autocomp.cli", "search", "--teacher-epochs", "2", "--no-progress", "--train-threads", "1"]
@@ -181,7 +181,7 @@ def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data
 
 
 def test_trial_that_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path) -> None:
-    from autocomp.study import fail_orphaned_trials, open_storage
+    from autocomp.study.create import fail_orphaned_trials, open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=1)
     study = optuna.create_study(study_name="o", storage=storage, directions=["maximize", "minimize", "minimize"])

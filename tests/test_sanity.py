@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from autocomp.config import SearchConfig
+from autocomp.pipeline.sanity import chance_accuracy, near_chance, teacher_warnings
 from autocomp.plan import Plan
-from autocomp.sanity import chance_accuracy, near_chance, teacher_warnings
-from autocomp.space import parse_space
-from autocomp.study import Objective
+from autocomp.study.create import Objective
+from autocomp.study.space import parse_space
 
 
 def test_chance_is_the_share_of_the_commonest_class() -> None:

@@ -12,14 +12,14 @@ import torch
 from tiny_models import TinyResidual
 from torch import nn
 
-import autocomp.space as space_mod
+import autocomp.study.space as space_mod
 from autocomp.data import DataBundle
 from autocomp.errors import AutocompError
 from autocomp.methods.registry import knobs
-from autocomp.models import LeNet5, build_model
+from autocomp.models.zoo import LeNet5, build_model
 from autocomp.plan import Plan
-from autocomp.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
-from autocomp.study import study_attr
+from autocomp.study.create import study_attr
+from autocomp.study.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOBS = tuple(knobs())
@@ -318,8 +318,8 @@ def _steps(s: SearchSpace) -> int:
 
 
 def run_trials(model: nn.Module, data: DataBundle, s: SearchSpace, tmp: Path, n: int = 3) -> optuna.Study:
+    from autocomp.api import run_search
     from autocomp.config import SearchConfig
-    from autocomp.runner import run_search
 
     config = SearchConfig(model="python", dataset="python", n_trials=n, storage=f"sqlite:///{tmp}/s.db",
                           run_dir=str(tmp), baselines=(), keep_artifacts=False)
@@ -353,8 +353,8 @@ def test_shipped_space_runs_trials_on_lenet5(name: str, tmp_path: Path) -> None:
     model, s = LeNet5().eval(), quick(load_space(name))
     study = run_trials(model, synthetic((1, 28, 28)), s, tmp_path)
     assert_ran(study, model, s)
-    # The study searches the space minus the ranks/cuts it timed not to pay (autocomp.costs).
-    from autocomp.costs import costed_space
+    # The study searches the space minus the ranks/cuts it timed not to pay (autocomp.study.costs).
+    from autocomp.study.costs import costed_space
 
     used, _ = costed_space(s, model, frozenset({"fc2"}), torch.zeros(1, 1, 28, 28),
                            record=study_attr(study, "layer_costs"))

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from autocomp.errors import AutocompError
-from autocomp.models import LeNet5
-from autocomp.space import (
+from autocomp.models.zoo import LeNet5
+from autocomp.study.space import (
     GLOBAL_KNOBS,
     LAYER_TYPES,
     SearchSpace,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from autocomp.cli import main
-from autocomp.models import build_model
-from autocomp.space import library, load_space
+from autocomp.models.zoo import build_model
+from autocomp.study.space import library, load_space
 
 SHIPPED = sorted(library())
 

@@ -15,15 +15,14 @@ import optuna
 import pytest
 import torch
 
+from autocomp.api import run_search
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
-from autocomp.layers import output_layers
 from autocomp.measure import Metrics
-from autocomp.pareto import OBJECTIVES
+from autocomp.models.layers import output_layers
+from autocomp.pipeline.workbench import TrialResult, Workbench
 from autocomp.plan import BASELINES, Plan
-from autocomp.runner import run_search
-from autocomp.space import load_space, parse_space
-from autocomp.study import (
+from autocomp.study.create import (
     SYSTEM_ATTRS,
     baseline_points,
     load_existing_study,
@@ -34,7 +33,8 @@ from autocomp.study import (
     storage_file,
     study_attr,
 )
-from autocomp.trial import TrialResult, Workbench
+from autocomp.study.pareto import OBJECTIVES
+from autocomp.study.space import load_space, parse_space
 
 
 # -- storage ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import autocomp
 from autocomp.report.frame import pareto_frame, teacher_point, trials_frame
 from autocomp.report.html import render_page
 from autocomp.report.recommend import recommend
-from autocomp.study import set_system_attr, study_attr
+from autocomp.study.create import set_system_attr, study_attr
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +81,9 @@ def test_a_joining_worker_waits_for_the_creators_numbers(tiny_data, tmp_path) ->
     from tiny_models import tiny_cnn
 
     from autocomp.config import SearchConfig
-    from autocomp.space import load_space
-    from autocomp.study import Objective
-    from autocomp.trial import Workbench
+    from autocomp.pipeline.workbench import Workbench
+    from autocomp.study.create import Objective
+    from autocomp.study.space import load_space
 
     torch.manual_seed(0)
     bench = Workbench(tiny_cnn().eval(), tiny_data)

@@ -20,13 +20,14 @@ import pytest
 import torch
 from executed_graph import executed_graph
 
-from autocomp.compress import apply
+from autocomp.api import run_search
 from autocomp.config import SearchConfig
-from autocomp.export_trial import export_trial
-from autocomp.layers import compute_layers
+from autocomp.export.trial import export_trial
 from autocomp.methods.lowrank import LowRankPair
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
+from autocomp.pipeline.setup import prepare
 from autocomp.plan import Plan
-from autocomp.runner import prepare, run_search
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 TESTS = Path(__file__).resolve().parent
@@ -152,7 +153,7 @@ def test_cases_name_layers_the_models_have() -> None:
     """The projection patterns above match real layer names (checked cheaply on the user ViT)."""
     from tiny_models import TinyViT
 
-    from autocomp.methods.attention import explicit_attention
+    from autocomp.models.adapters.attention import explicit_attention
 
     model = TinyViT(depth=2)
     explicit_attention(model)

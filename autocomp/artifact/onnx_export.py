@@ -17,8 +17,8 @@ from torch.nn.utils import parametrize
 
 from autocomp.artifact.matching import COMPUTE_OPS, match_layers
 from autocomp.errors import TrialFailed
-from autocomp.layers import called_layers, compute_layers
 from autocomp.methods.quantize import FakeQuant
+from autocomp.models.layers import called_layers, compute_layers
 
 OPSET = 17
 __all__ = ["COMPUTE_OPS", "OPSET", "bake", "nodes_to_initializers", "to_onnx", "unshare_constants"]

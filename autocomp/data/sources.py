@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autocomp._cache import cache_dir
+from autocomp._user_code import load_callable
 from autocomp.errors import AutocompError
-from autocomp.loading import load_callable
 
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10",
                      "cifar100": "CIFAR100", "svhn": "SVHN", "emnist": "EMNIST", "qmnist": "QMNIST"}
@@ -154,7 +155,6 @@ def check_images(files: list[str], progress=None) -> set[tuple[int, int]]:  # no
     """
     from PIL import Image
 
-    from autocomp.models import cache_dir
 
     h = hashlib.sha256()
     for f in files:

@@ -10,7 +10,7 @@
   (``autocomp.measure.latency``): ``latency_ratio`` is the median of the per-round ratios and
   ``[latency_ratio_low, latency_ratio_high]`` their spread (interquartile range, at least +-3 %).
   ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too).
-  The study's latency objective is built from the ratio (``autocomp.study.Objective``).
+  The study's latency objective is built from the ratio (``autocomp.study.create.Objective``).
 - **reference only**: params and MACs of the executed graph, eager-PyTorch latency.
 
 Example::

@@ -16,8 +16,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
-from autocomp.layers import leaf_targets
 from autocomp.methods.registry import Knob, MethodContext, register
+from autocomp.models.layers import leaf_targets
 
 QUANT_MODES = ("qat", "ptq", "dynamic")
 MODE_WORDS = "qat, ptq or dynamic"

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.layers import COMPUTE_TYPES, leaf_targets
-from autocomp.methods.attention import ExplicitMultiheadAttention, prune_head_dims
 from autocomp.methods.registry import Knob, MethodContext, register
+from autocomp.models.adapters.attention import ExplicitMultiheadAttention, prune_head_dims
+from autocomp.models.layers import COMPUTE_TYPES, leaf_targets
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ChannelPruneConfig:
         return cls(value)
 
     # Timed alone, a cut layer shows only its own saving: its consumers read fewer channels too.
-    # ``autocomp.costs`` therefore drops a cut only when the layer alone is measurably slower.
+    # ``autocomp.study.costs`` therefore drops a cut only when the layer alone is measurably slower.
     VARIANT_PARTIAL: ClassVar[bool] = True
 
     @classmethod

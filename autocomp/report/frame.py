@@ -21,8 +21,8 @@ import optuna
 import pandas as pd
 
 from autocomp.methods.registry import knobs
-from autocomp.pareto import OBJECTIVES, front_trials, is_feasible
 from autocomp.plan import Plan
+from autocomp.study.pareto import OBJECTIVES, front_trials, is_feasible
 
 OBJECTIVE_COLUMNS = list(OBJECTIVES)
 _INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs")

@@ -26,7 +26,7 @@ from autocomp.report.importance import importance_data
 from autocomp.report.plots import finished, pareto_data, policy_data
 from autocomp.report.recommend import Recommendation, export_command, recommend
 from autocomp.runtimes import summary
-from autocomp.study import study_attr
+from autocomp.study.create import study_attr
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 STORAGE_PLACEHOLDER = "STORAGE_URL"

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from autocomp.pareto import unique_front, weakly_dominated
+from autocomp.study.pareto import unique_front, weakly_dominated
 
 ACCURACY_MARGIN = 2.0  # points below the teacher where a point stops counting
 

@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from autocomp.methods.registry import knobs
-from autocomp.pareto import staircase
 from autocomp.report.frame import latency_words, plan_summary, setting_columns
+from autocomp.study.pareto import staircase
 
 MAX_HOVER_LAYERS = 12
 GROUPS = ("front", "dominated", "baselines")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from autocomp.artifact import export, load_model, open_session
-from autocomp.compress import apply
-from autocomp.layers import compute_layers
 from autocomp.measure import graph_macs
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 
@@ -76,7 +76,7 @@ def test_size_falls_as_bits_fall_and_sparsity_rises(tiny_data, tmp_path) -> None
 
 def test_size_ratios_follow_bits_on_lenet5(tmp_path) -> None:
     """Where weights dominate the file, bytes scale with bits (plus scales, graph, DEFLATE)."""
-    from autocomp.models import LeNet5
+    from autocomp.models.zoo import LeNet5
 
     torch.manual_seed(0)
     model = LeNet5().eval()
@@ -89,7 +89,7 @@ def test_size_ratios_follow_bits_on_lenet5(tmp_path) -> None:
 
 
 def test_channel_pruned_and_factorized_graphs_have_fewer_macs(tmp_path) -> None:
-    from autocomp.models import LeNet5
+    from autocomp.models.zoo import LeNet5
 
     torch.manual_seed(0)
     model = LeNet5().eval()
@@ -139,7 +139,7 @@ def test_int8_convs_run_on_int8_kernels_in_resnet18(tmp_path) -> None:
 
 
 def test_mixed_plan_keeps_float_layers_float(tmp_path) -> None:
-    from autocomp.models import LeNet5
+    from autocomp.models.zoo import LeNet5
 
     torch.manual_seed(0)
     model = LeNet5().eval()

@@ -19,8 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from autocomp.artifact import export, open_session, to_bytes
 from autocomp.artifact.qdq import constants_as_initializers, tidy_int8_graph
-from autocomp.compress import apply
-from autocomp.layers import compute_layers
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 INT8_COMPUTE = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger")

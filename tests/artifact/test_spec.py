@@ -112,7 +112,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path]
     from tiny_models import wide_mlp
 
     from autocomp.artifact import export
-    from autocomp.compress import apply
+    from autocomp.pipeline.compress import apply
     from autocomp.plan import LayerPlan, Plan
 
     x, y = _data()
@@ -218,8 +218,8 @@ def test_a_search_s_artifacts_decoded_from_the_spec_score_their_reported_accurac
 
     from autocomp.cli import main
     from autocomp.config import SearchConfig
-    from autocomp.runner import prepare
-    from autocomp.study import study_attr
+    from autocomp.pipeline.setup import prepare
+    from autocomp.study.create import study_attr
 
     assert main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "e", "--teacher-epochs", "3",
                  "--n-trials", "8", "--no-progress", "--baselines", "teacher,int4,prune90"]) == 0

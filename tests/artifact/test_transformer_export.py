@@ -15,9 +15,9 @@ from torch import nn
 
 from autocomp.artifact.matching import match_layers, scope_name
 from autocomp.artifact.onnx_export import bake, to_onnx
-from autocomp.compress import apply
-from autocomp.layers import compute_layers
-from autocomp.methods.attention import explicit_attention
+from autocomp.models.adapters.attention import explicit_attention
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 

@@ -11,7 +11,7 @@ from autocomp.measure.latency import Ratio
 from autocomp.measure.layer_cost import layer_costs, layer_input_shapes, pays, ratio_record
 from autocomp.methods.lowrank import LowRankConfig
 from autocomp.methods.structured import ChannelPruneConfig
-from autocomp.models import LeNet5
+from autocomp.models.zoo import LeNet5
 
 VARIANTS = {"rank": LowRankConfig.variant, "channel_ratio": ChannelPruneConfig.variant}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from autocomp.artifact import export, open_session
-from autocomp.compress import apply
 from autocomp.measure import MeasureConfig, Metrics, measure_artifact
+from autocomp.pipeline.compress import apply
 from autocomp.plan import Plan
 
 

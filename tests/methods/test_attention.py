@@ -10,10 +10,15 @@ import torch
 from tiny_models import TinyViT
 from torch import nn
 
-from autocomp.compress import apply
-from autocomp.layers import called_layers, compute_layers
-from autocomp.methods.attention import ExplicitMultiheadAttention, explicit_attention, explicit_copy, prune_head_dims
 from autocomp.methods.lowrank import LowRankPair, factorize
+from autocomp.models.adapters.attention import (
+    ExplicitMultiheadAttention,
+    explicit_attention,
+    explicit_copy,
+    prune_head_dims,
+)
+from autocomp.models.layers import called_layers, compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 

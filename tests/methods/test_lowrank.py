@@ -8,9 +8,7 @@ import torch
 from methods_kit import IMAGE, cnn, mlp, seeded, torchvision_model
 from torch import nn
 
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers
 from autocomp.methods.lowrank import (
     LowRankConfig,
     factorizable,
@@ -19,6 +17,8 @@ from autocomp.methods.lowrank import (
     kept_rank,
     macs_per_output,
 )
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 

@@ -8,10 +8,10 @@ from methods_kit import cnn, seeded
 from tiny_models import wide_mlp
 from torch import nn
 
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.finetune import finetune, teacher_logits
 from autocomp.methods.prune import MagnitudePruneConfig, magnitude_mask
+from autocomp.pipeline.compress import apply
+from autocomp.pipeline.finetune import finetune, teacher_logits
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 

@@ -11,11 +11,11 @@ from tiny_models import wide_mlp
 from torch import nn
 
 from autocomp.artifact import export, load_model
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.finetune import finetune, teacher_logits
-from autocomp.layers import compute_layers
 from autocomp.methods.quantize import FakeQuant, QuantConfig, qmax, quantize_weight
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
+from autocomp.pipeline.finetune import finetune, teacher_logits
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 

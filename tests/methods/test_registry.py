@@ -13,16 +13,16 @@ import torch
 from tiny_models import tiny_mlp
 from torch import nn
 
-from autocomp.compress import apply
+from autocomp.api import run_search
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
-from autocomp.layers import leaf_targets
 from autocomp.methods.registry import Knob, MethodContext, knobs, register, unregister
+from autocomp.models.layers import leaf_targets
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 from autocomp.report.frame import plan_summary, trials_frame
 from autocomp.report.plots import layer_settings_text, policy_data
-from autocomp.runner import run_search
-from autocomp.space import parse_space
+from autocomp.study.space import parse_space
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import torch
 from methods_kit import IMAGE, Residual, cnn, seeded, torchvision_model
 from torch import nn
 
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers, output_layers
 from autocomp.methods.registry import MethodContext
 from autocomp.methods.structured import ChannelPruneConfig, apply_channel_prune
+from autocomp.models.layers import compute_layers, output_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from autocomp.artifact import export, open_session
-from autocomp.compress import apply
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers
 from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 from autocomp.runtimes import RuntimeOptions, get_runtime, require
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from autocomp.config import SearchConfig
-from autocomp.study import pareto_trials, study_attr
+from autocomp.study.create import pareto_trials, study_attr
 
 ov = pytest.importorskip("openvino", reason='OpenVINO is not installed (pip install -e ".[openvino]"; CI installs it)')
 
@@ -52,7 +52,7 @@ def cli(args: list[str]) -> int:
 
 def _ir_accuracy(xml: Path, config: dict, settings: SearchConfig) -> float:
     """Top-1 of the IR, loaded by OpenVINO itself, on the whole validation split (what export measures)."""
-    from autocomp.runner import prepare
+    from autocomp.pipeline.setup import prepare
 
     _, data = prepare(replace(settings, val_samples=None), log=lambda s: None)
     compiled = ov.Core().compile_model(xml, "CPU", config)

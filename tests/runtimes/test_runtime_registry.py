@@ -13,10 +13,10 @@ import torch
 
 from autocomp.artifact import export, open_session, to_bytes
 from autocomp.cli import main
-from autocomp.compress import apply
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
 from autocomp.measure import MeasureConfig, measure_artifact
+from autocomp.pipeline.compress import apply
 from autocomp.plan import Plan
 from autocomp.runtimes import (
     Runtime,
@@ -31,7 +31,7 @@ from autocomp.runtimes import (
 )
 from autocomp.runtimes import base as runtimes_base
 from autocomp.runtimes._onnxruntime import OnnxRuntime, OrtSession
-from autocomp.study import study_attr
+from autocomp.study.create import study_attr
 
 
 class Twin(OnnxRuntime):

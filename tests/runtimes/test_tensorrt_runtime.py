@@ -15,8 +15,8 @@ import torch
 from onnx import TensorProto
 
 from autocomp.artifact import export, load_model, open_session
-from autocomp.compress import apply
-from autocomp.layers import compute_layers
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 from autocomp.runtimes import get_runtime
 from autocomp.runtimes._tensorrt import tensorrt_graph

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autocomp._user_code import load_callable
 from autocomp.data import Data, Preprocess
 from autocomp.errors import AutocompError
-from autocomp.loading import load_callable
 
 
 def digits_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
@@ -78,7 +76,7 @@ def build_model(spec: str, num_classes: int, input_shape: tuple[int, ...],
 
         model = build_model("torchvision:vit_b_16", 10, (3, 32, 32), {"image_size": 32})
     """
-    from autocomp.methods.attention import explicit_attention
+    from autocomp.models.adapters.attention import explicit_attention
 
     if weights is not None:
         model = _with_weights(spec, weights, dict(model_kwargs or {}))
@@ -247,10 +245,6 @@ def size_hint(model: nn.Module, shape: tuple[int, ...]) -> str:
     return ""
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("AUTOCOMP_CACHE", Path.home() / ".cache" / "autocomp"))
-
-
 def state_digest(model: nn.Module) -> str:
     """A short hash of the weights, stored on the study so export can tell the teacher changed."""
     h = hashlib.sha256()
@@ -258,77 +252,3 @@ def state_digest(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def train_teacher(model: nn.Module, data: Data, epochs: int, seed: int, device: str = "cpu",
-                  lr: float = 1e-3, batch_size: int = 64, progress: Callable | None = None) -> None:
-    """Adam + cosine over ``epochs`` of the training split (augmented as the data say), mixed
-    precision on a GPU."""
-    from autocomp.finetune import amp_dtype, autocast, back_to_cpu, batch_to, to_device
-
-    torch.manual_seed(seed)
-    to_device(model, device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    per_epoch = -(-data.n_train // batch_size)
-    task = progress("training the teacher", epochs * per_epoch) if progress else None
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(device):
-            loss = F.cross_entropy(model(batch_to(x, device)).float(), y.to(device))
-        opt.zero_grad()
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if task:
-            task.update(1)
-
-    if data.train.in_memory:  # every sample once per epoch, in a seeded order
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            order = torch.randperm(data.n_train, generator=gen)
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                step(data.train.x[idx], data.train.y[idx])
-            sched.step()
-    else:
-        batches = data.train_batches(batch_size, seed, pin=device.startswith("cuda"))
-        try:
-            for _ in range(epochs):
-                for _ in range(per_epoch):
-                    x, y, _ = next(batches)
-                    step(x, y)
-                sched.step()
-        finally:
-            batches.close()
-    if task:
-        task.close()
-    back_to_cpu(model, device)
-
-
-def prepare_teacher(spec: str, data: Data, checkpoint: str | None, epochs: int, seed: int,
-                    cache_key: dict, device: str = "cpu", log: Callable[[str], None] = print,
-                    model_kwargs: dict[str, Any] | None = None, weights: str | None = None,
-                    progress: Callable | None = None) -> nn.Module:
-    """Build the teacher; load its checkpoint or torchvision weights, or train it once and cache it."""
-    model = build_model(spec, data.num_classes, data.input_shape, model_kwargs, weights)
-    check_fits(model, data)
-    if weights is not None:
-        return model.eval()
-    if checkpoint:
-        load_checkpoint(model, checkpoint)
-        return model.eval()
-    identity = json.dumps({**cache_key, "epochs": epochs, "seed": seed}, sort_keys=True)
-    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    path = cache_dir() / "teachers" / f"{spec.replace(':', '_').replace('/', '_')}-{key}.pt"
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return model.eval()
-    log(f"training the teacher ({spec}, {epochs} epochs); cached at {path}")
-    train_teacher(model, data, epochs, seed, device, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
-    return model.eval()

@@ -57,9 +57,9 @@ import yaml
 from torch import nn
 
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers
 from autocomp.methods.quantize import MODE_WORDS, QUANT_MODES
 from autocomp.methods.registry import knobs
+from autocomp.models.layers import compute_layers
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 
 VERSION = 1
@@ -183,7 +183,7 @@ class SearchSpace:
     description: str = ""
     source: str = "<space>"
     text: str = ""  # the YAML as loaded, stored on the study so report/export need no file
-    # Trial parameter -> the values a study kept after timing them (``autocomp.costs``); not in the YAML.
+    # Trial parameter -> the values a study kept after timing them (``autocomp.study.costs``); not in the YAML.
     overrides: dict[str, Domain] = field(default_factory=dict)
 
     # -- resolution -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 
 from autocomp.errors import AutocompError
-from autocomp.space import Rule, SearchSpace, library, load_space
+from autocomp.study.space import Rule, SearchSpace, library, load_space
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
@@ -39,8 +39,8 @@ def check(file: str, model_spec: str, input_shape: str | None = None, num_classe
     import torch
 
     from autocomp.config import check_model_kwargs
-    from autocomp.layers import compute_layers, output_layers
-    from autocomp.models import build_model, size_hint
+    from autocomp.models.layers import compute_layers, output_layers
+    from autocomp.models.zoo import build_model, size_hint
 
     space = load_space(file)
     shape = _input_shape(input_shape, model_spec)

@@ -35,10 +35,10 @@ LOG_NAME = "autocomp.log"
 MAX_REASON = 300
 # Module prefix -> stage, outermost first: a failure inside a method called by compress is "compress".
 STAGES = (
-    ("autocomp.space", "sampling"),
-    ("autocomp.compress", "compress"),
+    ("autocomp.study.space", "sampling"),
+    ("autocomp.pipeline.compress", "compress"),
     ("autocomp.methods", "compress"),
-    ("autocomp.finetune", "fine-tune"),
+    ("autocomp.pipeline.finetune", "fine-tune"),
     ("autocomp.artifact", "export"),
     ("autocomp.measure", "measure"),
 )

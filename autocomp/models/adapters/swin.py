@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autocomp.methods.attention import register_adapter
+from autocomp.models.adapters.attention import register_adapter
 
 
 def _windows_attention(self: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from autocomp.measure.latency import Ratio
 from autocomp.measure.layer_cost import layer_costs, pays, ratio_record
 from autocomp.measure.protocol import MeasureConfig
 from autocomp.methods.registry import knobs
-from autocomp.space import Domain, SearchSpace
+from autocomp.study.space import Domain, SearchSpace
 
 
 def probed_knobs() -> dict[str, Any]:

@@ -20,12 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from autocomp._device import to_device
 from autocomp.artifact import ArtifactInfo, export
-from autocomp.compress import apply
 from autocomp.data import Data
 from autocomp.errors import TrialFailed
-from autocomp.finetune import ProgressFn, distill_batches, finetune_stream, teacher_logits, to_device
-from autocomp.layers import compute_layers, output_layers
 from autocomp.measure import (
     MeasureConfig,
     Metrics,
@@ -35,8 +33,11 @@ from autocomp.measure import (
     session_accuracy,
     session_for,
 )
+from autocomp.models.layers import compute_layers, output_layers
+from autocomp.pipeline.compress import apply
+from autocomp.pipeline.finetune import ProgressFn, distill_batches, finetune_stream, teacher_logits
+from autocomp.pipeline.sanity import chance_accuracy
 from autocomp.plan import Plan
-from autocomp.sanity import chance_accuracy
 
 
 @dataclass

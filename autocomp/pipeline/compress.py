@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from autocomp.errors import AutocompError
-from autocomp.layers import compute_layers, trace_layers
 from autocomp.methods.registry import MethodContext, handler_for, knobs
+from autocomp.models.layers import compute_layers, trace_layers
 from autocomp.plan import Plan
 
 

@@ -67,8 +67,8 @@ SEARCH_FLAGS = [  # (flag, type, help); defaults live in SearchConfig, flags ove
 
 
 def _search(args: argparse.Namespace) -> int:
+    from autocomp.api import run_search
     from autocomp.config import SearchConfig, parse_numbers, read_config_file
-    from autocomp.runner import run_search
 
     settings = read_config_file(args.config) if args.config else {}
     for flag, _, _ in SEARCH_FLAGS:
@@ -91,7 +91,7 @@ def _search(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from autocomp.report import write_report
     from autocomp.report.recommend import recommend_text
-    from autocomp.study import load_existing_study
+    from autocomp.study.create import load_existing_study
 
     study = load_existing_study(args.storage, args.study_name)
     limits = {"max_drop": args.max_drop, "max_size": args.max_size, "max_latency": args.max_latency,
@@ -103,8 +103,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from autocomp.export_trial import export_trial
-    from autocomp.runner import task_bar
+    from autocomp.export.trial import export_trial
+    from autocomp.pipeline.setup import task_bar
 
     card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs, args.steps,
                         progress=None if args.no_progress else task_bar)
@@ -113,7 +113,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _spaces(args: argparse.Namespace) -> int:
-    from autocomp import spaces_cli
+    from autocomp.cli import spaces as spaces_cli
 
     return spaces_cli.run(args)
 

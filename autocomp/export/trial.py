@@ -30,16 +30,16 @@ from pathlib import Path
 import optuna
 import torch
 
+from autocomp._user_code import source_digest
 from autocomp.artifact import export, to_bytes
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
-from autocomp.loading import source_digest
 from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy, session_for
-from autocomp.models import state_digest
+from autocomp.models.zoo import state_digest
+from autocomp.pipeline.workbench import Workbench, file_sha256
 from autocomp.plan import Plan
 from autocomp.runtimes import Runtime, RuntimeOptions, format_runtime, require, summary
-from autocomp.study import load_existing_study, study_attr
-from autocomp.trial import Workbench, file_sha256
+from autocomp.study.create import load_existing_study, study_attr
 
 PROTOCOL = ("accuracy: top-1 of the artifact in {runtime} on the validation split; size: bytes of the .acz "
             "file; latency: median of >= 30 timed runs after warm-up in {runtime}, batch {batch}, "
@@ -87,7 +87,8 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     trial = _finished_trial(study, number)
     stored = study_attr(study, "config")
     if not stored or stored.get("model") == "python":
-        raise AutocompError(f"study {study_name!r} was made from Python: rebuild it with autocomp.trial.Workbench")
+        raise AutocompError(f"study {study_name!r} was made from Python: rebuild it with "
+                            "autocomp.pipeline.workbench.Workbench")
     config = SearchConfig.from_dict(stored)
     known_source = study_attr(study, "teacher_source_digest", "unrecorded")  # studies before it have none
     if known_source != "unrecorded" and source_digest(config.model) != known_source:
@@ -95,7 +96,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
                             "trials (restore the file)")
     runtime_name = own.name if own else config.runtime
     require(runtime_name, RuntimeOptions(config.threads, config.device, config.precision, config.batch))
-    from autocomp.runner import prepare
+    from autocomp.pipeline.setup import prepare
 
     # The whole validation split: the search ranked on a subset, the file shipped is measured on all.
     teacher, data = prepare(replace(config, val_samples=None), log=lambda s: None, progress=progress)

@@ -217,8 +217,6 @@ def explicit_attention(model: nn.Module) -> list[str]:
 
     Idempotent: a model already swapped has nothing left to swap.
     """
-    from autocomp.methods import attention_swin  # noqa: F401  (registers torchvision's Swin adapter)
-
     swapped = []
     for name, module in list(model.named_modules()):
         cls = type(module)
@@ -237,8 +235,6 @@ def explicit_attention(model: nn.Module) -> list[str]:
 def explicit_copy(model: nn.Module) -> nn.Module:
     """``model`` itself when it has nothing to swap, else a deep copy with its attention swapped
     (a model handed in through the Python API is the user's: it is never changed)."""
-    from autocomp.methods import attention_swin  # noqa: F401  (registers torchvision's Swin adapter)
-
     def covered(m: nn.Module) -> bool:
         return f"{type(m).__module__}.{type(m).__qualname__}" in ADAPTERS
 

@@ -1,4 +1,4 @@
-"""The Optuna study: sampler, objective, constraints, baselines, early stop (storages: ``autocomp.storage``).
+"""The Optuna study: sampler, objective, constraints, baselines, early stop (storages: ``autocomp.study.storage``).
 
 Objectives, in order: maximize top-1 accuracy (%), minimize artifact bytes, minimize latency
 (ms). Every value comes from ``autocomp.measure`` on the trial's artifact. The Plan is stored
@@ -27,19 +27,19 @@ from typing import Any
 import optuna
 import torch
 
+from autocomp._user_code import source_digest
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.failures import TRIAL_LOG, failure_reason
-from autocomp.layers import compute_layers
-from autocomp.loading import source_digest
 from autocomp.measure import reference_latency
-from autocomp.models import state_digest
-from autocomp.pareto import MAXIMIZE, OBJECTIVES, front_trials
+from autocomp.models.layers import compute_layers
+from autocomp.models.zoo import state_digest
+from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import BASELINES, Plan
-from autocomp.space import Domain, SearchSpace, library_dir
-from autocomp.storage import open_storage, storage_file
-from autocomp.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study
-from autocomp.trial import Workbench
+from autocomp.study.failures import TRIAL_LOG, failure_reason
+from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
+from autocomp.study.space import Domain, SearchSpace, library_dir
+from autocomp.study.storage import open_storage, storage_file
+from autocomp.study.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study.create
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
@@ -82,7 +82,7 @@ class Objective:
         """The trial boundary: whatever a trial raises becomes a FAIL with a one-line reason.
 
         ``optuna.TrialPruned`` (stopped early) and ``KeyboardInterrupt`` pass through; anything
-        else is recorded as ``fail_reason`` (``autocomp.failures.failure_reason``), its traceback
+        else is recorded as ``fail_reason`` (``autocomp.study.failures.failure_reason``), its traceback
         goes to the run's log file, and ``TrialFailed`` tells Optuna to go on with the study.
         """
         try:
@@ -161,7 +161,7 @@ class Objective:
                    and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
                 time.sleep(0.5)
                 attrs = _all_attrs(study)
-            from autocomp.costs import costed_space  # deferred: times layers in ONNX Runtime
+            from autocomp.study.costs import costed_space  # deferred: times layers in ONNX Runtime
 
             b = self.bench
             self.space, record = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure,
@@ -478,7 +478,7 @@ def record_workbench(study: optuna.Study, bench: Workbench) -> None:
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The feasible Pareto front (``autocomp.pareto.front_trials``) of a study."""
+    """The feasible Pareto front (``autocomp.study.pareto.front_trials``) of a study."""
     return front_trials(study.get_trials(deepcopy=False))
 
 

@@ -1,0 +1,172 @@
+"""``optimize``: open or resume the study and run its trials (``autocomp.run_search`` adds the report)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from torch import nn
+
+from autocomp.config import SearchConfig
+from autocomp.data import Data
+from autocomp.errors import AutocompError, TrialFailed
+from autocomp.measure import MeasureConfig
+from autocomp.models.adapters import explicit_copy
+from autocomp.models.layers import compute_layers, output_layers
+from autocomp.models.zoo import check_fits
+from autocomp.pipeline.sanity import teacher_warnings
+from autocomp.pipeline.setup import prepare, require_runtime, task_bar, use_threads
+from autocomp.pipeline.workbench import Workbench
+from autocomp.study.create import (
+    Objective,
+    fail_orphaned_trials,
+    open_storage,
+    open_study,
+    probe_storage,
+    record_workbench,
+)
+from autocomp.study.failures import LogFile, common_reasons
+from autocomp.study.progress import ProgressLine
+from autocomp.study.space import SearchSpace, load_space
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """What ``optimize`` leaves for the report and the console."""
+
+    study: optuna.Study
+    interrupted: bool
+    teacher_accuracy: float
+    chance_accuracy: float
+    log_path: Path
+
+
+def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data | None = None,
+             space: SearchSpace | None = None, log: Callable[[str], None] = print,
+             progress: bool = True) -> SearchRun:
+    """Create or resume the study and run ``config.n_trials`` more trials.
+
+    Ctrl-C stops after marking the trial in flight failed; finished trials are kept and the
+    run comes back with ``interrupted`` set (``autocomp.run_search`` then writes the report).
+    """
+    # Failed trials are reported by the progress line and the trials table, not as log tracebacks.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    measure = MeasureConfig(config.batch, config.threads, config.device, runtime=config.runtime,
+                            precision=config.precision)
+    require_runtime(measure)  # a runtime that is not installed stops here, before anything is written
+    use_threads(config)
+    space = space or load_space(config.space)
+    # Every check runs before anything is written. The default storage lives in the run
+    # directory, made below; a --storage file's folder must already exist.
+    probe_storage(config.storage_url, make_folder=config.storage is None)
+    bars = task_bar if progress else None
+    if teacher is None or data is None:
+        teacher, data = prepare(config, log, bars)
+    teacher = explicit_copy(teacher)  # a model given in Python: attention projections made reachable
+    check_fits(teacher, data)
+    outputs = output_layers(teacher, data.example(1))
+    check_dimensions(space, teacher, outputs, config.allow_empty_space, log)  # also: a space that cannot fit
+    run_dir = config.directory
+    if config.storage is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(config.storage_url, config.heartbeat)
+    study, fresh = open_study(config, space, storage, teacher, config.n_trials, outputs)
+    fail_orphaned_trials(study, grace=3 * config.heartbeat)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
+        f"in {config.storage_url}")
+    # Latency and accuracy are measured on the deployment runtime (--runtime), whatever device fine-tunes.
+    bench = Workbench(teacher, data, measure, config.device, progress=bars)
+    record_workbench(study, bench)
+    chance = bench.chance_accuracy
+    for line in teacher_warnings(bench.teacher_accuracy, chance):
+        log(f"warning: {line}")
+    artifact_dir = run_dir / "artifacts" if config.keep_artifacts else None
+    if artifact_dir:
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+    objective = Objective(bench, space, config, artifact_dir, creator=fresh)
+    bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
+    bench.on_progress = bar.step if bar else None
+    bench.val.progress = bar.evaluating if bar else None
+    interrupted = False
+    logfile = LogFile(run_dir)
+    try:
+        with logfile:  # failed trials' tracebacks go there, not to the console
+            study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
+                           catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
+                           gc_after_trial=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar:
+            bar.close()
+    return SearchRun(study, interrupted, bench.teacher_accuracy, chance, logfile.path)
+
+
+def check_dimensions(space: SearchSpace, teacher: nn.Module, outputs: frozenset[str], allow_empty: bool,
+                     log: Callable[[str], None] = print) -> list[str]:
+    """The space's searched dimensions on ``teacher``; refuse none (every trial would be the same
+    plan, or the teacher itself) unless ``allow_empty``, then warn.
+
+    Example::
+
+        check_dimensions(load_space("default"), model, frozenset({"fc"}), allow_empty=False)
+    """
+    dims = space.dimensions(teacher, outputs)
+    if dims:
+        return dims
+    if not space.assignments(teacher):
+        layers = [f"{name} ({type(m).__name__})" for name, m in compute_layers(teacher).items()]
+        shown = ", ".join(layers[:6]) + (f" and {len(layers) - 6} more" if len(layers) > 6 else "") or "none"
+        problem = f"no rule of search space {space.source} hits a layer of the model (its layers: {shown})"
+    else:
+        problem = f"search space {space.source} has 0 searched dimensions on this model (every knob is fixed)"
+    if not allow_empty:
+        raise AutocompError(f"{problem}; see `autocomp spaces check`, or pass --allow-empty-space to run anyway")
+    log(f"warning: {problem}; every trial runs the same plan")
+    return dims
+
+
+def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[float, float, float]]:
+    """The objective, recording "interrupted" as the reason of a trial Ctrl-C stops (Optuna then
+    fails it; a reason cannot be added to a finished trial)."""
+
+    def run(trial: optuna.Trial) -> tuple[float, float, float]:
+        try:
+            return objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+
+    return run
+
+
+def summary(study: optuna.Study, name: str, log_path: Path | None = None) -> str:
+    """``12 trials in study 'x': 9 complete, 2 stopped early, 1 failed`` and the commonest reasons.
+
+    Example::
+
+        print(summary(study, "lenet5-mnist"))
+    """
+    state = optuna.trial.TrialState
+    by_state = {s: [t for t in study.trials if t.state == s] for s in (state.COMPLETE, state.PRUNED, state.FAIL)}
+    counts = (f"{len(by_state[state.COMPLETE])} complete, {len(by_state[state.PRUNED])} stopped early, "
+              f"{len(by_state[state.FAIL])} failed")
+    running = sum(t.state in (state.RUNNING, state.WAITING) for t in study.trials)
+    lines = [f"{len(study.trials)} trials in study {name!r}: {counts}" + (f", {running} running or queued"
+                                                                          if running else "")]
+    for label, s in (("stopped early", state.PRUNED), ("failed", state.FAIL)):
+        for reason, n in common_reasons(t.user_attrs.get("fail_reason", "") for t in by_state[s]):
+            lines.append(f"  {label} ({n}x): {reason}")
+    if by_state[state.FAIL] and log_path is not None and log_path.is_file():
+        lines.append(f"  tracebacks of failed trials: {log_path}")
+    return "\n".join(lines)
+
+
+def best_student(study: optuna.Study) -> float | None:
+    """Best accuracy of a complete trial other than the teacher's own baseline."""
+    accs = [t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
+            and t.user_attrs.get("baseline") != "teacher"]
+    return max(accs) if accs else None
