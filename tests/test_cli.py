@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autocomp.cli import SEARCH_FLAGS, build_parser, main
+from autocomp.cli.main import SEARCH_FLAGS, build_parser, main
 from autocomp.config import SearchConfig
 
 

@@ -16,8 +16,8 @@ import optuna
 import pytest
 import torch
 
-from autocomp import finetune as finetune_module
-from autocomp import trial as trial_module
+from autocomp.pipeline import finetune as finetune_module
+from autocomp.pipeline import workbench as trial_module
 from autocomp.api import run_search
 from autocomp.config import SearchConfig
 from autocomp.pipeline.workbench import Workbench

@@ -199,6 +199,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("autocomp: interrupted; finished trials are kept", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

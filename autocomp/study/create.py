@@ -38,7 +38,18 @@ from autocomp.plan import BASELINES, Plan
 from autocomp.study.failures import TRIAL_LOG, failure_reason
 from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.study.space import Domain, SearchSpace, library_dir
-from autocomp.study.storage import open_storage, storage_file
+from autocomp.study.storage import (
+    enqueued_params,
+    fail_running_trial,
+    heartbeat_trial_ids,
+    open_storage,
+    set_study_system_attr,
+    set_trial_system_attr,
+    storage_file,
+    study_storage,
+    study_system_attrs,
+    trial_id,
+)
 from autocomp.study.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study.create
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
@@ -110,7 +121,7 @@ class Objective:
             # Enqueued with its coordinates (``baseline_points``): record them as the trial's params.
             # Optuna keeps enqueued params privately; without them (a baseline outside the space, a
             # study made before baselines had params, another Optuna) nothing is recorded.
-            if getattr(trial, "_fixed_params", None):
+            if enqueued_params(trial):
                 self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         else:
             plan = self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
@@ -311,7 +322,7 @@ def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, w
 
 
 def _system_attrs(study: optuna.Study) -> dict[str, Any]:
-    system = study._storage.get_study_system_attrs(study._study_id)
+    system = study_system_attrs(study)
     return {k.removeprefix(SYSTEM_PREFIX): v for k, v in system.items() if k.startswith(SYSTEM_PREFIX)}
 
 
@@ -321,8 +332,7 @@ def _all_attrs(study: optuna.Study) -> dict[str, Any]:
 
 def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
     """Store a record autocomp reads back (``study_attr``) out of the user-attrs table cell."""
-    # A Study has no public setter of its system attrs; its storage has.
-    study._storage.set_study_system_attr(study._study_id, SYSTEM_PREFIX + key, value)
+    set_study_system_attr(study, SYSTEM_PREFIX + key, value)
 
 
 def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
@@ -361,7 +371,7 @@ def write_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
     trials on its front). The names are the study's ``constraint_names``, in the same order.
     """
     if values:
-        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [float(v) for v in values.values()])
+        set_trial_system_attr(trial, "constraints", [float(v) for v in values.values()])
 
 
 def baseline_points(space: SearchSpace, teacher: torch.nn.Module, outputs: frozenset[str],
@@ -428,31 +438,19 @@ def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
     RUNNING trial with no heartbeat row, which Optuna's stale check skips forever (seen in the
     SIGKILL test). Only RDB storages keep heartbeats; others are left as they are.
     """
-    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDB storage in a cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return []
-    try:  # Optuna has no public query for "has this trial a heartbeat"
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        with _create_scoped_session(storage.scoped_session) as session:
-            beating = {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id).all()}
-    except Exception:  # a future Optuna may move these; then only its own stale check runs
+    beating = heartbeat_trial_ids(study)
+    if beating is None:  # not an RDB storage, or an Optuna that moved its internals
         return []
     now, failed = datetime.now(), []
     with warnings.catch_warnings():  # marked experimental; it is Optuna's own retry
         warnings.simplefilter("ignore")
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t._trial_id in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
+        if trial_id(t) in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
             continue
-        try:
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died before the first heartbeat")
-            if not storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a live worker
+        if not fail_running_trial(study, t, "its process died before the first heartbeat"):
             continue
-        retry(study, study._storage.get_trial(t._trial_id))
+        retry(study, study_storage(study).get_trial(trial_id(t)))
         failed.append(t.number)
     return failed
 

@@ -16,6 +16,7 @@ import random
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -105,3 +106,61 @@ def probe_storage(url: str, make_folder: bool = False) -> None:
     except Exception as exc:  # bad URLs, missing drivers and unreachable servers raise many types
         detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise AutocompError(f"cannot reach storage {url}: {detail}") from None
+
+
+# -- Optuna's private API: every use lives here, each guarded by tests/study/test_storage_internals.py,
+# so an Optuna release that moves one fails that test, not a user's overnight run.
+def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage behind a study (``Study._storage``: a Study has no public getter)."""
+    return study._storage
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """Every system attr of the study (a Study exposes only its user attrs publicly)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Write a study system attr: kept out of the user-attrs cell of ``optuna studies`` and the dashboard."""
+    study._storage.set_study_system_attr(study._study_id, key, value)
+
+
+def trial_id(trial: optuna.trial.FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial (``number`` is per study; the storage API takes this id)."""
+    return trial._trial_id
+
+
+def set_trial_system_attr(trial: optuna.Trial, key: str, value: Any) -> None:
+    """Write a trial system attr from inside the objective (a Trial has no public setter)."""
+    trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def enqueued_params(trial: optuna.Trial) -> dict[str, Any]:
+    """The params a trial was enqueued with (``enqueue_trial``); {} for a sampled trial."""
+    return dict(getattr(trial, "_fixed_params", None) or {})
+
+
+def heartbeat_trial_ids(study: optuna.Study) -> set[int] | None:
+    """Storage ids of the trials that have sent a heartbeat; None where the storage keeps no
+    heartbeats (not RDB) or this Optuna moved the tables (then only its own stale check runs)."""
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDB storage in a cache
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return None
+    try:  # Optuna has no public query for "has this trial a heartbeat"
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(storage.scoped_session) as session:
+            return {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id).all()}
+    except Exception:
+        return None
+
+
+def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> bool:
+    """Fail another process's RUNNING trial with ``reason``; False when it finished meanwhile."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id(trial), "fail_reason", reason)
+        return storage.set_trial_state_values(trial_id(trial), optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a live worker
+        return False
