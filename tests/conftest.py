@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # Session scope: set up before module-scoped fixtures (a whole search in test_exporting),
+    # Session scope: set up before module-scoped fixtures (a whole search in export/test_export_trial),
     # which otherwise trained into, or reused a teacher from, the user's own cache.
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AUTOCOMP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

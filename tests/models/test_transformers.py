@@ -29,8 +29,8 @@ from autocomp.pipeline.compress import apply
 from autocomp.pipeline.setup import prepare
 from autocomp.plan import Plan
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-TESTS = Path(__file__).resolve().parent
+MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+TESTS = Path(__file__).resolve().parents[1]
 
 # Every projection gets all four methods (the output layer keeps its classes: no channel cut).
 SPACE = """version: 1

@@ -21,7 +21,7 @@ from autocomp.plan import Plan
 from autocomp.study.create import study_attr
 from autocomp.study.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KNOBS = tuple(knobs())
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

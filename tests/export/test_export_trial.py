@@ -89,7 +89,7 @@ def test_export_errors_are_one_line(searched, capsys, args, message) -> None:
     assert len(err) == 1 and message in err[0]
 
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 @pytest.mark.slow
