@@ -36,6 +36,7 @@ MAX_REASON = 300
 # Module prefix -> stage, outermost first: a failure inside a method called by compress is "compress".
 STAGES = (
     ("autocomp.study.space", "sampling"),
+    ("autocomp.study.space_model", "sampling"),
     ("autocomp.pipeline.compress", "compress"),
     ("autocomp.methods", "compress"),
     ("autocomp.pipeline.finetune", "fine-tune"),
