@@ -276,16 +276,19 @@ def prune_head_dims(attn: ExplicitMultiheadAttention, qk_ratio: float, v_ratio: 
     with torch.no_grad():
         q, k, v, o = (_last_linear(attn.q_proj), _last_linear(attn.k_proj), _last_linear(attn.v_proj),
                       _first_linear(attn.out_proj))
-        qk_size, v_size = q.out_features // h, v.out_features // h
-        n_qk = min(int(round(qk_ratio * qk_size)), qk_size - 1)
-        if n_qk > 0 and k.out_features == q.out_features:
-            score = q.weight.norm(p=norm, dim=1) + k.weight.norm(p=norm, dim=1)
-            idx = _keep_per_head(score.cpu(), h, n_qk).to(q.weight.device)
-            _rows(q, idx)
-            _rows(k, idx)
-        n_v = min(int(round(v_ratio * v_size)), v_size - 1)
-        if n_v > 0 and o.in_features == v.out_features:
-            score = v.weight.norm(p=norm, dim=1) + o.weight.norm(p=norm, dim=0)
-            idx = _keep_per_head(score.cpu(), h, n_v).to(v.weight.device)
-            _rows(v, idx)
-            _columns(o, idx)
+        _cut_per_head(q, k, qk_ratio, h, norm, partner_rows=True)  # q/k dims pair up: rows of both
+        _cut_per_head(v, o, v_ratio, h, norm, partner_rows=False)  # a v dim feeds a column of out_proj
+
+
+def _cut_per_head(rows: nn.Linear, partner: nn.Linear, ratio: float, heads: int, norm: int, partner_rows: bool) -> None:
+    """Remove ``round(ratio * head size)`` output dims of ``rows`` per head, scored by their row norm
+    plus the norm of the partner's row (``partner_rows``) or column that goes with each."""
+    size = rows.out_features // heads
+    n_cut = min(int(round(ratio * size)), size - 1)
+    paired = partner.out_features if partner_rows else partner.in_features
+    if n_cut <= 0 or paired != rows.out_features:
+        return
+    score = rows.weight.norm(p=norm, dim=1) + partner.weight.norm(p=norm, dim=1 if partner_rows else 0)
+    idx = _keep_per_head(score.cpu(), heads, n_cut).to(rows.weight.device)
+    _rows(rows, idx)
+    (_rows if partner_rows else _columns)(partner, idx)
