@@ -166,25 +166,12 @@ class LowRankPair(nn.Sequential):
         return torch.einsum("gori,grcy->gocyi", b, a).reshape(second.shape[0], first.shape[1], first.shape[2],
                                                                 second.shape[3])
 
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self[1].bias
-
-    @property
-    def in_features(self) -> int:
-        return self[0].in_features
-
-    @property
-    def out_features(self) -> int:
-        return self[1].out_features
-
-    @property
-    def in_channels(self) -> int:
-        return self[0].in_channels
-
-    @property
-    def out_channels(self) -> int:
-        return self[1].out_channels
+    # The layer's own attributes, read from the factor that holds each.
+    bias = property(lambda self: self[1].bias)
+    in_features = property(lambda self: self[0].in_features)
+    out_features = property(lambda self: self[1].out_features)
+    in_channels = property(lambda self: self[0].in_channels)
+    out_channels = property(lambda self: self[1].out_channels)
 
 
 def factorize(layer: nn.Module, rank: int) -> LowRankPair:
