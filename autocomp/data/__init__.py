@@ -22,6 +22,7 @@ import torch
 
 from autocomp.data.bundle import Data, DataBundle
 from autocomp.data.preprocess import AUGMENTS, Preprocess, channel_stats
+from autocomp.data.provenance import pixel_scale, subset_record
 from autocomp.data.sources import TORCHVISION_NAMES, Raw, raw_datasets
 from autocomp.data.splits import EvalSet, StreamSplit, TensorSplit, seeded_subset
 from autocomp.errors import AutocompError
@@ -101,7 +102,10 @@ def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
         val = split(raw.val, v_idx, "none", "the validation split")
     notes = {"dataset": spec.name, "train_images_total": n_train_all, "val_images_total": n_val_all,
              "val_subset": f"seeded subset (seed {seed})" if v_idx is not None else "the whole validation split",
-             "in_memory": train.in_memory}
+             "in_memory": train.in_memory, "pixel_scale": raw.pixels,
+             # The validation split is the whole of "split"; --val-samples ranks on "val_subset" of it.
+             "split": {**(raw.split or {}), "val_subset": subset_record(v_idx, n_val_all, seed),
+                       "train_subset": subset_record(t_idx, n_train_all, seed, with_list=False)}}
     if isinstance(train, TensorSplit) and isinstance(val, TensorSplit):  # all in memory: tensors at hand
         return DataBundle(train.x, train.y, val.x, val.y, num_classes, [], [], pre, notes)
     return Data(train, val, num_classes, pre, augment, notes)
@@ -234,7 +238,8 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
         channels = train_x.shape[1] if train_x.dim() == 4 else 1
         return DataBundle(train_x, train_y, val_x, val_y, num_classes, [0.0] * channels, [1.0] * channels,
                           Preprocess(normalization="none: inputs used as given"),
-                          {"dataset": "python", "in_memory": True})
+                          {"dataset": "python", "in_memory": True, "split": _GIVEN,
+                           "pixel_scale": pixel_scale(torch.float32, "tensors given to the Python API, as float")})
     for which, data in (("train", train_data), ("validation", val_data)):
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise AutocompError(f"{which} data must be (x, y) tensors or a dataset of (x, y) pairs")
@@ -246,8 +251,14 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
         return StreamSplit(ds, None, _as_tensor, _as_tensor, w, what)
 
     raw = Raw(train_data, val_data, "python", photo=False)
+    scale = {"stored": "datasets given to the Python API", "multiply_by": None,
+             "to_float": "a tensor sample: float32(value) as given; a PIL image: float32(uint8) * float32(1/255)"}
     return Data(split(train_data, "the training data"), split(val_data, "the validation data"),
-                _num_classes(raw, "python"), pre, "none", {"dataset": "python", "in_memory": False})
+                _num_classes(raw, "python"), pre, "none",
+                {"dataset": "python", "in_memory": False, "split": _GIVEN, "pixel_scale": scale})
+
+
+_GIVEN = {"method": "given", "validation": "the validation data given to the Python API, every sample in order"}
 
 
 def _as_tensor(x: object) -> torch.Tensor:

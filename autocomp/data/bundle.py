@@ -56,7 +56,8 @@ class Data:
     @property
     def preprocessing(self) -> dict:
         """The record written on the study and into every artifact card."""
-        return {**self.preprocess.describe(self.augment), "input_shape": list(self.input_shape),
+        return {**self.preprocess.describe(self.augment, self.notes.get("pixel_scale")),
+                "input_shape": list(self.input_shape),
                 "train_images": self.n_train, "val_images": self.n_val, **self.notes}
 
     def example(self, n: int = 1) -> torch.Tensor:

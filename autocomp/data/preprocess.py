@@ -74,8 +74,11 @@ class Preprocess:
         ]
         return v2.Compose(steps + self._to_float())
 
-    def describe(self, augment: str = "none") -> dict:
-        """What the study and the artifact card record: enough to rebuild the transform anywhere."""
+    def describe(self, augment: str = "none", pixel_scale: dict | None = None) -> dict:
+        """What the study and the artifact card record: enough to rebuild the transform anywhere.
+
+        ``pixel_scale`` (``autocomp.data.provenance``): how the source's stored values become
+        floats; without it the step reads as torchvision's rule for any input."""
         eval_steps = []
         if self.channels:
             eval_steps.append(f"convert to {self.channels} channel(s)")
@@ -83,7 +86,9 @@ class Preprocess:
             eval_steps.append(f"resize shorter side to {self.resize} ({self.interpolation}, antialias)")
         if self.image_size:
             eval_steps.append(f"center crop {self.image_size}x{self.image_size}")
-        eval_steps.append("to float32 in [0, 1] (uint8 / 255)")
+        to_float = (pixel_scale or {}).get("to_float") or \
+            "to float32: uint8 x float32(1/255), float as given (torchvision ToDtype(float32, scale=True))"
+        eval_steps.append(f"to float32: {to_float}" if pixel_scale else to_float)
         if self.mean is not None:
             eval_steps.append("subtract mean, divide by std, per channel")
         train = "the eval transform" if augment == "none" else (

@@ -24,6 +24,7 @@ import torch
 
 from autocomp._cache import cache_dir
 from autocomp._user_code import load_callable
+from autocomp.data.provenance import digest, digits_pixel_scale, listed, pixel_scale, sample_pixel_scale
 from autocomp.errors import AutocompError
 
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10",
@@ -43,6 +44,8 @@ class Raw:
     arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x (N,C,H,W), y
     image_sizes: set[tuple[int, int]] | None = None  # (width, height) of every image, for folders
     classes: int | None = None
+    pixels: dict | None = None  # how a stored value becomes a float (provenance.pixel_scale)
+    split: dict | None = None  # how train and validation were drawn, from which reader
 
 
 def raw_datasets(name: str, data_dir: str | None, download: bool, progress=None) -> Raw:  # noqa: ANN001
@@ -55,7 +58,9 @@ def raw_datasets(name: str, data_dir: str | None, download: bool, progress=None)
         for split, ds in zip(("train", "validation"), pair, strict=True):
             if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
                 raise AutocompError(f"dataset callable {name!r}: its {split} split is not a map-style dataset")
-        return Raw(pair[0], pair[1], "callable", photo=False)
+        split = {"method": "callable", "reader": f"{name}() -> (train_dataset, val_dataset)",
+                 "validation": "every sample of val_dataset, in its order"}
+        return Raw(pair[0], pair[1], "callable", photo=False, pixels=_first_sample_scale(pair[1], name), split=split)
     path = Path(name)
     if path.is_dir():
         return _image_folder(path, progress)
@@ -74,7 +79,13 @@ def _digits() -> Raw:
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     cut = int(0.8 * len(x))
     arrays = (x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]])
-    return Raw(None, None, "digits", photo=False, arrays=arrays, classes=10)
+    split = {"method": "seeded permutation", "reader": "sklearn.datasets.load_digits()", "seed": 0,
+             "train_fraction": 0.8,
+             "rule": f"order = torch.randperm({len(x)}, generator=torch.Generator().manual_seed(0)); "
+                     f"train = order[:{cut}], validation = order[{cut}:]",
+             "val_indices_are": "indices into load_digits().images/.target, in evaluation order",
+             **listed("val_indices", order[cut:].tolist())}
+    return Raw(None, None, "digits", photo=False, arrays=arrays, classes=10, pixels=digits_pixel_scale(), split=split)
 
 
 def _torchvision(name: str, spec: str, data_dir: str | None, download: bool) -> Raw:
@@ -90,18 +101,33 @@ def _torchvision(name: str, spec: str, data_dir: str | None, download: bool) -> 
     if data_dir is None:
         raise AutocompError(f"dataset {spec!r} needs --data-dir")
     root = str(data_dir)
+    kwargs = {"split": "digits"} if cls_name == "EMNIST" else {}
+    readers = [f"torchvision.datasets.{cls_name}(root, {a})" for a in (
+        ("split='train'", "split='test'") if cls_name == "SVHN" else
+        (f"train={t}" + "".join(f", {k}={v!r}" for k, v in kwargs.items()) for t in (True, False)))]
+    split = {"method": "the dataset's own splits", "root": root, "reader": readers[1], "train_reader": readers[0],
+             "validation": "every sample of the reader, in its order"}
     try:
         if cls_name == "SVHN":
             pair = (cls(root, split="train", download=download), cls(root, split="test", download=download))
         else:
-            kwargs = {"split": "digits"} if cls_name == "EMNIST" else {}
             pair = (cls(root, train=True, download=download, **kwargs),
                     cls(root, train=False, download=download, **kwargs))
     except (RuntimeError, OSError) as exc:
         raise AutocompError(f"cannot read dataset {cls_name} from {root}: {str(exc).splitlines()[0]}") from None
     train, val = (_arrays(ds) for ds in pair)
     arrays = (*train, *val) if train and val else None
-    return Raw(pair[0], pair[1], f"torchvision:{cls_name}", photo=cls_name not in NOT_PHOTOS, arrays=arrays)
+    pixels = pixel_scale(val[0].dtype, f"{cls_name}.data") if arrays else _first_sample_scale(pair[1], cls_name)
+    return Raw(pair[0], pair[1], f"torchvision:{cls_name}", photo=cls_name not in NOT_PHOTOS, arrays=arrays,
+               pixels=pixels, split=split)
+
+
+def _first_sample_scale(dataset: object, name: str) -> dict:
+    try:
+        sample = dataset[0][0]
+    except Exception as exc:  # user datasets fail in many ways; the first real read names it later
+        return {"stored": f"{name}: first validation sample not read ({type(exc).__name__})", "multiply_by": None}
+    return sample_pixel_scale(sample, f"samples of {name}")
 
 
 def _arrays(dataset: object) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -135,6 +161,10 @@ def _image_folder(path: Path, progress=None) -> Raw:  # noqa: ANN001
         if train.classes != val.classes:
             raise AutocompError(f"dataset {path}: train/ and val/ have different class folders")
         files = [p for p, _ in train.samples] + [p for p, _ in val.samples]
+        split = {"method": "folders", "reader": "torchvision.datasets.ImageFolder(root / 'val')",
+                 "rule": "train/ and val/ as given", "classes": val.classes,
+                 **_files("val_files", path, [p for p, _ in val.samples]),
+                 "train_files_sha256": digest(_relative(path, [p for p, _ in train.samples]))}
     else:
         full = folder(path)
         n_val = max(1, len(full) // 5)
@@ -143,9 +173,31 @@ def _image_folder(path: Path, progress=None) -> Raw:  # noqa: ANN001
         files = [p for p, _ in full.samples]
         if len(full) < 2:
             raise AutocompError(f"dataset {path}: needs at least 2 images to split into train and validation")
+        split = {"method": "random_split", "reader": "torchvision.datasets.ImageFolder(root)", "seed": 0,
+                 "rule": f"torch.utils.data.random_split(folder, [{len(full) - n_val}, {n_val}], "
+                         "generator=torch.Generator().manual_seed(0)): validation = "
+                         f"torch.randperm({len(full)}, generator)[{len(full) - n_val}:]",
+                 "classes": full.classes, "val_indices_are": "indices into ImageFolder(root).samples, in order",
+                 **listed("val_indices", list(val.indices)),
+                 **_files("val_files", path, [full.samples[i][0] for i in val.indices]),
+                 "train_files_sha256": digest(_relative(path, [full.samples[i][0] for i in train.indices]))}
     sizes = check_images(files, progress)
     n_classes = len(train.classes) if hasattr(train, "classes") else len(train.dataset.classes)
-    return Raw(train, val, "imagefolder", photo=True, image_sizes=sizes, classes=n_classes)
+    pixels = pixel_scale(torch.uint8, "image files decoded by ImageFolder's loader: PIL.Image.open(f).convert('RGB')")
+    return Raw(train, val, "imagefolder", photo=True, image_sizes=sizes, classes=n_classes, pixels=pixels,
+               split={**split, "order": "ImageFolder's: class folders sorted, files sorted within each",
+                      "labels": "index in classes of the file's class folder (the first folder under the "
+                                "folder the reader reads)"})
+
+
+def _relative(root: Path, files: list[str]) -> list[str]:
+    return [Path(f).relative_to(root).as_posix() for f in files]
+
+
+def _files(name: str, root: Path, files: list[str]) -> dict:
+    """Validation files relative to the dataset folder, listed (and digested) in evaluation order."""
+    return {f"{name}_are": "paths relative to the dataset folder, in evaluation order",
+            **listed(name, _relative(root, files))}
 
 
 def check_images(files: list[str], progress=None) -> set[tuple[int, int]]:  # noqa: ANN001

@@ -15,12 +15,14 @@ from autocomp.measure.latency import (
     reference_latency,
     session_latency,
     time_rounds,
+    timing_input,
 )
-from autocomp.measure.protocol import MeasureConfig, Metrics, measure_artifact, session_for
+from autocomp.measure.protocol import MeasureConfig, Metrics, measure_artifact, session_for, timing_protocol
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
 
 __all__ = [
     "MeasureConfig", "Metrics", "Timing", "measure_artifact", "module_accuracy", "session_accuracy",
     "eager_latency", "paired_latency", "session_latency", "artifact_bytes", "graph_macs", "graph_params",
     "Ratio", "Rounds", "paired_rounds", "ratio_spread", "reference_latency", "time_rounds", "session_for",
+    "timing_input", "timing_protocol",
 ]

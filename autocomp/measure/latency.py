@@ -34,6 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_SPREAD = 0.03  # the spread of a ratio is at least +-3 % of its median (see above)
+WARMUP_RUNS = 5  # untimed calls of each competitor before the first timed round
+MAX_RUNS = 2000  # timed calls per competitor at most, whatever min_seconds asks
+REFERENCE_RUNS, REFERENCE_MAX_RUNS = 200, 20_000  # the long protocol (reference_latency)
+# What every latency is measured on, in words a device can follow (``timing_input`` builds it).
+INPUT_RULE = "numpy.random.default_rng(0).standard_normal((batch, *input_shape)).astype(numpy.float32)"
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,8 @@ def _runner(session) -> Callable[[np.ndarray], object]:  # noqa: ANN001
 
 
 def time_rounds(
-    fns: list[Callable[[], object]], warmup: int = 5, min_runs: int = 30, min_seconds: float = 0.2,
-    max_runs: int = 2000, round_size: int = 1, seed: int = 0,
+    fns: list[Callable[[], object]], warmup: int = WARMUP_RUNS, min_runs: int = 30, min_seconds: float = 0.2,
+    max_runs: int = MAX_RUNS, round_size: int = 1, seed: int = 0,
 ) -> Rounds:
     """Time each zero-argument callable: rounds of ``round_size`` calls each, order shuffled per round.
 
@@ -139,19 +144,21 @@ def time_calls(fns: list[Callable[[], object]], **kw: float) -> list[Timing]:
     return time_rounds(fns, **kw).timings()
 
 
-def _input(input_shape: tuple[int, ...], batch: int) -> np.ndarray:
+def timing_input(input_shape: tuple[int, ...], batch: int = 1) -> np.ndarray:
+    """The one input every latency is measured on (``INPUT_RULE``): the same array every call and
+    every trial, so two artifacts are timed on identical data."""
     return np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
 
 
 def session_latency(session, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Timing:  # noqa: ANN001
-    x = _input(input_shape, batch)
+    x = timing_input(input_shape, batch)
     run = _runner(session)
     return time_calls([lambda: run(x)], **kw)[0]
 
 
 def paired_rounds(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Rounds:  # noqa: ANN001
     """Several sessions on the same input, timed interleaved in shuffled rounds."""
-    x = _input(input_shape, batch)
+    x = timing_input(input_shape, batch)
     runners = [_runner(s) for s in sessions]
     return time_rounds([lambda r=r: r(x) for r in runners], **kw)
 
@@ -162,7 +169,7 @@ def paired_latency(sessions: list, input_shape: tuple[int, ...], batch: int = 1,
 
 
 def reference_latency(session, input_shape: tuple[int, ...], batch: int = 1, min_seconds: float = 2.0,  # noqa: ANN001
-                      min_runs: int = 200, max_runs: int = 20_000) -> Timing:
+                      min_runs: int = REFERENCE_RUNS, max_runs: int = REFERENCE_MAX_RUNS) -> Timing:
     """The long protocol: one session alone, at least ``min_runs`` calls and ``min_seconds`` seconds.
 
     Taken once per study for the teacher; every trial's objective is its interleaved ratio

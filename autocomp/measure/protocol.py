@@ -12,6 +12,8 @@
   ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too).
   The study's latency objective is built from the ratio (``autocomp.study.create.Objective``).
 - **reference only**: params and MACs of the executed graph, eager-PyTorch latency.
+- **the record**: ``timing_protocol(config, input_shape)`` names the timing input, the warm-up
+  and the rounds, so a device can time the same way.
 
 Example::
 
@@ -27,7 +29,17 @@ import numpy as np
 
 from autocomp.artifact import load_model, open_session
 from autocomp.measure.accuracy import session_accuracy
-from autocomp.measure.latency import MIN_SPREAD, Ratio, paired_rounds, session_latency
+from autocomp.measure.latency import (
+    INPUT_RULE,
+    MAX_RUNS,
+    MIN_SPREAD,
+    REFERENCE_MAX_RUNS,
+    REFERENCE_RUNS,
+    WARMUP_RUNS,
+    Ratio,
+    paired_rounds,
+    session_latency,
+)
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
 from autocomp.runtimes import summary
 
@@ -118,3 +130,38 @@ def measure_artifact(
         latency_rounds=ratio.rounds if ratio else None,
         runtime=summary(session.describe()),
     )
+
+
+def timing_protocol(config: MeasureConfig, input_shape: tuple[int, ...]) -> dict:
+    """What every latency of a study is measured on and how, as a record a device can follow.
+
+    ``input``: the one array every timed call gets (shape, dtype, how its values are drawn);
+    ``warmup_runs`` untimed calls per competitor, then rounds (``min_runs``/``min_seconds``/
+    ``max_runs``), the order shuffled each round; ``teacher_reference``: the teacher's long
+    measurement, once per study. The study stores it (``autocomp.study``) beside ``preprocessing``.
+
+    Example::
+
+        timing_protocol(MeasureConfig(), (1, 8, 8))["input"]["shape"]   # [1, 1, 8, 8]
+    """
+    shape = [config.batch, *(int(v) for v in input_shape)]
+    return {
+        "input": {"name": "input", "shape": shape, "dtype": "float32", "values": INPUT_RULE,
+                  "same_array_every_call": True},
+        "runtime": config.runtime, "device": config.device, "precision": config.precision,
+        "batch": config.batch, "threads": config.threads,
+        "warmup_runs": WARMUP_RUNS,  # per competitor, untimed, before the first round
+        "min_runs": config.min_runs, "min_seconds": config.min_seconds, "max_runs": MAX_RUNS,
+        "round_size": 1,
+        "rounds": "each round times every competitor (the trial's artifact and the teacher's) once, in an order "
+                  "shuffled by numpy.random.default_rng(0).permutation; rounds continue until each ran min_runs "
+                  "times and min_seconds passed, or max_runs",
+        "clock": "time.perf_counter around session.run(None, {'input': x})",
+        "statistics": "latency_ms / latency_p90_ms: median / p90 of the timed calls; latency_ratio: median over "
+                      "rounds of (artifact / teacher); low/high: their interquartile range, at least "
+                      f"+-{config.min_spread:g} x the median",
+        "teacher_reference": {"warmup_runs": WARMUP_RUNS, "min_runs": REFERENCE_RUNS,
+                              "min_seconds": config.reference_seconds, "max_runs": REFERENCE_MAX_RUNS,
+                              "what": "the teacher alone, once per study; a trial's latency objective is its "
+                                      "ratio times this median"},
+    }
