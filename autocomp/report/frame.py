@@ -21,8 +21,8 @@ import optuna
 import pandas as pd
 
 from autocomp.methods.registry import knobs
-from autocomp.plan import Plan
 from autocomp.study.pareto import OBJECTIVES, front_trials, is_feasible
+from autocomp.study.records import plan_layers, read_study, read_trial
 
 OBJECTIVE_COLUMNS = list(OBJECTIVES)
 _INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs")
@@ -41,8 +41,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """
     trials = study.get_trials(deepcopy=False)
     pareto = {t.number for t in front_trials(trials)}
-    attrs = study.user_attrs
-    rows = [_row(t, pareto, attrs.get("teacher_size_bytes"), attrs.get("teacher_accuracy")) for t in trials]
+    teacher = read_study(study).teacher
+    rows = [_row(t, pareto, teacher.size_bytes, teacher.accuracy) for t in trials]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in ["trial", "state", *OBJECTIVE_COLUMNS]})
@@ -63,47 +63,44 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | None,
          teacher_acc: float | None) -> dict[str, Any]:
-    u = t.user_attrs
-    metrics = u.get("metrics") or {}
+    rec = read_trial(t)
+    metrics = rec.metrics
     values = t.values if t.values and len(t.values) == 3 else None
     row: dict[str, Any] = {
         "trial": t.number,
         "state": t.state.name,
-        "baseline": u.get("baseline") or "",
+        "baseline": rec.baseline or "",
         "pareto": t.number in pareto,
         "feasible": is_feasible(t),
         "accuracy": values[0] if values else math.nan,
         "size_bytes": _int(values[1]) if values else None,
         "latency_ms": values[2] if values else math.nan,
     }
-    size, lat, teacher_lat = row["size_bytes"], row["latency_ms"], metrics.get("teacher_latency_ms")
+    size = row["size_bytes"]
     row["drop"] = teacher_acc - row["accuracy"] if teacher_acc is not None else math.nan
     row["size_ratio"] = size / teacher_bytes if size is not None and teacher_bytes else math.nan
-    if "latency_ratio" in u:  # the ratio the objective used (stored since issue 12)
-        row["latency_ratio"] = u["latency_ratio"] if values else math.nan
-    else:  # older studies: the objective was the absolute median, timed beside the teacher
-        row["latency_ratio"] = lat / teacher_lat if values and teacher_lat else math.nan
+    # The ratio the objective used (older studies: recomputed in ``records``), for finished trials.
+    row["latency_ratio"] = rec.latency.ratio if values and rec.latency.ratio is not None else math.nan
     row["latency_ratio_measured"] = metrics.get("latency_ratio")
     row["latency_ratio_low"] = metrics.get("latency_ratio_low")
     row["latency_ratio_high"] = metrics.get("latency_ratio_high")
     row["measured_latency_ms"] = metrics.get("latency_ms")
     for key in ("latency_p90_ms", "teacher_latency_ms", "params", "nonzero_params", "macs"):
         row[key] = metrics.get(key)
-    row["teacher_reference_ms"] = u.get("teacher_reference_ms")
-    row["eager_latency_ms"] = u.get("eager_latency_ms")
+    row["teacher_reference_ms"] = rec.latency.reference_ms
+    row["eager_latency_ms"] = rec.latency.eager_ms
     row["duration_s"] = t.duration.total_seconds() if t.duration is not None else math.nan
     row["datetime_start"] = t.datetime_start
-    for stage, sec in (u.get("seconds") or {}).items():
+    for stage, sec in rec.seconds.items():
         row[f"seconds.{stage}"] = sec
-    row["fail_reason"] = u.get("fail_reason") or ""
-    if "plan" in u:
-        plan = Plan.from_dict(u["plan"])
-        for layer, lp in plan.layers.items():
+    row["fail_reason"] = rec.failure or ""
+    if rec.plan is not None:
+        for layer, lp in rec.plan.layers.items():
             for knob, value in lp.to_dict().items():
                 row[f"{layer}.{knob}"] = value
-        for knob, value in vars(plan.distill).items():
+        for knob, value in vars(rec.plan.distill).items():
             row[f"distill.{knob}"] = value
-        row["quant_mode"] = plan.quant_mode
+        row["quant_mode"] = rec.plan.quant_mode
     return row
 
 
@@ -130,7 +127,7 @@ def layer_order(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
                 order.setdefault(layer, None)
     extra: set[str] = set()
     for t in trials:
-        extra.update((t.user_attrs.get("plan") or {}).get("layers", {}))
+        extra.update(plan_layers(t))
     return list(order) + sorted(extra - set(order), key=_natural)
 
 
@@ -150,14 +147,14 @@ def teacher_point(study: optuna.Study, frame: pd.DataFrame) -> dict[str, float] 
     latency ratio multiplies), else the ``teacher`` baseline trial's, else the median of the
     teacher timings each trial records beside its own. None when nothing is known.
     """
-    attrs = study.user_attrs
+    known = read_study(study).teacher
     done = frame[frame["state"] == "COMPLETE"] if "state" in frame else frame
     row = done[done["baseline"] == "teacher"] if "baseline" in done else done.iloc[0:0]
     first = row.iloc[0] if not row.empty else None
-    acc = attrs.get("teacher_accuracy", first["accuracy"] if first is not None else None)
-    size = attrs.get("teacher_size_bytes", first["size_bytes"] if first is not None else None)
-    if attrs.get("teacher_reference_ms") is not None:
-        lat = float(attrs["teacher_reference_ms"])
+    acc = known.accuracy if known.accuracy is not None else first["accuracy"] if first is not None else None
+    size = known.size_bytes if known.size_bytes is not None else first["size_bytes"] if first is not None else None
+    if known.reference_ms is not None:
+        lat = float(known.reference_ms)
     elif first is not None:
         lat = float(first["latency_ms"])
     elif "teacher_latency_ms" in done and done["teacher_latency_ms"].notna().any():

@@ -26,7 +26,7 @@ from autocomp.report.importance import importance_data
 from autocomp.report.plots import finished, pareto_data, policy_data
 from autocomp.report.recommend import Recommendation, export_command, recommend
 from autocomp.runtimes import summary
-from autocomp.study.create import study_attr
+from autocomp.study.records import read_study
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 STORAGE_PLACEHOLDER = "STORAGE_URL"
@@ -68,11 +68,12 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
 
     done = finished(frame)
     teacher = teacher_point(study, frame) if not frame.empty else None
-    teacher_acc = teacher["accuracy"] if teacher else study.user_attrs.get("teacher_accuracy")
+    record = read_study(study)
+    teacher_acc = teacher["accuracy"] if teacher else record.teacher.accuracy
     rec = (recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer) if teacher_acc is not None
            else Recommendation(None, "the study has no teacher accuracy recorded"))
-    reference = study_attr(study, "teacher_reference") if study.user_attrs.get("teacher_reference_ms") else None
-    measured_on = study_attr(study, "runtime")  # None: made before runtimes were recorded (ONNX Runtime, CPU)
+    reference = record.teacher.reference
+    measured_on = record.runtime  # None: made before runtimes were recorded (ONNX Runtime, CPU)
     parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference),
              f"<p class='runtime'>Measured on: {_e(summary(measured_on))}. Accuracy and latency of every point are "
              "its artifact's on this runtime.</p>"]

@@ -24,6 +24,7 @@ import pandas as pd
 from autocomp.errors import AutocompError
 from autocomp.report.frame import latency_words, plan_summary, trials_frame
 from autocomp.report.plots import finished
+from autocomp.study.records import read_study
 
 PREFERENCES = {  # prefer -> (sort columns, ascending, words)
     "size": (["size_bytes", "latency_ms", "accuracy", "trial"], [True, True, False, True], "smallest artifact"),
@@ -110,7 +111,7 @@ def recommend_text(study: optuna.Study, storage: str, max_drop: float = 1.0, max
                    max_latency: float | None = None, prefer: str = "size", frame: pd.DataFrame | None = None) -> str:
     """The recommendation as printed by ``autocomp report`` and ``autocomp search``."""
     frame = trials_frame(study) if frame is None else frame
-    teacher_acc = study.user_attrs.get("teacher_accuracy")
+    teacher_acc = read_study(study).teacher.accuracy
     if teacher_acc is None:
         return "recommendation: the study has no teacher accuracy recorded yet"
     rec = recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer)

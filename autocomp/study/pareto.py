@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 import optuna
 
+from autocomp.study.records import constraint_values
+
 # autocomp's objectives, in the order trials store them, and whether each is maximized.
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
 MAXIMIZE = (True, False, False)
@@ -70,11 +72,8 @@ def staircase(x: Sequence[float], y: Sequence[float]) -> list[int]:
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
-    """Every constraint value <= 0 (Optuna's rule); ``FrozenTrial.constraints`` reads old and new formats."""
-    values = getattr(trial, "constraints", None)
-    if values is None:  # optuna < 5 keeps a list under one key
-        values = dict(enumerate(trial.system_attrs.get("constraints") or []))
-    return all(v <= 0 for v in values.values())
+    """Every constraint value <= 0 (Optuna's rule), in Optuna 4's and 5's formats (``records.constraint_values``)."""
+    return all(v <= 0 for v in constraint_values(trial))
 
 
 def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:

@@ -19,17 +19,13 @@ from autocomp.models.zoo import check_fits
 from autocomp.pipeline.sanity import teacher_warnings
 from autocomp.pipeline.setup import prepare, require_runtime, task_bar, use_threads
 from autocomp.pipeline.workbench import Workbench
-from autocomp.study.create import (
-    Objective,
-    fail_orphaned_trials,
-    open_storage,
-    open_study,
-    probe_storage,
-    record_workbench,
-)
+from autocomp.study.create import fail_orphaned_trials, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
+from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
+from autocomp.study.records import trial_baseline, trial_failure, write_failure
 from autocomp.study.space import SearchSpace, load_space
+from autocomp.study.storage import open_storage, probe_storage
 
 
 @dataclass(frozen=True)
@@ -137,7 +133,7 @@ def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[fl
         try:
             return objective(trial)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
+            write_failure(trial, "interrupted")
             raise
 
     return run
@@ -158,7 +154,7 @@ def summary(study: optuna.Study, name: str, log_path: Path | None = None) -> str
     lines = [f"{len(study.trials)} trials in study {name!r}: {counts}" + (f", {running} running or queued"
                                                                           if running else "")]
     for label, s in (("stopped early", state.PRUNED), ("failed", state.FAIL)):
-        for reason, n in common_reasons(t.user_attrs.get("fail_reason", "") for t in by_state[s]):
+        for reason, n in common_reasons(trial_failure(t) or "" for t in by_state[s]):
             lines.append(f"  {label} ({n}x): {reason}")
     if by_state[state.FAIL] and log_path is not None and log_path.is_file():
         lines.append(f"  tracebacks of failed trials: {log_path}")
@@ -168,5 +164,5 @@ def summary(study: optuna.Study, name: str, log_path: Path | None = None) -> str
 def best_student(study: optuna.Study) -> float | None:
     """Best accuracy of a complete trial other than the teacher's own baseline."""
     accs = [t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
-            and t.user_attrs.get("baseline") != "teacher"]
+            and trial_baseline(t) != "teacher"]
     return max(accs) if accs else None

@@ -1,0 +1,193 @@
+"""The trial boundary: ``Objective`` turns one Optuna trial into a Plan, runs it, records the metrics.
+
+The latency objective is made of what is stable on a shared machine: the trial's latency
+ratio to the teacher, timed interleaved in the same shuffled rounds, times one reference time
+of the teacher measured once per study with a long protocol (study attr
+``teacher_reference_ms``). The ratio used is the measured median, or exactly 1.0 when its
+spread contains 1 (or the artifact is byte-identical to the teacher's), so a difference inside
+the spread never makes a point "faster" on the front Optuna, the dashboard and the report see.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from autocomp.config import SearchConfig
+from autocomp.errors import TrialFailed
+from autocomp.measure import reference_latency
+from autocomp.pipeline.workbench import Workbench
+from autocomp.plan import Plan
+from autocomp.study import records
+from autocomp.study.failures import TRIAL_LOG, failure_reason
+from autocomp.study.space import SearchSpace
+from autocomp.study.storage import enqueued_params
+
+EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
+CALIBRATION_WAIT = 300.0  # seconds a joining worker waits for the creator's reference and layer timings
+
+
+@dataclass
+class Objective:
+    bench: Workbench
+    space: SearchSpace
+    config: SearchConfig
+    artifact_dir: Path | None
+    # False in a process that joined a study another one created: that one times the teacher's
+    # reference and the layers, and this one waits for them, so every worker searches the same
+    # space and multiplies by the same number.
+    creator: bool = True
+    _reference_ms: float | None = field(default=None, init=False, repr=False)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """The trial boundary: whatever a trial raises becomes a FAIL with a one-line reason.
+
+        ``optuna.TrialPruned`` (stopped early) and ``KeyboardInterrupt`` pass through; anything
+        else is recorded as the trial's failure (``autocomp.study.failures.failure_reason``), its
+        traceback goes to the run's log file, and ``TrialFailed`` tells Optuna to go on with the study.
+        """
+        try:
+            return self.evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = records.trial_failure(trial) if isinstance(exc, TrialFailed) else None
+            reason = reason or failure_reason(exc)
+            records.write_failure(trial, reason)
+            TRIAL_LOG.error("trial %d failed: %s", trial.number, reason, exc_info=exc)
+            if isinstance(exc, TrialFailed):
+                raise
+            raise TrialFailed(reason) from exc
+
+    def evaluate(self, trial: optuna.Trial) -> tuple[float, float, float]:
+        """One trial: sample (or take the baseline's) Plan, run it, record the metrics."""
+        started = time.monotonic()
+        reference_ms = self._prepare(trial.study)
+        deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
+        plan = self._plan(trial)
+        records.write_plan(trial, plan)
+        path = (self.artifact_dir or self.bench.workdir) / f"trial_{trial.number:05d}.acz"
+        try:
+            result = self.bench.run(plan, path, deadline, on_step=self._early_stop(trial, plan))
+        except TrialFailed as exc:
+            records.write_failure(trial, str(exc))
+            raise
+        except torch.OutOfMemoryError as exc:
+            records.write_failure(trial, f"out of memory: {str(exc).splitlines()[0][:200]}")
+            raise TrialFailed("out of memory") from exc
+        m = result.metrics
+        ratio = self._ratio_used(m, path)
+        latency = ratio * reference_ms
+        records.write_outcome(
+            trial, m.to_dict(), records.Latency(ratio, reference_ms, result.eager_latency_ms),
+            records.Artifact(str(path) if self.artifact_dir else None, result.sha256),
+            {**result.seconds, "total": time.monotonic() - started}, result.losses[-1] if result.losses else None)
+        records.write_constraints(trial, self._constraints(m, latency))
+        if not self.artifact_dir:
+            path.unlink(missing_ok=True)
+        return m.accuracy, float(m.size_bytes), latency
+
+    def _plan(self, trial: optuna.Trial) -> Plan:
+        """The trial's Plan: sampled, or a baseline's fixed one (nothing sampled: the sampler is not misled)."""
+        baseline = records.trial_baseline(trial)
+        if not baseline:
+            return self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
+        template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
+        plan = self.bench.baseline_plan(baseline, template)
+        # Enqueued with its coordinates (``baseline_points``): record them as the trial's params.
+        # Optuna keeps enqueued params privately; without them (a baseline outside the space, a
+        # study made before baselines had params, another Optuna) nothing is recorded.
+        if enqueued_params(trial):
+            self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
+        return plan
+
+    def _prepare(self, study: optuna.Study) -> float:
+        """Once per process: the teacher's reference latency (ms) and the timed space.
+
+        Both are measured once per study, by the process that created it, and stored on the
+        study (``records.write_teacher_reference``, ``records.write_layer_costs``); a worker
+        that joined a new study waits for them (up to ``CALIBRATION_WAIT`` s) and a resumed run reads
+        them back, so every trial multiplies by the same number and samples the same space (two
+        spaces in one study would also break the sampler: a value one offers is not in the
+        other's choices). Only if the creator died before storing them does a worker measure.
+        """
+        if self._reference_ms is None:
+            rec = records.read_study(study)
+            # Wait only in a study with nothing finished yet (its creator is at work); a study
+            # made before these were stored, or whose creator died, is measured here.
+            deadline = time.monotonic() + (0 if self.creator else CALIBRATION_WAIT)
+            while (not rec.calibrated and time.monotonic() < deadline
+                   and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+                time.sleep(0.5)
+                rec = records.read_study(study)
+            from autocomp.study.costs import costed_space  # deferred: times layers in ONNX Runtime
+
+            b = self.bench
+            self.space, costs = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure, rec.layer_costs)
+            if rec.layer_costs is None:
+                records.write_layer_costs(study, costs)
+            stored = rec.teacher.reference_ms
+            self._reference_ms = float(stored if stored is not None else self._time_reference(study))
+        return self._reference_ms
+
+    def _time_reference(self, study: optuna.Study) -> float:
+        """Time the teacher's reference with the long protocol and store it on the study."""
+        m, data = self.bench.measure, self.bench.data
+        timing = reference_latency(self.bench.teacher_session, tuple(data.input_shape), m.batch,
+                                   min_seconds=m.reference_seconds)
+        records.write_teacher_reference(study, {
+            "median_ms": timing.median_ms, "q1_ms": timing.q1_ms, "q3_ms": timing.q3_ms,
+            "p90_ms": timing.p90_ms, "runs": timing.runs, "min_seconds": m.reference_seconds,
+            "batch": m.batch, "threads": m.threads, "runtime": m.runtime, "precision": m.precision})
+        return timing.median_ms
+
+    def _ratio_used(self, m: Any, path: Path) -> float:
+        """The latency ratio the objective uses: the measured median, or exactly 1.0 when the
+        spread contains 1 or the artifact is the teacher's own file (the same bytes run the same)."""
+        teacher = self.bench.teacher_path
+        if path.stat().st_size == teacher.stat().st_size and path.read_bytes() == teacher.read_bytes():
+            return 1.0
+        if m.latency_ratio is None:  # never from Workbench.run, which always times the teacher beside
+            raise TrialFailed("latency was measured without the teacher beside it: no ratio")
+        return m.ratio.used()
+
+    def _constraints(self, m: Any, latency_ms: float) -> dict[str, float]:
+        """Feasible when every value is <= 0 (Optuna's convention)."""
+        c = self.space.constraints
+        out = {}
+        if c.max_accuracy_drop is not None:
+            out["accuracy_drop"] = self.bench.teacher_accuracy - m.accuracy - c.max_accuracy_drop
+        if c.max_size_bytes is not None:
+            out["size_bytes"] = float(m.size_bytes - c.max_size_bytes)
+        if c.max_latency_ms is not None:
+            out["latency_ms"] = latency_ms - c.max_latency_ms
+        return out
+
+    def _early_stop(self, trial: optuna.Trial, plan: Any):  # noqa: ANN202
+        """Stop a trial whose accuracy at mid fine-tune is far under the accuracy constraint.
+
+        Optuna's pruners refuse multi-objective studies, so the trial raises TrialPruned itself.
+        """
+        limit = self.space.constraints.max_accuracy_drop
+        half = plan.distill.steps // 2
+        if limit is None or half == 0:
+            return None
+        floor = self.bench.teacher_accuracy - limit - EARLY_STOP_MARGIN
+        if floor <= self.bench.chance_accuracy:  # a floor at or below chance means nothing: no early stop
+            return None
+
+        def check(step: int, student: torch.nn.Module) -> None:
+            if step == half:
+                # The floor is 10 points under the limit: 512 samples decide it (standard error <= 2.2
+                # points) without a long eager pass over 224-px images.
+                acc = self.bench.eager_accuracy(student, limit=512)
+                if acc < floor:
+                    records.write_failure(trial, f"hopeless: {acc:.1f}% at step {step} < {floor:.1f}%")
+                    raise optuna.TrialPruned()
+
+        return check

@@ -1,0 +1,298 @@
+"""What autocomp writes on a study and its trials, named once: keys, typed readers and writers.
+
+Every attr key autocomp stores is spelled in this module and nowhere else; the rest of the
+package reads a study through ``read_study`` and a trial through ``read_trial`` (frozen
+records), and writes through the ``write_*`` functions. The on-disk names are unchanged from
+earlier versions (Optuna's tools, old studies and other scripts read them), and reading a study
+made by an older version (everything in user attrs, no stored latency ratio, Optuna 4's
+constraint list) is handled here only.
+
+Where things live: trial user attrs (``plan``, ``metrics``, ``fail_reason`` ...); the study's
+user attrs for what a table cell of ``optuna studies`` or optuna-dashboard may show (the
+teacher's accuracy and size, the input, one runtime line); everything else autocomp reads back
+is a study system attr under ``autocomp:``, out of that cell.
+
+Example::
+
+    rec = read_trial(study.trials[3])
+    rec.plan, rec.metrics["accuracy"], rec.latency.ratio, rec.failure
+    read_study(study).preprocessing["eval_transform"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from autocomp.plan import Plan
+from autocomp.study.storage import set_study_system_attr, set_trial_system_attr, study_system_attrs
+
+# -- trial user attrs
+PLAN = "plan"
+METRICS = "metrics"
+FAIL_REASON = "fail_reason"
+BASELINE = "baseline"
+OUTSIDE_SPACE = "outside_space"
+LATENCY_RATIO = "latency_ratio"  # the ratio the latency objective used
+TEACHER_REFERENCE_MS = "teacher_reference_ms"  # also a study user attr: the reference every ratio multiplies
+EAGER_LATENCY_MS = "eager_latency_ms"
+FINAL_LOSS = "final_loss"
+SECONDS = "seconds"
+ARTIFACT = "artifact"
+ARTIFACT_SHA256 = "artifact_sha256"
+# -- trial system attr: Optuna's own key for constraint values (its samplers' ``constraints_func``)
+CONSTRAINTS = "constraints"
+# -- study user attrs
+SPACE = "space"
+TEACHER_ACCURACY = "teacher_accuracy"
+TEACHER_SIZE_BYTES = "teacher_size_bytes"
+DATA_NORM = "data_norm"
+PREPROCESSING = "preprocessing"
+RUNTIME = "runtime"  # user attr: one line; system attr: the whole record
+# -- study system attrs, each stored as SYSTEM_PREFIX + name. Written in SYSTEM_ATTRS' order:
+# ``identity`` last, as the mark that the creator has written them all.
+SYSTEM_PREFIX = "autocomp:"
+SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", "teacher_digest",
+                "teacher_source_digest", "config", "identity")
+LAYER_COSTS = "layer_costs"
+TEACHER_REFERENCE = "teacher_reference"
+CALIBRATION = (LAYER_COSTS, TEACHER_REFERENCE_MS)  # what a joining worker waits for
+
+
+@dataclass(frozen=True)
+class Latency:
+    """``ratio``: what the latency objective used (x the teacher); ``reference_ms``: the study's
+    reference time it multiplies; ``eager_ms``: PyTorch's eager time (context only)."""
+
+    ratio: float | None = None
+    reference_ms: float | None = None
+    eager_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The kept ``.acz`` (None unless ``--keep-artifacts``) and the sha256 of the file measured."""
+
+    path: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    number: int
+    state: optuna.trial.TrialState
+    plan: Plan | None
+    metrics: Mapping[str, Any]
+    latency: Latency
+    artifact: Artifact
+    failure: str | None  # why it failed or stopped early
+    baseline: str | None  # a fixed plan's name (``teacher``, ``int8`` ...), None for a sampled trial
+    outside_space: str | None  # why a baseline had no coordinates in the space
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    final_loss: float | None = None
+    constraints: tuple[float, ...] = ()  # feasible when every value <= 0
+
+
+@dataclass(frozen=True)
+class Teacher:
+    accuracy: float | None = None
+    size_bytes: int | None = None
+    reference_ms: float | None = None  # the number every trial's latency ratio multiplies
+    reference: Mapping[str, Any] | None = None  # how it was timed (median, quartiles, runs, settings)
+    digest: str | None = None  # of its weights
+    source_digest: str | None = None  # of a ``file.py:build`` builder's source
+    source_recorded: bool = False  # False in studies made before the source was recorded
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    config: Mapping[str, Any] | None  # the SearchConfig as a dict; None for a study not made by autocomp
+    identity: Mapping[str, Any] | None  # None while the creator is still writing the attrs
+    space_label: str | None
+    space_source: str | None
+    space_text: str | None
+    objectives: tuple[str, ...]
+    constraint_names: tuple[str, ...]
+    preprocessing: Mapping[str, Any] | None  # the whole input transform a device must reproduce
+    data_norm: Mapping[str, Any] | None  # mean, std and input shape
+    runtime: Mapping[str, Any] | None  # the runtime record; None: made before runtimes were recorded
+    runtime_line: str | None
+    teacher: Teacher
+    layer_costs: Any = None
+
+    @property
+    def split(self) -> Mapping[str, Any] | None:
+        """How the train/validation split was drawn, as the preprocessing record holds it."""
+        pre = self.preprocessing or {}
+        return pre.get("split")
+
+    @property
+    def calibrated(self) -> bool:
+        """The creator has stored the layer timings and the teacher's reference."""
+        return self.layer_costs is not None and self.teacher.reference_ms is not None
+
+
+# -- readers ------------------------------------------------------------------------------------------
+def read_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """The trial as a typed record; older studies' layouts read the same way."""
+    u = trial.user_attrs
+    metrics = u.get(METRICS) or {}
+    return TrialRecord(
+        number=trial.number, state=trial.state, plan=Plan.from_dict(u[PLAN]) if u.get(PLAN) else None,
+        metrics=metrics, latency=Latency(_latency_ratio(trial, metrics), u.get(TEACHER_REFERENCE_MS),
+                                         u.get(EAGER_LATENCY_MS)),
+        artifact=Artifact(u.get(ARTIFACT), u.get(ARTIFACT_SHA256)), failure=u.get(FAIL_REASON) or None,
+        baseline=u.get(BASELINE) or None, outside_space=u.get(OUTSIDE_SPACE), seconds=u.get(SECONDS) or {},
+        final_loss=u.get(FINAL_LOSS), constraints=constraint_values(trial))
+
+
+def _latency_ratio(trial: optuna.trial.FrozenTrial, metrics: Mapping[str, Any]) -> float | None:
+    """The stored ratio (since issue 12); older studies' objective was the absolute median, timed
+    beside the teacher, so their ratio is that over the teacher's median of the same rounds."""
+    if LATENCY_RATIO in trial.user_attrs:
+        return trial.user_attrs[LATENCY_RATIO]
+    teacher_ms, values = metrics.get("teacher_latency_ms"), trial.values
+    return values[2] / teacher_ms if values and len(values) == 3 and teacher_ms else None
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+    """The trial's constraint values, from Optuna 5's ``FrozenTrial.constraints`` or Optuna 4's list."""
+    values = getattr(trial, "constraints", None)
+    if values is None:  # optuna < 5 keeps a list under one key
+        return tuple(trial.system_attrs.get(CONSTRAINTS) or [])
+    return tuple(values.values()) if isinstance(values, Mapping) else tuple(values)
+
+
+def has_plan(trial: optuna.trial.FrozenTrial) -> bool:
+    return PLAN in trial.user_attrs
+
+
+def plan_layers(trial: optuna.trial.FrozenTrial) -> list[str]:
+    """The layers a trial's Plan names, without parsing the Plan."""
+    return list((trial.user_attrs.get(PLAN) or {}).get("layers", {}))
+
+
+def trial_baseline(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None:
+    """The baseline a trial runs (from its enqueue marks), None for a sampled one: cheap, no Plan parsed."""
+    return trial.user_attrs.get(BASELINE) or None
+
+
+def trial_failure(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None:
+    return trial.user_attrs.get(FAIL_REASON) or None
+
+
+def _all_attrs(study: optuna.Study) -> dict[str, Any]:
+    """User attrs, then autocomp's system attrs over them: studies made before the system-attr
+    layout kept everything in user attrs, and read the same way."""
+    system = {k.removeprefix(SYSTEM_PREFIX): v for k, v in study_system_attrs(study).items()
+              if k.startswith(SYSTEM_PREFIX)}
+    return {**study.user_attrs, **system}
+
+
+def read_study(study: optuna.Study) -> StudyRecord:
+    """The study's records as one typed value (missing ones None)."""
+    a, user = _all_attrs(study), study.user_attrs
+    teacher = Teacher(accuracy=user.get(TEACHER_ACCURACY), size_bytes=user.get(TEACHER_SIZE_BYTES),
+                      reference_ms=a.get(TEACHER_REFERENCE_MS),
+                      reference=a.get(TEACHER_REFERENCE) if user.get(TEACHER_REFERENCE_MS) else None,
+                      digest=a.get("teacher_digest"), source_digest=a.get("teacher_source_digest"),
+                      source_recorded="teacher_source_digest" in a)
+    runtime = a.get(RUNTIME)
+    return StudyRecord(
+        config=a.get("config"), identity=a.get("identity"), space_label=user.get(SPACE),
+        space_source=a.get("space_source"), space_text=a.get("space_text"),
+        objectives=tuple(a.get("objectives") or ()), constraint_names=tuple(a.get("constraint_names") or ()),
+        preprocessing=a.get(PREPROCESSING), data_norm=a.get(DATA_NORM),
+        runtime=runtime if isinstance(runtime, Mapping) else None,
+        runtime_line=user.get(RUNTIME) if isinstance(user.get(RUNTIME), str) else None,
+        teacher=teacher, layer_costs=a.get(LAYER_COSTS))
+
+
+def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
+    """One study-level attr by its stored name, wherever it lives (a system attr ``autocomp:KEY``,
+    else a user attr: older studies kept everything there). Prefer ``read_study``.
+
+    Example::
+
+        config = study_attr(study, "config")   # the SearchConfig as a dict
+    """
+    attrs = attrs if attrs is not None else _all_attrs(study)
+    return attrs.get(key, default)
+
+
+# -- writers ------------------------------------------------------------------------------------------
+def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Store a record autocomp reads back out of the user-attrs table cell (``autocomp:KEY``)."""
+    set_study_system_attr(study, SYSTEM_PREFIX + key, value)
+
+
+def write_study_identity(study: optuna.Study, values: Mapping[str, Any], space_label: str) -> None:
+    """The creator's records (``SYSTEM_ATTRS``, each required in ``values``), ``identity`` last:
+    other workers take it as the mark that all are written."""
+    study.set_user_attr(SPACE, space_label)
+    for key in SYSTEM_ATTRS:
+        set_system_attr(study, key, values[key])
+
+
+def write_layer_costs(study: optuna.Study, record: Any) -> None:
+    set_system_attr(study, LAYER_COSTS, record)
+
+
+def write_teacher_reference(study: optuna.Study, timing: Mapping[str, Any]) -> None:
+    """How the teacher's reference was timed (system attr) and its median (user attr: every
+    trial's latency multiplies it)."""
+    set_system_attr(study, TEACHER_REFERENCE, dict(timing))
+    study.set_user_attr(TEACHER_REFERENCE_MS, timing["median_ms"])
+
+
+def write_workbench(study: optuna.Study, teacher_accuracy: float, teacher_size_bytes: int,
+                    data_norm: Mapping[str, Any], preprocessing: Mapping[str, Any],
+                    runtime: Mapping[str, Any], runtime_line: str) -> None:
+    """What one process's workbench measured: the teacher, the input it takes, the runtime."""
+    study.set_user_attr(TEACHER_ACCURACY, teacher_accuracy)
+    study.set_user_attr(TEACHER_SIZE_BYTES, teacher_size_bytes)
+    study.set_user_attr(DATA_NORM, dict(data_norm))
+    study.set_user_attr(PREPROCESSING, dict(preprocessing))
+    set_system_attr(study, RUNTIME, dict(runtime))
+    study.set_user_attr(RUNTIME, runtime_line)
+
+
+def baseline_marks(name: str, outside: str | None) -> dict[str, Any]:
+    """The user attrs a baseline is enqueued with."""
+    return {BASELINE: name, **({OUTSIDE_SPACE: outside} if outside else {})}
+
+
+def write_plan(trial: optuna.Trial, plan: Plan) -> None:
+    trial.set_user_attr(PLAN, plan.to_dict())
+
+
+def write_failure(trial: optuna.Trial, reason: str) -> None:
+    trial.set_user_attr(FAIL_REASON, reason)
+
+
+def write_outcome(trial: optuna.Trial, metrics: Mapping[str, Any], latency: Latency, artifact: Artifact,
+                  seconds: Mapping[str, float], final_loss: float | None) -> None:
+    """A finished trial's measurements (its objective values are Optuna's ``trial.values``)."""
+    trial.set_user_attr(METRICS, dict(metrics))
+    trial.set_user_attr(LATENCY_RATIO, latency.ratio)
+    trial.set_user_attr(TEACHER_REFERENCE_MS, latency.reference_ms)
+    trial.set_user_attr(EAGER_LATENCY_MS, latency.eager_ms)
+    trial.set_user_attr(FINAL_LOSS, final_loss)
+    trial.set_user_attr(SECONDS, dict(seconds))
+    trial.set_user_attr(ARTIFACT, artifact.path)
+    trial.set_user_attr(ARTIFACT_SHA256, artifact.sha256)  # export reuses the kept file only if it matches
+
+
+def write_constraints(trial: optuna.Trial, values: Mapping[str, float]) -> None:
+    """Store a trial's constraint values (feasible when all <= 0) where every client reads them.
+
+    Optuna's list format, system attr ``constraints``, is what its samplers' ``constraints_func``
+    writes; Optuna 5 reads it (as ``{"0": ..., "1": ...}``) and optuna-dashboard 0.21 reads only
+    it (it ignores the per-name keys ``trial.set_constraint`` writes, and then draws infeasible
+    trials on its front). The names are the study's ``constraint_names``, in the same order.
+    """
+    if values:
+        set_trial_system_attr(trial, CONSTRAINTS, [float(v) for v in values.values()])
