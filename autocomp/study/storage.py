@@ -38,6 +38,12 @@ def storage_file(url: str) -> Path | None:
     return None
 
 
+def in_memory(url: str) -> bool:
+    """A SQLite URL with no file (``sqlite://``, ``sqlite:///``, ``sqlite:///:memory:``)."""
+    return url.startswith("sqlite:") and storage_file(url) is None and url.split("?", 1)[0] in (
+        "sqlite:", "sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite://:memory:")
+
+
 def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
 
@@ -84,6 +90,9 @@ def probe_storage(url: str, make_folder: bool = False) -> None:
 
         probe_storage("sqlite:///nonexistent/dir/x.db")   # AutocompError naming nonexistent/dir
     """
+    if in_memory(url):
+        raise AutocompError(f"storage {url}: an in-memory database keeps nothing once the run ends (and other "
+                            "processes cannot join it); give a file, e.g. sqlite:///runs/study.db")
     path = storage_file(url)
     if path is not None:
         folder = path.parent
