@@ -1,65 +1,151 @@
-"""``SearchConfig``: everything a run needs, from flags or one YAML file (flags override it)."""
+"""``SearchConfig``: everything a run needs, from flags or one YAML file (flags override it).
+
+This dataclass is the one list of settings. Each field carries its group (``GROUPS``: model,
+data, measurement, study) and its help text in ``field(metadata=...)``; the ``autocomp search``
+flags are generated from the fields (``autocomp.cli.search``), grouped the same way in
+``--help``, so a setting cannot exist in one place and be missing in another.
+
+Grouping is by metadata, not by nesting (``config.data.dataset``), because the fields stay
+flat everywhere they are read: dozens of call sites use ``config.seed``, a study stores its
+config as one flat mapping (``to_dict``, read back by ``from_dict``, also for older studies),
+and run files (``experiments/*.yaml``) and flags name settings flatly. The measurement
+settings are also handed on whole, as ``SearchConfig.measure`` (a ``MeasureConfig``).
+
+Only light modules are imported at the top: the command line builds its flags from this
+module, and ``autocomp --help`` must not wait for torch (``autocomp.data``, ``autocomp.plan``).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autocomp.data import AUGMENTS, DataSpec
 from autocomp.errors import AutocompError
-from autocomp.plan import BASELINES
-from autocomp.runtimes import DEFAULT as DEFAULT_RUNTIME
-from autocomp.runtimes import PRECISIONS, runtime_names
+
+if TYPE_CHECKING:
+    from autocomp.data import DataSpec
+    from autocomp.measure.protocol import MeasureConfig
 
 SAMPLERS = ("tpe", "nsga2", "random")
+
+# Group -> what its settings decide; the order of ``autocomp search --help``.
+GROUPS = {
+    "model": "the network to compress, and how its teacher and fine-tunes train",
+    "data": "the dataset, its split and preprocessing",
+    "measurement": "where and how each artifact's accuracy and latency are measured",
+    "study": "the search: space, trials, sampler, storage, what is kept",
+}
+
+
+def setting(group: str, default: Any, text: str, flag: str | None = None) -> Any:
+    """A ``SearchConfig`` field: its default, group and help (the help of its command-line flag).
+
+    ``flag`` names the flag when it is not ``--NAME``: a switch whose default is True is
+    turned off by ``--no-NAME``, and its help says what that flag does.
+    """
+    meta = {"group": group, "help": text, **({"flag": flag} if flag else {})}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    model: str = "digits_cnn"
-    # Keyword arguments for the model's builder (torchvision's or the user's), e.g. image_size=32;
-    # from the command line as "KEY=VALUE,..." (values read as YAML: 32, 0.1, true, [224,224]).
-    model_kwargs: dict[str, Any] | None = None
-    checkpoint: str | None = None
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    image_size: int | None = None
-    channels: int | None = None
-    train_samples: int | None = None
-    val_samples: int | None = None
-    teacher_epochs: int = 30
-    space: str = "default"
-    n_trials: int = 50
-    timeout: float | None = None
-    trial_timeout: float | None = None
-    sampler: str = "tpe"
-    seed: int = 0
-    storage: str | None = None
-    study_name: str | None = None
-    run_dir: str | None = None
-    device: str = "cpu"
-    batch: int = 1
-    threads: int = 1
-    runtime: str = "onnxruntime"  # where accuracy and latency are measured: onnxruntime | openvino | tensorrt
-    precision: str = "fp32"  # float parts' precision on that runtime: fp32 | bf16 | fp16 (the runtime's reduced)
-    baselines: tuple[str, ...] = ("teacher", "int8", "prune50", "channels50")
-    keep_artifacts: bool = True
-    heartbeat: int = 10
-    train_threads: int | None = None  # torch intra-op threads for teacher training and fine-tunes
-    allow_empty_space: bool = False  # run a space with no searched dimension on the model (warned)
-    weights: str | None = None  # torchvision weights enum name (DEFAULT, IMAGENET1K_V1), from the local cache
-    resize: int | None = None  # shorter side before the center crop to image_size
-    mean: tuple[float, ...] | None = None  # normalization; else the weights' own, else a training sample's
-    std: tuple[float, ...] | None = None
-    augment: str | None = None  # none | light | standard; default standard for photo datasets, else none
-    workers: int | None = None  # DataLoader worker processes (default: cores - 1, at most 8)
+    # --- model: the network, and how its teacher and fine-tunes train
+    model: str = setting(
+        "model", "digits_cnn",
+        "digits_cnn (default) | lenet5 | lenet300 | torchvision:NAME | module:callable | file.py:callable")
+    # Values read as YAML (32, 0.1, true, [224,224]); from the command line as "KEY=VALUE,...".
+    model_kwargs: dict[str, Any] | None = setting(
+        "model", None, "KEY=VALUE,... passed to the model's builder, values read as YAML "
+        "(e.g. image_size=32 for torchvision:vit_b_16 on 32-px inputs)")
+    checkpoint: str | None = setting(
+        "model", None,
+        "state dict for the model (loaded with weights_only=True); without it the teacher is trained and cached")
+    weights: str | None = setting(
+        "model", None, "torchvision weights of a torchvision:NAME model (DEFAULT, IMAGENET1K_V1 ...), read from "
+        "the local torch hub cache ($TORCH_HOME/hub/checkpoints), never downloaded; sets the preprocessing too")
+    teacher_epochs: int = setting(
+        "model", 30, "epochs to train the teacher when no checkpoint is given (default 30)")
+    device: str = setting(
+        "model", "cpu", "cpu (default) or cuda[:N] for fine-tuning; accuracy and latency are measured on --runtime")
+    train_threads: int | None = setting(
+        "model", None, "torch threads for teacher training and fine-tunes (default: torch's choice); "
+        "1 is fastest on a busy machine")
+    # --- data: the dataset, its split and preprocessing
+    dataset: str = setting(
+        "data", "digits",
+        "digits (default; builtin, offline) | mnist | cifar10 | torchvision:NAME | ImageFolder dir | module:callable")
+    data_dir: str | None = setting("data", None, "root directory of a torchvision dataset")
+    download: bool = setting("data", False, "allow torchvision to download the dataset")
+    image_size: int | None = setting(
+        "data", None, "model input SIZE x SIZE: resize (shorter side) + center crop to SIZE; required for image "
+        "folders of mixed sizes (default with --weights: the weights' own, e.g. 224)")
+    resize: int | None = setting(
+        "data", None,
+        "resize the shorter side to this before the center crop (default: SIZE, or SIZE*256/224 with --weights)")
+    mean: tuple[float, ...] | None = setting(
+        "data", None, "normalization mean per channel, e.g. 0.485,0.456,0.406 (default: the weights' own with "
+        "--weights, else computed from a sample of training images)")
+    std: tuple[float, ...] | None = setting(
+        "data", None, "normalization std per channel, e.g. 0.229,0.224,0.225 (with --mean)")
+    augment: str | None = setting(
+        "data", None, "fine-tune augmentation: none | light (random-resized crop 35-100% + flip) | standard "
+        "(8-100% + flip); default standard for photo datasets (image folders, CIFAR), none otherwise")
+    workers: int | None = setting(
+        "data", None, "DataLoader worker processes that read and preprocess streamed images (default: cores - 1, "
+        "at most 8; 0 = in the main process)")
+    channels: int | None = setting("data", None, "convert images to 1 or 3 channels")
+    train_samples: int | None = setting("data", None, "use at most N training samples (a seeded subset)")
+    val_samples: int | None = setting(
+        "data", None, "rank trials on a fixed seeded subset of N validation samples; `autocomp export` "
+        "re-measures on the whole validation split")
+    # --- measurement: where and how accuracy and latency are measured (``measure`` hands them on)
+    runtime: str = setting(
+        "measurement", "onnxruntime", "where each trial's accuracy and latency are measured: onnxruntime "
+        "(default, CPU), openvino (CPU; pip install -e \".[openvino]\"), tensorrt (NVIDIA GPU; "
+        "pip install -e \".[tensorrt]\")")
+    precision: str = setting(
+        "measurement", "fp32", "float parts on the runtime: fp32 (default, also where the runtime would pick "
+        "less), or the runtime's reduced bf16 | fp16; int8 layers run int8 either way")
+    batch: int = setting("measurement", 1, "batch size of the latency measurement (default 1)")
+    threads: int = setting("measurement", 1, "the runtime's intra-op threads for latency (default 1)")
+    # --- study: the search itself
+    space: str = setting(
+        "study", "default",
+        "search space: a shipped name (see `autocomp spaces list`) or a YAML file (default: default)")
+    n_trials: int = setting(
+        "study", 50, "trials to add in this run (default 50); running again adds more to the same study")
+    timeout: float | None = setting("study", None, "stop starting trials after this many seconds")
+    trial_timeout: float | None = setting("study", None, "fail a trial that runs longer than this many seconds")
+    sampler: str = setting("study", "tpe", "tpe (default) | nsga2 | random")
+    seed: int = setting("study", 0, "seed for the teacher, fine-tunes and sampler (default 0)")
+    baselines: tuple[str, ...] = setting(
+        "study", ("teacher", "int8", "prune50", "channels50"), "comma list of fixed trials enqueued in a new "
+        "study: teacher,int8,int4,prune50,prune90,svd50,channels50 (default teacher,int8,prune50,channels50)")
+    storage: str | None = setting(
+        "study", None, "Optuna storage URL (default sqlite:///RUN_DIR/study.db); postgresql://... or journal:FILE")
+    study_name: str | None = setting(
+        "study", None, "study name (default MODEL-DATASET, e.g. resnet18-mnist or my_vit.build-mnist for "
+        "my_vit.py:build); the same name resumes the same study")
+    run_dir: str | None = setting(
+        "study", None, "where the report, trials table and artifacts go (default runs/STUDY_NAME)")
+    keep_artifacts: bool = setting(
+        "study", True, "do not keep each trial's artifact in RUN_DIR/artifacts", flag="--no-keep-artifacts")
+    heartbeat: int = setting(
+        "study", 10, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
+        "and retried by the next run (default 10)")
+    allow_empty_space: bool = setting(
+        "study", False, "run even when the space searches no dimension of the model (refused otherwise, warned)")
 
     def __post_init__(self) -> None:
+        # Here, not at the top: these pull in torch, and the command line reads this module for --help.
+        from autocomp.data import AUGMENTS
+        from autocomp.plan import BASELINES
+        from autocomp.runtimes import PRECISIONS, runtime_names
+
         def need(cond: bool, key: str, problem: str) -> None:
             if not cond:
                 raise AutocompError(f"{key}: {problem}")
@@ -131,12 +217,24 @@ class SearchConfig:
 
     @property
     def data_spec(self) -> DataSpec:
+        from autocomp.data import DataSpec
+
         return DataSpec(self.dataset, self.data_dir, self.image_size, self.channels,
                         self.train_samples, self.val_samples, self.download, self.resize, self.mean, self.std,
                         self.augment, self.workers)
 
+    @property
+    def measure(self) -> MeasureConfig:
+        """The measurement settings whole, as ``autocomp.measure`` takes them (its constants as they are)."""
+        from autocomp.measure.protocol import MeasureConfig
+
+        return MeasureConfig(batch=self.batch, threads=self.threads, device=self.device, runtime=self.runtime,
+                             precision=self.precision)
+
     def identity(self) -> dict[str, Any]:
         """What defines the study: resuming with a different identity is refused."""
+        from autocomp.runtimes import DEFAULT as DEFAULT_RUNTIME
+
         keys = ("model", "checkpoint", "dataset", "image_size", "channels", "train_samples", "val_samples",
                 "teacher_epochs", "seed", "batch", "threads", "model_kwargs", "weights", "resize", "mean", "std",
                 "augment")
@@ -160,17 +258,6 @@ class SearchConfig:
         """Back from ``to_dict`` (a study's stored config): lists become tuples again."""
         return cls(**{k: tuple(v) if k in ("baselines", "mean", "std") and v is not None else v
                       for k, v in stored.items()})
-
-
-def parse_numbers(flag: str, text: str) -> tuple[float, ...]:
-    """``"0.485,0.456,0.406"`` -> floats, or a one-line error naming the flag."""
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values:
-        raise AutocompError(f"{flag}: must be comma-separated numbers (one per channel), got {text!r}")
-    return values
 
 
 def parse_model_kwargs(text: str) -> dict[str, Any]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from autocomp.config import SearchConfig, read_config_file
+from autocomp.config import GROUPS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError
+from autocomp.measure.protocol import MeasureConfig
 
 
 def test_defaults_name_the_study_and_its_storage() -> None:
@@ -77,3 +78,22 @@ def test_a_bad_run_file_is_one_line(tmp_path: Path, text: str, words: str) -> No
     with pytest.raises(AutocompError) as info:
         read_config_file(str(path))
     assert words in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_settings_are_declared_group_by_group_with_help() -> None:
+    groups = [f.metadata["group"] for f in fields(SearchConfig)]
+    # Contiguous, in GROUPS' order: the dataclass reads as the grouped list --help shows.
+    assert list(dict.fromkeys(groups)) == list(GROUPS)
+    assert groups == sorted(groups, key=list(GROUPS).index)
+    assert all(len(f.metadata["help"]) > 10 for f in fields(SearchConfig))
+    assert [f.name for f in fields(SearchConfig)][0] == "model"  # "unknown key (expected one of model, ..."
+
+
+def test_measure_hands_the_measurement_settings_on_whole() -> None:
+    config = SearchConfig(batch=4, threads=2, device="cuda:1", runtime="openvino", precision="bf16")
+    m = config.measure
+    assert (m.batch, m.threads, m.device, m.runtime, m.precision) == (4, 2, "cuda:1", "openvino", "bf16")
+    assert m == MeasureConfig(4, 2, "cuda:1", runtime="openvino", precision="bf16")
+    # Every measurement-group setting reaches the MeasureConfig (device is the model group's, and goes too).
+    measured = {f.name for f in fields(SearchConfig) if f.metadata["group"] == "measurement"}
+    assert measured <= {f.name for f in fields(MeasureConfig)}

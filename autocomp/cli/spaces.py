@@ -11,13 +11,34 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from autocomp.errors import AutocompError
-from autocomp.study.space import Rule, SearchSpace, library, load_space
+
+if TYPE_CHECKING:
+    from autocomp.study.space import Rule, SearchSpace
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("spaces", help="list, show and check search spaces")
+    spsub = sp.add_subparsers(dest="spaces_command", required=True, metavar="ACTION")
+    spsub.add_parser("list", help="shipped search spaces")
+    show = spsub.add_parser("show", help="print a shipped space's YAML")
+    show.add_argument("name")
+    check = spsub.add_parser("check", help="validate a space against a model: layers per rule, dimensions, warnings")
+    check.add_argument("file", help="a YAML file or a shipped name")
+    check.add_argument("--model", default="digits_cnn", help="model spec as for search (default digits_cnn)")
+    check.add_argument("--input-shape", default=None, help="C,H,W of the model input (default from the model)")
+    check.add_argument("--num-classes", type=int, default=10)
+    check.add_argument("--model-kwargs", default=None, help="KEY=VALUE,... passed to the model's builder")
+    sp.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
     """Dispatch ``args.spaces_command``; returns the exit status."""
+    # The study's space module pulls in torch: imported here, so ``autocomp --help`` stays fast.
+    from autocomp.study.space import library, load_space
+
     if args.spaces_command == "list":
         for name, path in library().items():
             space = load_space(str(path))
@@ -41,6 +62,7 @@ def check(file: str, model_spec: str, input_shape: str | None = None, num_classe
     from autocomp.config import check_model_kwargs
     from autocomp.models.layers import compute_layers, output_layers
     from autocomp.models.zoo import build_model, size_hint
+    from autocomp.study.space import load_space
 
     space = load_space(file)
     shape = _input_shape(input_shape, model_spec)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -10,8 +12,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autocomp.cli.main import SEARCH_FLAGS, build_parser, main
-from autocomp.config import SearchConfig
+from autocomp.cli.main import build_parser, main
+from autocomp.cli.search import flag_of, settings
+from autocomp.config import GROUPS, SearchConfig
 
 
 def test_help_lists_subcommands() -> None:
@@ -21,14 +24,66 @@ def test_help_lists_subcommands() -> None:
         assert command in out.stdout
 
 
-def test_search_help_documents_every_setting() -> None:
-    text = build_parser()._subparsers._group_actions[0].choices["search"].format_help()
-    flags = {f[2:].replace("-", "_") for f, _, _ in SEARCH_FLAGS} | {"download", "allow_empty_space"}
-    missing = {f.name for f in fields(SearchConfig)} - flags - {"keep_artifacts"}
-    assert not missing, f"settings with no flag: {missing}"
-    for flag, _, help_text in SEARCH_FLAGS:
-        assert flag in text and help_text.split()[0] in text
-    assert "--no-keep-artifacts" in text and "--allow-empty-space" in text
+def test_help_imports_no_torch() -> None:
+    # The search flags come from SearchConfig: reading its fields must not load torch (seconds).
+    code = ("import sys; from autocomp.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'optuna', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _search_parser() -> argparse.ArgumentParser:
+    return build_parser()._subparsers._group_actions[0].choices["search"]
+
+
+def test_search_help_documents_every_setting_in_its_group() -> None:
+    parser = _search_parser()
+    text = " ".join(parser.format_help().split())
+    by_dest = {a.dest: a for a in parser._actions}
+    for f in fields(SearchConfig):
+        assert f.metadata.get("group") in GROUPS and f.metadata.get("help"), f"{f.name}: no group or help"
+        action = by_dest.get(f.name)
+        assert action is not None and action.option_strings == [flag_of(f)], f"{f.name}: no flag"
+        assert " ".join(f.metadata["help"].split()) in text, f"{f.name}: help not shown"
+    # Every flag but --config, --no-progress and --help is a field: no flag without a setting.
+    assert {a.dest for a in parser._actions} - {f.name for f in fields(SearchConfig)} == {
+        "config", "no_progress", "help"}
+    # Each group is an argparse group holding exactly its fields, in declaration order.
+    shown = {g.title: [a.dest for a in g._group_actions] for g in parser._action_groups}
+    for group, description in GROUPS.items():
+        assert f"{group} settings: {description}" in text
+        assert shown[f"{group} settings"] == [f.name for f in fields(SearchConfig) if f.metadata["group"] == group]
+
+
+def test_help_states_each_default_the_field_has() -> None:
+    for f in fields(SearchConfig):
+        if f.default is None or isinstance(f.default, bool):
+            continue
+        value = re.escape(",".join(f.default) if isinstance(f.default, tuple) else str(f.default))
+        assert re.search(rf"(^|[\s(]){value} \(default|\(default:? {value}\b", f.metadata["help"]), \
+            f"{f.name}: help does not say the default {f.default}"
+
+
+def test_flags_override_the_config_file_and_switches_set_the_opposite_default(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: lenet5\nn_trials: 7\nkeep_artifacts: true\ndownload: true\n")
+    args = _search_parser().parse_args(["--config", str(path), "--n-trials", "3", "--no-keep-artifacts",
+                                        "--mean", "0.5", "--std", "0.25", "--baselines", "teacher, int4",
+                                        "--timeout", "9"])
+    got = settings(args)
+    assert got == {"model": "lenet5", "n_trials": 3, "keep_artifacts": False, "download": True, "mean": (0.5,),
+                   "std": (0.25,), "baselines": ("teacher", "int4"), "timeout": 9.0}
+    config = SearchConfig(**got)
+    assert config.n_trials == 3 and not config.keep_artifacts and config.download
+    # No flags: the dataclass's own defaults, nothing set by the command line.
+    assert settings(_search_parser().parse_args([])) == {}
+    assert settings(_search_parser().parse_args(["--baselines", ""])) == {"baselines": ()}
+
+
+def test_a_bad_number_list_names_its_flag(capsys: pytest.CaptureFixture) -> None:
+    assert main(["search", "--mean", "0.5,x", "--std", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "autocomp: error: --mean: must be comma-separated numbers (one per channel), got '0.5,x'")
 
 
 def _search(tmp_path: Path, *extra: str) -> int:
