@@ -82,10 +82,12 @@ class Preprocess:
         eval_steps = []
         if self.channels:
             eval_steps.append(f"convert to {self.channels} channel(s)")
-        if self.resize:
-            eval_steps.append(f"resize shorter side to {self.resize} ({self.interpolation}, antialias)")
+        if self.resize:  # torchvision's own size and anchor rules, spelled out for a device
+            eval_steps.append(f"resize shorter side to {self.resize}, longer to int({self.resize} * long / short) "
+                              f"({self.interpolation}, antialias; a PIL image by PIL's resize)")
         if self.image_size:
-            eval_steps.append(f"center crop {self.image_size}x{self.image_size}")
+            eval_steps.append(f"center crop {self.image_size}x{self.image_size} at top = round((h - "
+                              f"{self.image_size}) / 2), left = round((w - {self.image_size}) / 2)")
         to_float = (pixel_scale or {}).get("to_float") or \
             "to float32: uint8 x float32(1/255), float as given (torchvision ToDtype(float32, scale=True))"
         eval_steps.append(f"to float32: {to_float}" if pixel_scale else to_float)

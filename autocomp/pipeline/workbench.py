@@ -3,8 +3,9 @@
 ``Workbench`` holds what every trial of a study shares, built once per process: the teacher
 (and its copy on the training device), the data, the teacher's cached logits when the data are
 small and unaugmented, calibration batches, the validation set every accuracy is measured on,
-and the teacher's own artifact (timed beside every student). ``rebuild`` is the same path
-``export`` takes, so a stored Plan and seed give back the trial's model.
+and the teacher's own artifact (timed beside every student). ``timing`` records how latency is
+measured (``autocomp.measure.timing_protocol``), ``data.preprocessing`` how inputs are made.
+``rebuild`` is the same path ``export`` takes, so a stored Plan and seed give back the trial's model.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from autocomp.measure import (
     module_accuracy,
     session_accuracy,
     session_for,
+    timing_protocol,
 )
 from autocomp.models.layers import compute_layers, output_layers
 from autocomp.pipeline.compress import apply
@@ -90,6 +92,8 @@ class Workbench:
         export(apply(self.teacher, Plan(), self.example), self.example, self.calibration, teacher_path)
         self.teacher_session = session_for(teacher_path, measure)  # opened as every trial's artifact is
         self.teacher_path = teacher_path
+        # What every latency of this bench is timed on (input, warm-up, rounds): a record to store.
+        self.timing: dict = timing_protocol(measure, data.input_shape)
         # Drops are measured artifact to artifact, like every other accuracy.
         self.teacher_accuracy = session_accuracy(self.teacher_session, self.val, progress=progress,
                                                  what="teacher accuracy")
