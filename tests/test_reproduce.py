@@ -4,7 +4,8 @@ exported file alone, an outsider rebuilds the validation images and gets the car
 The outsider (``rebuild_validation``, ``onnx_accuracy`` and their helpers) imports no autocomp code:
 only numpy, PIL, scikit-learn's and torchvision's dataset readers, and ONNX Runtime on the plain
 ONNX file ``autocomp export --out x.onnx`` writes. The quick tests hold the rebuilt inputs against
-``load_data``'s bit for bit; the e2e ones run a search and an export, then score the file.
+``load_data``'s bit for bit; the others run a one-trial search and an export, then score the file
+(digits in the quick loop, about 6 s; the folder and MNIST ones are marked e2e and slow).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def _autocomp_val(data) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
 
 
 def _folder(tmp_path: Path, split: bool) -> Path:
-    from tests.image_kit import make_image_folder
+    from image_kit import make_image_folder
 
     return make_image_folder(tmp_path / "photos", per_class=10, classes=3, sizes=(14, 30), split=split,
                              val_per_class=4)
@@ -193,7 +194,6 @@ def _reproduces(tmp_path: Path, pre: dict, metrics: dict, card: dict, root: Path
     assert searched == card["accuracy"]["final_on_search_subset"]["value"] == metrics["accuracy"]
 
 
-@pytest.mark.e2e
 def test_digits_card_accuracy_reproduces_from_the_record(tmp_path: Path) -> None:
     pre, metrics, card = _search_export(tmp_path, ["--teacher-epochs", "2", "--val-samples", "100"])
     _reproduces(tmp_path, pre, metrics, card)

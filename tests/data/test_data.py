@@ -197,3 +197,38 @@ def test_a_verified_folder_is_not_decoded_again(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(AutocompError):
         monkeypatch.undo()
         sources.check_images(sorted(str(p) for p in path.rglob("*.*g")))
+
+
+USER_DATA = '''
+import numpy as np, torch
+from PIL import Image
+
+def pairs(kind):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(6, 1, 5, 5)).astype(np.uint8)
+    make = {"uint8": torch.from_numpy, "float": lambda a: torch.from_numpy(a).float() / 7,
+            "pil": lambda a: Image.fromarray(a[0])}[kind]
+    items = [(make(a), i % 2) for i, a in enumerate(raw)]
+    return items, items
+
+def uint8(): return pairs("uint8")
+def floats(): return pairs("float")
+def pil(): return pairs("pil")
+'''
+
+
+@pytest.mark.parametrize("name, scale", [("uint8", 1 / 255), ("floats", 1.0), ("pil", 1 / 255)])
+def test_a_callable_dataset_records_the_scale_of_its_own_samples(tmp_path: Path, name: str, scale: float) -> None:
+    """The record's multiply_by turns a stored sample into the float the model's input is made from."""
+    (tmp_path / "userdata.py").write_text(USER_DATA)
+    data = load_data(DataSpec(f"{tmp_path / 'userdata.py'}:{name}", workers=0))
+    pre = data.preprocessing
+    assert pre["pixel_scale"]["multiply_by"] == scale and pre["split"]["method"] == "callable"
+    assert pre["split"]["val_subset"] is None  # the whole validation split
+    from autocomp.data.sources import raw_datasets
+
+    stored, _ = raw_datasets(f"{tmp_path / 'userdata.py'}:{name}", None, False).val[0]
+    array = np.asarray(stored, dtype=np.float32).reshape(1, 5, 5)
+    mean, std = (np.float32(v[0]) for v in (pre["mean"], pre["std"]))
+    rebuilt = (array * np.float32(scale) - mean) / std
+    assert np.array_equal(rebuilt, next(iter(data.eval_batches(1)))[0][0].numpy())

@@ -46,3 +46,21 @@ def test_metrics_round_trip_through_a_dict() -> None:
     assert Metrics(**m.to_dict()) == m
     old = {k: v for k, v in m.to_dict().items() if not k.startswith("latency_r")}  # stored before issue 12
     assert Metrics(**old).ratio is None
+
+
+def test_the_timing_record_names_the_input_and_warm_up_every_latency_uses() -> None:
+    """A device following ``timing_protocol`` times on the very array autocomp times on, after as
+    many warm-up calls."""
+    import numpy as np
+
+    from autocomp.measure import latency, time_rounds, timing_input, timing_protocol
+
+    record = timing_protocol(MeasureConfig(batch=2, threads=3, min_runs=7), (1, 8, 8))
+    given = record["input"]
+    assert given["shape"] == [2, 1, 8, 8] and (record["batch"], record["threads"], record["min_runs"]) == (2, 3, 7)
+    batch, input_shape = 2, (1, 8, 8)  # the names INPUT_RULE is written in
+    followed = eval(given["values"], {"numpy": np, "batch": batch, "input_shape": input_shape})  # noqa: S307
+    assert followed.dtype == np.float32 and np.array_equal(followed, timing_input(input_shape, batch))
+    calls: list[int] = []
+    time_rounds([lambda: calls.append(1)], min_runs=1, min_seconds=0.0)
+    assert len(calls) == record["warmup_runs"] + 1 == latency.WARMUP_RUNS + 1
