@@ -61,8 +61,10 @@ from autocomp.pipeline.setup import prepare
 from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import BASELINES
 from autocomp.report.hypervolume import hypervolume, to_minimization
-from autocomp.study.create import Objective, open_study, record_workbench
+from autocomp.study.create import open_study, record_workbench
+from autocomp.study.objective import Objective
 from autocomp.study.pareto import dominated_by, to_minimize, unique_front
+from autocomp.study.records import read_trial
 from autocomp.study.space import SearchSpace, load_space
 
 HERE = Path(__file__).resolve().parent
@@ -119,7 +121,7 @@ class Teacher:
 
 # -- samplers ------------------------------------------------------------------------------------
 def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.BaseSampler | None:
-    """Candidates beside ``autocomp.study.create.make_sampler``'s: None for its own names.
+    """Candidates beside ``autocomp.study.sampler.make_sampler``'s: None for its own names.
 
     ``tpe-indep`` (TPE without the multivariate/group model), ``tpe-sN`` (TPE with N startup
     trials), ``nsga2-pN`` (NSGA-II, population N), ``gp`` (Gaussian process, Optuna's GPSampler).
@@ -169,21 +171,21 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
             run.pruned += 1
         if t.state != optuna.trial.TrialState.COMPLETE:
             run.failed += t.state == optuna.trial.TrialState.FAIL
-            who = t.user_attrs.get("baseline") or f"#{t.number}"
-            run.lost.append(f"{who}: {t.state.name.lower()} ({t.user_attrs.get('fail_reason') or 'no reason'})")
+            rec = read_trial(t)
+            run.lost.append(f"{rec.baseline or f'#{t.number}'}: {t.state.name.lower()} ({rec.failure or 'no reason'})")
             continue
-        m, sec = t.user_attrs["metrics"], t.user_attrs.get("seconds", {})
+        rec = read_trial(t)
+        m, sec = rec.metrics, rec.seconds
         run.export_s += sec.get("export", 0.0)
         run.measure_s += sec.get("measure", 0.0)
         run.reference_s += sec.get("reference", 0.0)
         run.points.append({
-            "trial": t.number, "baseline": t.user_attrs.get("baseline") or "",
+            "trial": t.number, "baseline": rec.baseline or "",
             "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
             "teacher_latency_ms": m.get("teacher_latency_ms"),
             # The ratio the objective used (interleaved with the teacher, 1.0 inside its spread);
-            # studies from before it was stored: the value over the teacher timed beside it.
-            "latency_ratio": t.user_attrs.get("latency_ratio", t.values[2] / m["teacher_latency_ms"]
-                                              if m.get("teacher_latency_ms") else math.nan),
+            # studies from before it was stored: the value over the teacher timed beside it (``records``).
+            "latency_ratio": rec.latency.ratio if rec.latency.ratio is not None else math.nan,
             "seconds": sec,
         })
     return run
@@ -212,7 +214,7 @@ def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, 
     check_fits(teacher, data)
     bench = TimedWorkbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
     if storage:
-        from autocomp.study.create import open_storage
+        from autocomp.study.storage import open_storage
 
         store = open_storage(storage, config.heartbeat)
     else:

@@ -11,7 +11,7 @@ from report_synthetic import TEACHER
 from autocomp.report.frame import latency_words, pareto_frame, ratio_text, teacher_point, trials_frame
 from autocomp.report.html import render_page
 from autocomp.report.recommend import recommend
-from autocomp.study.create import set_system_attr
+from autocomp.study.records import set_system_attr
 
 
 def _row(used, median=None, low=None, high=None) -> dict:

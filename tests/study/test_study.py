@@ -22,19 +22,12 @@ from autocomp.measure import Metrics
 from autocomp.models.layers import output_layers
 from autocomp.pipeline.workbench import TrialResult, Workbench
 from autocomp.plan import BASELINES, Plan
-from autocomp.study.create import (
-    SYSTEM_ATTRS,
-    baseline_points,
-    load_existing_study,
-    open_storage,
-    open_study,
-    pareto_trials,
-    probe_storage,
-    storage_file,
-    study_attr,
-)
+from autocomp.study.baselines import baseline_points
+from autocomp.study.create import load_existing_study, open_study, pareto_trials
 from autocomp.study.pareto import OBJECTIVES
+from autocomp.study.records import SYSTEM_ATTRS, study_attr
 from autocomp.study.space import load_space, parse_space
+from autocomp.study.storage import open_storage, probe_storage, storage_file
 
 
 # -- storage ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import autocomp
 from autocomp.report.frame import pareto_frame, teacher_point, trials_frame
 from autocomp.report.html import render_page
 from autocomp.report.recommend import recommend
-from autocomp.study.create import set_system_attr, study_attr
+from autocomp.study.records import set_system_attr, study_attr
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_a_joining_worker_waits_for_the_creators_numbers(tiny_data, tmp_path) ->
 
     from autocomp.config import SearchConfig
     from autocomp.pipeline.workbench import Workbench
-    from autocomp.study.create import Objective
+    from autocomp.study.objective import Objective
     from autocomp.study.space import load_space
 
     torch.manual_seed(0)
