@@ -16,10 +16,10 @@ import optuna
 import pytest
 import torch
 
-from autocomp.pipeline import finetune as finetune_module
-from autocomp.pipeline import workbench as trial_module
 from autocomp.api import run_search
 from autocomp.config import SearchConfig
+from autocomp.pipeline import finetune as finetune_module
+from autocomp.pipeline import workbench as trial_module
 from autocomp.pipeline.workbench import Workbench
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
