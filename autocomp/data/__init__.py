@@ -22,7 +22,7 @@ import torch
 
 from autocomp.data.bundle import Data, DataBundle
 from autocomp.data.preprocess import AUGMENTS, Preprocess, channel_stats
-from autocomp.data.provenance import pixel_scale, subset_record
+from autocomp.data.provenance import GIVEN_SPLIT, subset_record
 from autocomp.data.sources import TORCHVISION_NAMES, Raw, raw_datasets
 from autocomp.data.splits import EvalSet, StreamSplit, TensorSplit, seeded_subset
 from autocomp.errors import AutocompError
@@ -238,8 +238,7 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
         channels = train_x.shape[1] if train_x.dim() == 4 else 1
         return DataBundle(train_x, train_y, val_x, val_y, num_classes, [0.0] * channels, [1.0] * channels,
                           Preprocess(normalization="none: inputs used as given"),
-                          {"dataset": "python", "in_memory": True, "split": _GIVEN,
-                           "pixel_scale": pixel_scale(torch.float32, "tensors given to the Python API, as float")})
+                          {"dataset": "python", "in_memory": True})
     for which, data in (("train", train_data), ("validation", val_data)):
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise AutocompError(f"{which} data must be (x, y) tensors or a dataset of (x, y) pairs")
@@ -255,10 +254,7 @@ def bundle_from(train_data: object, val_data: object, workers: int | None = None
              "to_float": "a tensor sample: float32(value) as given; a PIL image: float32(uint8) * float32(1/255)"}
     return Data(split(train_data, "the training data"), split(val_data, "the validation data"),
                 _num_classes(raw, "python"), pre, "none",
-                {"dataset": "python", "in_memory": False, "split": _GIVEN, "pixel_scale": scale})
-
-
-_GIVEN = {"method": "given", "validation": "the validation data given to the Python API, every sample in order"}
+                {"dataset": "python", "in_memory": False, "split": GIVEN_SPLIT, "pixel_scale": scale})
 
 
 def _as_tensor(x: object) -> torch.Tensor:

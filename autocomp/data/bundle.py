@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from autocomp.data.preprocess import Preprocess
+from autocomp.data.provenance import GIVEN_SPLIT, pixel_scale
 from autocomp.data.splits import Batch, EvalSet, StreamSplit, TensorSplit, seeded_subset
 
 
@@ -101,7 +102,9 @@ class DataBundle(Data):
                  notes: dict | None = None) -> None:
         if preprocess is None:
             preprocess = Preprocess(mean=tuple(mean), std=tuple(std), normalization="inputs given already normalized")
+        # Tensors handed over are the model's inputs as they are: nothing to split, nothing to scale.
+        given = {"split": GIVEN_SPLIT, "pixel_scale": pixel_scale(torch.float32, "tensors given, used as float")}
         super().__init__(TensorSplit(train_x, train_y), TensorSplit(val_x, val_y), num_classes, preprocess, "none",
-                         notes)
+                         {**given, **(notes or {})})
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+GIVEN_SPLIT = {"method": "given", "validation": "the validation data given to the Python API, every sample in order"}
 LIST_LIMIT = 20_000  # lists longer than this are recorded by their digest only
 SUBSET_RULE = "torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()"
 DIGEST_RULE = "sha256 of the items (indices in decimal, or paths) joined by '\\n', utf-8"
