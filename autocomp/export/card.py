@@ -49,6 +49,7 @@ class CardFacts:
     data_norm: dict[str, Any] | None
     runtime: dict[str, Any]  # describe() of the exported file's session
     runtime_in_study: dict[str, Any] | None
+    timing: dict[str, Any] | None  # the study's timing protocol: input, warm-up, rounds
     written: dict[str, Any] | None  # a runtime's own format loaded back
     batch: int
     threads: int
@@ -68,7 +69,8 @@ def make_card(f: CardFacts) -> dict[str, Any]:
         "plan": f.plan.to_dict(), "fine_tune_steps": f.plan.distill.steps + f.extra_steps,
         "accuracy": _accuracy(f), "measured_now": f.metrics.to_dict(), "measured_in_study": f.in_study,
         "teacher_accuracy": f.teacher_accuracy_in_study, "preprocessing": f.preprocessing, "input": f.data_norm,
-        "runtime": f.runtime, "runtime_in_study": f.runtime_in_study, "written_file": f.written,
+        "runtime": f.runtime, "runtime_in_study": f.runtime_in_study, "timing": f.timing,
+        "written_file": f.written,
         "protocol": PROTOCOL.format(batch=f.batch, threads=f.threads, runtime=summary(f.runtime)),
     }
 

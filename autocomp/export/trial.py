@@ -74,7 +74,8 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
         teacher_accuracy_in_study=src.study.teacher.accuracy,
         preprocessing=dict(src.study.preprocessing or data.preprocessing),
         data_norm=dict(src.study.data_norm) if src.study.data_norm is not None else None,
-        runtime=session.describe(), runtime_in_study=src.study.runtime, written=written,
+        runtime=session.describe(), runtime_in_study=src.study.runtime,
+        timing=dict(src.study.timing) if src.study.timing is not None else None, written=written,
         batch=config.batch, threads=config.threads))
     write_card(out_path, card)
     return summary_line(card)

@@ -184,7 +184,7 @@ def record_workbench(study: optuna.Study, bench: Workbench) -> None:
     # threads as the teacher's session reports them, and one line for the tables.
     records.write_workbench(study, bench.teacher_accuracy, bench.teacher_path.stat().st_size,
                             {"mean": data.mean, "std": data.std, "input_shape": list(data.input_shape)},
-                            data.preprocessing, record, summary(record))
+                            data.preprocessing, record, summary(record), bench.timing)
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

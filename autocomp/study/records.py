@@ -59,6 +59,7 @@ SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", 
                 "teacher_source_digest", "config", "identity")
 LAYER_COSTS = "layer_costs"
 TEACHER_REFERENCE = "teacher_reference"
+TIMING = "timing"  # the timing input, warm-up and rounds (``autocomp.measure.timing_protocol``)
 CALIBRATION = (LAYER_COSTS, TEACHER_REFERENCE_MS)  # what a joining worker waits for
 
 
@@ -122,6 +123,7 @@ class StudyRecord:
     runtime_line: str | None
     teacher: Teacher
     layer_costs: Any = None
+    timing: Mapping[str, Any] | None = None  # how every latency is timed; None before it was recorded
 
     @property
     def split(self) -> Mapping[str, Any] | None:
@@ -208,7 +210,7 @@ def read_study(study: optuna.Study) -> StudyRecord:
         preprocessing=a.get(PREPROCESSING), data_norm=a.get(DATA_NORM),
         runtime=runtime if isinstance(runtime, Mapping) else None,
         runtime_line=user.get(RUNTIME) if isinstance(user.get(RUNTIME), str) else None,
-        teacher=teacher, layer_costs=a.get(LAYER_COSTS))
+        teacher=teacher, layer_costs=a.get(LAYER_COSTS), timing=a.get(TIMING))
 
 
 def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
@@ -250,14 +252,17 @@ def write_teacher_reference(study: optuna.Study, timing: Mapping[str, Any]) -> N
 
 def write_workbench(study: optuna.Study, teacher_accuracy: float, teacher_size_bytes: int,
                     data_norm: Mapping[str, Any], preprocessing: Mapping[str, Any],
-                    runtime: Mapping[str, Any], runtime_line: str) -> None:
-    """What one process's workbench measured: the teacher, the input it takes, the runtime."""
+                    runtime: Mapping[str, Any], runtime_line: str, timing: Mapping[str, Any] | None = None) -> None:
+    """What one process's workbench measured: the teacher, the input it takes, the runtime and
+    how latency is timed (system attrs: records too long for the user-attrs cell)."""
     study.set_user_attr(TEACHER_ACCURACY, teacher_accuracy)
     study.set_user_attr(TEACHER_SIZE_BYTES, teacher_size_bytes)
     study.set_user_attr(DATA_NORM, dict(data_norm))
     study.set_user_attr(PREPROCESSING, dict(preprocessing))
     set_system_attr(study, RUNTIME, dict(runtime))
     study.set_user_attr(RUNTIME, runtime_line)
+    if timing is not None:
+        set_system_attr(study, TIMING, dict(timing))
 
 
 def baseline_marks(name: str, outside: str | None) -> dict[str, Any]:

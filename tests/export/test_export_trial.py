@@ -120,3 +120,35 @@ def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
         assert abs(now["accuracy"] - then["accuracy"]) <= 0.1
         assert now["latency_ratio"] is not None and then["latency_ratio"] is not None
         assert abs(now["latency_ratio"] / then["latency_ratio"] - 1) <= 0.15, (trial.number, now, then)
+
+
+def test_card_names_the_sized_artifact_and_the_written_file_and_describes_the_exported_file(
+        searched, monkeypatch) -> None:
+    """An expanded .onnx is not the .acz the study sized: the card gives both byte counts, each named,
+    and its runtime record comes from a session on the exported graph, not the teacher's."""
+    import autocomp.export.trial as trial_module
+
+    opened = []
+    real = trial_module.session_for
+
+    def spy(path, config):  # noqa: ANN001, ANN202
+        session = real(path, config)
+        opened.append((Path(path), session))
+        return session
+
+    monkeypatch.setattr(trial_module, "session_for", spy)
+    storage, tmp = searched
+    study = optuna.load_study(study_name="e", storage=storage)
+    trial = pareto_trials(study)[0]
+    out = tmp / "sized.onnx"
+    assert main(["export", "--storage", storage, "--study-name", "e", "--trial", str(trial.number),
+                 "--out", str(out)]) == 0
+    card = json.loads(Path(f"{out}.card.json").read_text())
+    acz_bytes = trial.user_attrs["metrics"]["size_bytes"]
+    assert card["sized_artifact_bytes"] == acz_bytes == card["measured_now"]["size_bytes"]
+    assert card["written_file_bytes"] == card["file_bytes"] == out.stat().st_size != acz_bytes
+    text = Path(f"{out}.card.md").read_text()
+    assert f"{out.stat().st_size} bytes written" in text and f"the .acz the study measured, {acz_bytes} bytes" in text
+    assert [p.suffix for p, _ in opened] == [".acz"]  # the exported graph, on the card's runtime
+    assert card["runtime"] == opened[0][1].describe()
+    assert card["timing"]["input"]["shape"][1:] == card["preprocessing"]["input_shape"]  # the study's protocol

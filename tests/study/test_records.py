@@ -30,7 +30,7 @@ def test_study_records_round_trip_through_sqlite(tmp_path: Path) -> None:
     split = {"method": "seeded permutation", "seed": 3}
     records.write_workbench(study, 97.5, 12_345, {"mean": [0.5], "std": [0.25], "input_shape": [1, 8, 8]},
                             {"eval_transform": "x / 16", "split": split}, {"runtime": "onnxruntime", "label": "ORT"},
-                            "ORT on CPU")
+                            "ORT on CPU", {"warmup_runs": 5, "input": {"shape": [1, 1, 8, 8]}})
     records.write_layer_costs(study, {"conv1": 0.5})
     records.write_teacher_reference(study, {"median_ms": 0.04, "q1_ms": 0.03, "runs": 99})
 
@@ -45,6 +45,7 @@ def test_study_records_round_trip_through_sqlite(tmp_path: Path) -> None:
     assert (t.accuracy, t.size_bytes, t.reference_ms, t.digest) == (97.5, 12_345, 0.04, "w1")
     assert t.reference["runs"] == 99 and t.source_recorded and t.source_digest is None
     assert rec.layer_costs == {"conv1": 0.5} and rec.calibrated
+    assert rec.timing == {"warmup_runs": 5, "input": {"shape": [1, 1, 8, 8]}}
     # Out of the user-attrs cell Optuna's tools print: only the short ones are user attrs.
     assert set(study.user_attrs) == {"space", "teacher_accuracy", "teacher_size_bytes", "data_norm",
                                      "preprocessing", "runtime", "teacher_reference_ms"}
@@ -96,7 +97,7 @@ def test_a_study_made_by_an_older_version_reads_the_same_way(tmp_path: Path) -> 
     assert rec.config == {"model": "lenet5"} and rec.space_text == "old" and rec.identity == {"model": "lenet5"}
     assert rec.teacher.digest == "w0" and rec.teacher.accuracy == 98.0
     assert not rec.teacher.source_recorded and rec.runtime is None and rec.teacher.reference is None
-    assert not rec.calibrated
+    assert not rec.calibrated and rec.timing is None
     assert records.study_attr(study, "config") == {"model": "lenet5"}
     old, bare = (records.read_trial(t) for t in study.trials)
     assert math.isclose(old.latency.ratio, 0.5) and old.constraints == (0.5,)
