@@ -65,6 +65,17 @@ def test_every_relative_link_lands_on_a_file_and_heading(page: Path) -> None:
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
 
 
+# Files the guides tell a reader to create; every other source path the docs name must exist.
+TO_BE_WRITTEN = {"autocomp/methods/clip.py", "tests/methods/test_clip.py", "autocomp/runtimes/_ort_basic.py",
+                 "autocomp/methods/NAME.py", "tests/methods/test_NAME.py"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_source_path_the_docs_name_exists(page: Path) -> None:
+    named = set(re.findall(r"`((?:autocomp|tests|experiments)/[\w/]+\.py)`", prose(page.read_text(encoding="utf-8"))))
+    assert not sorted(f for f in named - TO_BE_WRITTEN if not (ROOT / f).exists())
+
+
 def test_the_architecture_page_names_every_package_and_the_rule() -> None:
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
     units = {f"{p.name}/" for p in (ROOT / "autocomp").iterdir() if (p / "__init__.py").exists()}
