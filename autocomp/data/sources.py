@@ -177,7 +177,8 @@ def _image_folder(path: Path, progress=None) -> Raw:  # noqa: ANN001
                  "rule": f"torch.utils.data.random_split(folder, [{len(full) - n_val}, {n_val}], "
                          "generator=torch.Generator().manual_seed(0)): validation = "
                          f"torch.randperm({len(full)}, generator)[{len(full) - n_val}:]",
-                 "classes": full.classes, "val_indices_are": "indices into ImageFolder(root).samples, in order",
+                 "classes": full.classes,
+                 "val_indices_are": "indices into ImageFolder(root).samples, in evaluation order",
                  **listed("val_indices", list(val.indices)),
                  **_files("val_files", path, [full.samples[i][0] for i in val.indices]),
                  "train_files_sha256": digest(_relative(path, [full.samples[i][0] for i in train.indices]))}
