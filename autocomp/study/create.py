@@ -121,10 +121,9 @@ def _initialize(study: optuna.Study, config: SearchConfig, space: SearchSpace, w
     with warnings.catch_warnings():  # marked experimental; it is how Optuna's tools name objectives
         warnings.simplefilter("ignore")
         study.set_metric_names(list(OBJECTIVES))
-    values = {"objectives": list(OBJECTIVES), "constraint_names": constraint_names(space),
-              "space_source": space.source, "space_text": space.text, "teacher_digest": weights,
-              "teacher_source_digest": source, "config": config.to_dict(), "identity": config.identity()}
-    records.write_study_identity(study, values, _space_label(space.source))
+    record = records.Identity(OBJECTIVES, tuple(constraint_names(space)), space.source, space.text, weights,
+                              source, config.to_dict(), config.identity())
+    records.write_study_identity(study, record, _space_label(space.source))
     if enqueue:
         for name in config.baselines:
             params, outside = points[name]

@@ -231,10 +231,28 @@ def set_system_attr(study: optuna.Study, key: str, value: Any) -> None:
     set_study_system_attr(study, SYSTEM_PREFIX + key, value)
 
 
-def write_study_identity(study: optuna.Study, values: Mapping[str, Any], space_label: str) -> None:
-    """The creator's records (``SYSTEM_ATTRS``, each required in ``values``), ``identity`` last:
-    other workers take it as the mark that all are written."""
+@dataclass(frozen=True)
+class Identity:
+    """What the creator of a study records once: other workers and ``export`` compare or rebuild from it."""
+
+    objectives: tuple[str, ...]
+    constraint_names: tuple[str, ...]
+    space_source: str
+    space_text: str
+    teacher_digest: str
+    teacher_source_digest: str | None
+    config: Mapping[str, Any]  # SearchConfig.to_dict()
+    identity: Mapping[str, Any]  # SearchConfig.identity(): what two runs of one study must share
+
+
+def write_study_identity(study: optuna.Study, record: Identity, space_label: str) -> None:
+    """The creator's records, in ``SYSTEM_ATTRS``' order: ``identity`` last, the mark other
+    workers take as "all are written"."""
     study.set_user_attr(SPACE, space_label)
+    values = {"objectives": list(record.objectives), "constraint_names": list(record.constraint_names),
+              "space_source": record.space_source, "space_text": record.space_text,
+              "teacher_digest": record.teacher_digest, "teacher_source_digest": record.teacher_source_digest,
+              "config": dict(record.config), "identity": dict(record.identity)}
     for key in SYSTEM_ATTRS:
         set_system_attr(study, key, values[key])
 

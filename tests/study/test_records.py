@@ -23,10 +23,9 @@ def _sqlite_study(tmp_path: Path) -> optuna.Study:
 
 def test_study_records_round_trip_through_sqlite(tmp_path: Path) -> None:
     study = _sqlite_study(tmp_path)
-    values = {"objectives": ["accuracy", "size_bytes", "latency_ms"], "constraint_names": ["accuracy_drop"],
-              "space_source": "default", "space_text": "version: 1", "teacher_digest": "w1",
-              "teacher_source_digest": None, "config": {"model": "lenet5", "seed": 3}, "identity": {"model": "lenet5"}}
-    records.write_study_identity(study, values, "default")
+    identity = records.Identity(("accuracy", "size_bytes", "latency_ms"), ("accuracy_drop",), "default",
+                                "version: 1", "w1", None, {"model": "lenet5", "seed": 3}, {"model": "lenet5"})
+    records.write_study_identity(study, identity, "default")
     split = {"method": "seeded permutation", "seed": 3}
     records.write_workbench(study, 97.5, 12_345, {"mean": [0.5], "std": [0.25], "input_shape": [1, 8, 8]},
                             {"eval_transform": "x / 16", "split": split}, {"runtime": "onnxruntime", "label": "ORT"},
