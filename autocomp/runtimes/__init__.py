@@ -18,6 +18,7 @@ from autocomp.runtimes.base import (
     Runtime,
     RuntimeOptions,
     Session,
+    beside,
     format_runtime,
     get_runtime,
     host_cpu,
@@ -27,5 +28,5 @@ from autocomp.runtimes.base import (
     summary,
 )
 
-__all__ = ["DEFAULT", "PRECISIONS", "Runtime", "RuntimeOptions", "Session", "format_runtime", "get_runtime",
+__all__ = ["DEFAULT", "PRECISIONS", "Runtime", "RuntimeOptions", "Session", "beside", "format_runtime", "get_runtime",
            "host_cpu", "register", "require", "runtime_names", "summary"]

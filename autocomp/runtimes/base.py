@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from autocomp.errors import AutocompError
 
 if TYPE_CHECKING:
     import numpy as np
 
+T = TypeVar("T")
 DEFAULT = "onnxruntime"
 PRECISIONS = ("fp32", "bf16", "fp16")
 # CPU features that decide which kernels a runtime picks (int8 dot products, bf16, AMX tiles).
@@ -186,3 +188,24 @@ def summary(record: dict[str, Any] | str | None) -> str:
     if streams:
         parts.append(f"{streams} stream{'s' if streams != 1 else ''}")
     return ", ".join(parts)
+
+
+def beside(fn: Callable[..., T], sessions: Sequence[Any], *args: Any, **kw: Any) -> T:
+    """``fn(sessions, *args, **kw)``, run in the process the sessions live in.
+
+    A hosted runtime's sessions (OpenVINO's) live in that runtime's own process; a timed loop must
+    run there, not as one request per timed call, whose round trip would be timed with it. ``fn``
+    and its arguments travel pickled, so ``fn`` must be importable by name (a module-level
+    function) and return something picklable. Sessions of this process, or of different
+    processes, run ``fn`` here.
+
+    Example::
+
+        rounds = beside(timed_rounds_of, [trial, teacher], x, min_runs=30)
+    """
+    hosts = {id(host): host for host in (getattr(s, "host", None) for s in sessions)}
+    if len(hosts) == 1:
+        (host,) = hosts.values()
+        if host is not None:
+            return host.call(fn, list(sessions), *args, **kw)
+    return fn(list(sessions), *args, **kw)
