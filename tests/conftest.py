@@ -25,12 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The quick loop (no flags) leaves out the heavy markers; ``--all`` or any ``-m`` decides itself.
 
-    Tests that load OpenVINO into this process run last: once its CPU plugin has run here, a later
-    fork of the pytest process (DataLoader workers, ``subprocess.run``) crashed the whole session
-    with SIGSEGV (twice, at test_data and at test_pipeline).
+    Any order works: OpenVINO runs in its own process (``autocomp.runtimes._host``), so forks of
+    this one stay safe after it ran (pytest-randomly shuffles the order; its seed is in the header).
     """
-    # Stable sort; the OpenVINO searches (autocomp in child processes) go first among them.
-    items.sort(key=lambda item: ("runtimes" in item.nodeid, "openvino_search" not in item.nodeid))
     if config.getoption("--all") or config.option.markexpr:
         return
     heavy = [item for item in items if any(item.get_closest_marker(m) for m in HEAVY)]

@@ -203,11 +203,10 @@ def seeded_subset(n: int, k: int | None, seed: int) -> list[int] | None:
 
 
 def worker_context() -> str | None:
-    """How DataLoader workers start: forked (the default), or from a fork server once OpenVINO is
-    loaded. Forking a process whose OpenVINO CPU plugin has run (its thread pool alive) crashed
-    the parent with SIGSEGV here (a --runtime openvino study, then a streamed dataset); a fork
-    server starts workers from a clean process, at the cost of pickling the dataset once."""
-    return "forkserver" if "openvino" in sys.modules else None
+    """How DataLoader workers start: forked, multiprocessing's default (None). Forking is safe here
+    because OpenVINO, whose CPU plugin once run made a later fork of its process crash with
+    SIGSEGV, runs in its own process (``autocomp.runtimes._host``), never in this one."""
+    return None
 
 
 def eval_batch_size(sample_shape: tuple[int, ...], budget: int = 8 << 20) -> int:

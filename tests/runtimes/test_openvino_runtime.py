@@ -1,7 +1,14 @@
-"""OpenVINO: the same QDQ graph runs there (int8 as int8, fp32 as fp32), and the IR export is that graph."""
+"""OpenVINO: the same QDQ graph runs there (int8 as int8, fp32 as fp32), and the IR export is that graph.
+
+OpenVINO runs only in its own process: this one (pytest's) never loads it, which is what lets
+the suite fork in any order. Code that must touch OpenVINO directly runs there via ``beside``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +21,43 @@ from autocomp.measure import MeasureConfig, measure_artifact, session_accuracy
 from autocomp.models.layers import compute_layers
 from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
-from autocomp.runtimes import RuntimeOptions, get_runtime, require
+from autocomp.runtimes import RuntimeOptions, _openvino, beside, get_runtime, require
 
-ov = pytest.importorskip("openvino", reason='OpenVINO is not installed (pip install -e ".[openvino]"; CI installs it)')
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                reason='OpenVINO is not installed (pip install -e ".[openvino]"; CI installs it)')
+HAS_OV = importlib.util.find_spec("openvino") is not None
 
-from autocomp.runtimes import _openvino  # noqa: E402 - after the skip: it is only useful with openvino
+
+# Run inside OpenVINO's process (beside): module-level, so that process imports them by name.
+def compiled_shapes(session) -> list[tuple]:  # noqa: ANN001
+    return beside(_shapes, [session])
+
+
+def _shapes(sessions: list) -> list[tuple]:
+    return list(sessions[0]._compiled)
+
+
+def ir_outputs(xml: Path, config: dict, xs: np.ndarray) -> np.ndarray:
+    """The IR compiled by OpenVINO itself, not through autocomp's session."""
+    import openvino as ov
+
+    return ov.Core().compile_model(xml, "CPU", config)(xs)[0]
+
+
+def save_on_a_full_disk(model: bytes, out: Path) -> None:
+    import openvino as ov
+
+    from autocomp.runtimes import _ov_worker
+
+    def broken(model, out, compress_to_fp16=True):  # noqa: ANN001, ANN202
+        Path(out).write_text("half")
+        raise RuntimeError("disk full")
+
+    saved, ov.save_model = ov.save_model, broken
+    try:
+        _ov_worker.save_ir(model, out)
+    finally:
+        ov.save_model = saved
 
 
 def _artifact(model: torch.nn.Module, x: torch.Tensor, path: Path, bits: int | None = None) -> Path:
@@ -39,7 +78,7 @@ def test_fp32_runs_fp32_and_matches_onnxruntime(tiny_model, x, tmp_path: Path) -
     want = open_session(path).run(None, {"input": x.numpy()})[0]
     assert np.allclose(got, want, atol=1e-4, rtol=1e-4)
     record = session.describe()
-    assert record["runtime"] == "openvino" and record["version"] == ov.get_version()
+    assert record["runtime"] == "openvino" and record["version"] == get_runtime("openvino").version()
     assert record["properties"]["INFERENCE_PRECISION_HINT"] == "f32"  # explicit, whatever the CPU's default
     assert record["threads"] == 1 and record["streams"] == 1 and record["properties"]["PERFORMANCE_HINT"] == "LATENCY"
     executed = {p for kinds in record["executed"].values() for p in kinds}
@@ -64,7 +103,8 @@ def test_int8_layers_run_on_int8_kernels(x, tmp_path: Path) -> None:
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.95
 
 
-@pytest.mark.skipif("BF16" not in _openvino._capabilities(), reason="this CPU has no bf16 units for OpenVINO")
+@pytest.mark.skipif(not HAS_OV or "BF16" not in _openvino._capabilities(),
+                    reason="this CPU has no bf16 units for OpenVINO")
 def test_reduced_precision_only_when_asked(x, tmp_path: Path) -> None:
     from tiny_models import tiny_cnn
 
@@ -92,14 +132,15 @@ def test_each_batch_shape_is_compiled_once_and_the_oldest_dropped(x, tmp_path: P
     torch.manual_seed(0)
     path = _artifact(tiny_cnn().eval(), x, tmp_path / "m.acz")
     session = open_session(path, runtime="openvino", batch=4)
-    assert list(session._compiled) == [(4, 1, 8, 8)]  # the latency batch, compiled at open
+    assert compiled_shapes(session) == [(4, 1, 8, 8)]  # the latency batch, compiled at open
     xs = x.numpy()
     whole = session.run(None, {"input": xs[:7]})[0]
     singles = np.concatenate([session.run(None, {"input": xs[i : i + 1]})[0] for i in range(7)])
     assert np.allclose(whole, singles, atol=1e-5)
     for n in (2, 3, 5):
         session.run(None, {"input": xs[:n]})
-    assert len(session._compiled) == _openvino.MAX_SHAPES and (4, 1, 8, 8) not in session._compiled
+    shapes = compiled_shapes(session)
+    assert len(shapes) == 4 and (4, 1, 8, 8) not in shapes  # MAX_SHAPES
     assert session.run(["logits"], {"input": xs[:2]})[0].shape == (2, 10)
 
 
@@ -118,15 +159,15 @@ def test_the_ir_is_the_measured_graph(x, tmp_path: Path) -> None:
     path = _artifact(TinyResidual().eval(), x, tmp_path / "q.acz", bits=8)
     xml = _ir(path, tmp_path)
     session = open_session(path, runtime="openvino")
-    compiled = ov.Core().compile_model(xml, "CPU", _openvino.compile_config())
     xs = x.numpy()
-    assert np.array_equal(compiled(xs)[0], session.run(None, {"input": xs})[0])
+    own = _openvino.HOST.call(ir_outputs, xml, _openvino.compile_config(), xs)
+    assert np.array_equal(own, session.run(None, {"input": xs})[0])
     assert not list(tmp_path.glob(".autocomp-ir-*"))  # its temporary folder is gone
     y = np.zeros(len(xs), dtype=np.int64)
     assert session_accuracy(get_runtime("openvino").open_file(xml), xs, y) == session_accuracy(session, xs, y)
 
 
-def test_a_failed_ir_write_leaves_nothing(x, tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_ir_write_leaves_nothing(x, tmp_path: Path) -> None:
     from tiny_models import tiny_cnn
 
     from autocomp.artifact import to_bytes
@@ -134,13 +175,8 @@ def test_a_failed_ir_write_leaves_nothing(x, tmp_path: Path, monkeypatch) -> Non
     torch.manual_seed(0)
     path = _artifact(tiny_cnn().eval(), x, tmp_path / "m.acz")
 
-    def broken(model, out, compress_to_fp16=True):  # noqa: ANN001, ANN202
-        Path(out).write_text("half")
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(ov, "save_model", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        get_runtime("openvino").save(to_bytes(path), tmp_path / "model.xml")
+        _openvino.HOST.call(save_on_a_full_disk, to_bytes(path), tmp_path / "model.xml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.acz"]
 
 
@@ -161,3 +197,59 @@ def test_measure_and_layer_costs_on_openvino(x, tiny_data, tmp_path: Path) -> No
                         config)
     ratio = costs[("3", "channel_ratio")][0.5]
     assert ratio is not None and ratio.low <= ratio.median <= ratio.high
+
+
+def test_each_written_file_reports_its_own_kernels(x, tmp_path: Path) -> None:
+    """The record of an exported IR lists the precisions its own compiled model runs (read from
+    OpenVINO's runtime graph, before any run): u8/i8 for the int8 file, none for the fp32 teacher."""
+    from tiny_models import TinyResidual
+
+    from autocomp.artifact import to_bytes
+
+    torch.manual_seed(0)
+    model = TinyResidual().eval()
+    runtime = get_runtime("openvino")
+    executed = {}
+    for name, bits in (("teacher", None), ("int8", 8)):
+        path = _artifact(model, x, tmp_path / f"{name}.acz", bits=bits)
+        (tmp_path / name).mkdir()
+        xml = runtime.save(to_bytes(path), tmp_path / name / "model.xml")[0]
+        record = runtime.open_file(xml, RuntimeOptions()).describe()
+        executed[name] = {p for kinds in record["executed"].values() for p in kinds}
+    assert executed["int8"] & {"u8", "i8"} and executed["teacher"] == {"f32"}, executed
+
+
+FORK_AFTER_OPENVINO = """
+import io, os, sys
+import numpy as np, torch
+from autocomp.measure.latency import paired_rounds
+from autocomp.runtimes import RuntimeOptions, get_runtime
+net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 10)).eval()
+f = io.BytesIO()
+torch.onnx.export(net, torch.randn(1, 1, 8, 8), f, input_names=["input"], dynamo=False,
+                  dynamic_axes={"input": {0: "batch"}})
+runtime = get_runtime("openvino")
+sessions = [runtime.open(f.getvalue(), RuntimeOptions()) for _ in range(2)]
+sessions[0].run(None, {"input": np.zeros((4, 1, 8, 8), np.float32)})
+assert sessions[0].describe()["executed"]
+paired_rounds(sessions, (1, 8, 8), min_runs=5, min_seconds=0.0)
+runtime.save(f.getvalue(), __import__("pathlib").Path(sys.argv[1]) / "m.xml")
+assert "openvino" not in sys.modules, "OpenVINO was loaded into the caller's process"
+loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 3)), batch_size=8,
+                                     num_workers=2, multiprocessing_context="fork")
+assert sum(len(b[0]) for b in loader) == 64
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+print("forked fine")
+"""
+
+
+def test_the_caller_never_loads_openvino_so_it_may_fork(tmp_path: Path) -> None:
+    """Open, run, describe, time and save on OpenVINO, then fork DataLoader workers and a child:
+    OpenVINO ran in its own process, so none of it is in this one (a fresh interpreter, so no
+    other test's imports count)."""
+    done = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENVINO, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "forked fine" in done.stdout, done.stderr[-3000:]
