@@ -112,16 +112,20 @@ def tensorrt_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(keep)
     graph.initializer.extend(added)
+    _prune(graph, {i.name for i in added})
+    return model
+
+
+def _prune(graph: onnx.GraphProto, added: set[str]) -> None:
+    """Drop the initializers no node reads any more, and the value_info of ``added`` tensors:
+    folded biases are float32 now, and a stale value_info would still say int32."""
     used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
     live = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(live)
-    # Folded biases are float32 now: drop stale value_info that still says int32.
-    stale = {i.name for i in added}
-    kept_info = [v for v in graph.value_info if v.name not in stale]
+    kept_info = [v for v in graph.value_info if v.name not in added]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
-    return model
 
 
 def _bound(q: onnx.NodeProto, low: np.ndarray, high: np.ndarray, zero: np.ndarray,
