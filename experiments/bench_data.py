@@ -237,14 +237,17 @@ def run_measured(argv: list[str], env: dict) -> dict:
 def study_numbers(run: Path) -> dict:
     import optuna
 
+    from autocomp.study.records import read_study, read_trial
+
     study = optuna.load_study(study_name=run.name, storage=f"sqlite:///{run / 'study.db'}")
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    per_trial = [t.user_attrs["seconds"]["total"] for t in done if not t.user_attrs.get("baseline") == "teacher"]
-    return {"teacher_accuracy": study.user_attrs["teacher_accuracy"], "trials_complete": len(done),
+    done = [read_trial(t) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    record = read_study(study)
+    per_trial = [t.seconds["total"] for t in done if t.baseline != "teacher"]
+    return {"teacher_accuracy": record.teacher.accuracy, "trials_complete": len(done),
             "seconds_per_trial": [round(s, 1) for s in per_trial],
-            "finetune_s": [round(t.user_attrs["seconds"]["finetune"], 1) for t in done],
-            "measure_s": [round(t.user_attrs["seconds"]["measure"], 1) for t in done],
-            "preprocessing": study.user_attrs["preprocessing"]}
+            "finetune_s": [round(t.seconds["finetune"], 1) for t in done],
+            "measure_s": [round(t.seconds["measure"], 1) for t in done],
+            "preprocessing": record.preprocessing}
 
 
 # -- memory: 2,000 vs 20,000 training images -------------------------------------------------------
@@ -360,13 +363,14 @@ def speed(args: argparse.Namespace) -> None:
 def export_longer(args: argparse.Namespace) -> None:
     import optuna
 
+    from autocomp.study.records import trial_baseline
+
     out = Path(args.out)
     run = out / args.study
     storage = f"sqlite:///{run / 'study.db'}"
     study = optuna.load_study(study_name=run.name, storage=storage)
     trial = args.trial if args.trial is not None else max(
-        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
-         and t.user_attrs.get("baseline") != "teacher"),
+        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and trial_baseline(t) != "teacher"),
         key=lambda t: t.values[0]).number
     target = out / f"{run.name}-t{trial}-e{args.epochs:g}.acz"
     env = {**os.environ, "AUTOCOMP_CACHE": str(out / "cache"), "OMP_WAIT_POLICY": "PASSIVE"}

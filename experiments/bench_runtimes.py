@@ -119,6 +119,7 @@ def searched_point(runtime: str, setup: Setup, trials: int, teacher: Any, data: 
     """Run a small search measuring on ``runtime``; return its int8 baseline's plan, the searched
     point's plan (fastest within 1 point of the teacher, else most accurate) and what it stored."""
     from autocomp.api import run_search
+    from autocomp.study.records import read_study, read_trial
     from autocomp.study.space import load_space
 
     tmp.mkdir(parents=True, exist_ok=True)
@@ -128,24 +129,25 @@ def searched_point(runtime: str, setup: Setup, trials: int, teacher: Any, data: 
                      baselines=("teacher", "int8"), run_dir=str(tmp / runtime), study_name=runtime)
     started = time.perf_counter()
     study = run_search(config, teacher, data, load_space(str(space_file)), log=lambda s: None, progress=False)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    records = [read_trial(t) for t in study.trials]
+    done = [t for t in records if t.state == optuna.trial.TrialState.COMPLETE]
     # The plan is stored before the trial runs: a baseline the early stop ended (its accuracy fell
     # past the space's limit mid fine-tune) still gives autocomp's int8 plan, said so in the log.
-    int8 = next(t for t in study.trials if t.user_attrs.get("baseline") == "int8")
+    int8 = next(t for t in records if t.baseline == "int8")
     if int8.state != optuna.trial.TrialState.COMPLETE:
-        log(f"  int8 baseline on {runtime}: {int8.state.name} {int8.user_attrs.get('fail_reason', '')}".rstrip())
-    searched = [t for t in done if not t.user_attrs.get("baseline")]
-    floor = study.user_attrs["teacher_accuracy"] - 1.0
-    near = [t for t in searched if t.user_attrs["metrics"]["accuracy"] >= floor]
-    pick = (min(near, key=lambda t: t.user_attrs["metrics"]["latency_ratio"]) if near
-            else max(searched, key=lambda t: t.user_attrs["metrics"]["accuracy"]) if searched else None)
+        log(f"  int8 baseline on {runtime}: {int8.state.name} {int8.failure or ''}".rstrip())
+    searched = [t for t in done if not t.baseline]
+    floor = read_study(study).teacher.accuracy - 1.0
+    near = [t for t in searched if t.metrics["accuracy"] >= floor]
+    pick = (min(near, key=lambda t: t.metrics["latency_ratio"]) if near
+            else max(searched, key=lambda t: t.metrics["accuracy"]) if searched else None)
     stored = {"trials": len(study.trials), "complete": len(done), "s": time.perf_counter() - started}
     if pick is not None:
-        m = pick.user_attrs["metrics"]
+        m = pick.metrics
         stored.update(trial=pick.number, accuracy=m["accuracy"], ratio=m["latency_ratio"],
                       within_1pt=bool(near))
     log(f"  search on {runtime}: {stored}")
-    return Plan.from_dict(int8.user_attrs["plan"]), Plan.from_dict(pick.user_attrs["plan"]) if pick else None, stored
+    return int8.plan, pick.plan if pick else None, stored
 
 
 def nncf_default(fp32_onnx: bytes, calibration: list[np.ndarray]) -> Any:

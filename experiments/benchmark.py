@@ -55,7 +55,6 @@ import optuna
 
 from autocomp.config import SAMPLERS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.measure import MeasureConfig
 from autocomp.models.zoo import check_fits
 from autocomp.pipeline.setup import prepare
 from autocomp.pipeline.workbench import Workbench
@@ -212,7 +211,7 @@ def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, 
     space = load_space(config.space)
     teacher, data = prepare(config, log)
     check_fits(teacher, data)
-    bench = TimedWorkbench(teacher, data, MeasureConfig(config.batch, config.threads, config.device), config.device)
+    bench = TimedWorkbench(teacher, data, config.measure, config.device)
     if storage:
         from autocomp.study.storage import open_storage
 

@@ -76,7 +76,7 @@ def rebuild_bench(source: TrialSource, runtime: str, progress: Callable | None =
     if state_digest(teacher) != source.study.teacher.digest:
         raise AutocompError("the teacher rebuilt now differs from the study's (weights changed); cannot rebuild")
     # The deployment runtime, whatever trained it: the study's, or the written format's own.
-    measure = MeasureConfig(config.batch, config.threads, config.device, runtime=runtime, precision=config.precision)
+    measure = replace(config.measure, runtime=runtime)
     return Workbench(teacher, data, measure, config.device, progress=progress), measure
 
 

@@ -29,7 +29,14 @@ from autocomp.study import records
 from autocomp.study.baselines import baseline_points
 from autocomp.study.objective import Objective
 from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
-from autocomp.study.records import SYSTEM_ATTRS, SYSTEM_PREFIX, set_system_attr, study_attr, write_constraints
+from autocomp.study.records import (
+    SYSTEM_ATTRS,
+    SYSTEM_PREFIX,
+    failure_attrs,
+    set_system_attr,
+    study_attr,
+    write_constraints,
+)
 from autocomp.study.sampler import make_sampler
 from autocomp.study.space import SearchSpace, library_dir
 from autocomp.study.storage import (
@@ -163,7 +170,7 @@ def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial_id(t) in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
             continue
-        if not fail_running_trial(study, t, "its process died before the first heartbeat"):
+        if not fail_running_trial(study, t, failure_attrs("its process died before the first heartbeat")):
             continue
         retry(study, study_storage(study).get_trial(trial_id(t)))
         failed.append(t.number)

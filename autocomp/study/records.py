@@ -292,6 +292,11 @@ def write_plan(trial: optuna.Trial, plan: Plan) -> None:
     trial.set_user_attr(PLAN, plan.to_dict())
 
 
+def failure_attrs(reason: str) -> dict[str, str]:
+    """The attrs that record why a trial failed (for a trial failed from outside its process)."""
+    return {FAIL_REASON: reason}
+
+
 def write_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON, reason)
 

@@ -12,7 +12,6 @@ from torch import nn
 from autocomp.config import SearchConfig
 from autocomp.data import Data
 from autocomp.errors import AutocompError, TrialFailed
-from autocomp.measure import MeasureConfig
 from autocomp.models.adapters import explicit_copy
 from autocomp.models.layers import compute_layers, output_layers
 from autocomp.models.zoo import check_fits
@@ -49,8 +48,7 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     """
     # Failed trials are reported by the progress line and the trials table, not as log tracebacks.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    measure = MeasureConfig(config.batch, config.threads, config.device, runtime=config.runtime,
-                            precision=config.precision)
+    measure = config.measure
     require_runtime(measure)  # a runtime that is not installed stops here, before anything is written
     use_threads(config)
     space = space or load_space(config.space)

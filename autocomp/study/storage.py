@@ -165,11 +165,13 @@ def heartbeat_trial_ids(study: optuna.Study) -> set[int] | None:
         return None
 
 
-def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -> bool:
-    """Fail another process's RUNNING trial with ``reason``; False when it finished meanwhile."""
+def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:
+    """Fail another process's RUNNING trial, first writing ``attrs`` (its reason) on it; False when it
+    finished meanwhile."""
     storage = study._storage
     try:
-        storage.set_trial_user_attr(trial_id(trial), "fail_reason", reason)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id(trial), key, value)
         return storage.set_trial_state_values(trial_id(trial), optuna.trial.TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:  # finished meanwhile by a live worker
         return False

@@ -63,10 +63,10 @@ def test_trial_ids_system_attrs_and_enqueued_params(study: optuna.Study) -> None
 def test_fail_running_trial_records_the_reason_once(study: optuna.Study) -> None:
     running = study.ask()
     frozen = study.get_trials(deepcopy=False)[-1]
-    assert st.fail_running_trial(study, frozen, "its process died")
+    assert st.fail_running_trial(study, frozen, {"fail_reason": "its process died"})
     failed = study.get_trials(deepcopy=False)[-1]
     assert failed.state == optuna.trial.TrialState.FAIL and failed.user_attrs["fail_reason"] == "its process died"
-    assert not st.fail_running_trial(study, failed, "again")  # finished meanwhile: left as it is
+    assert not st.fail_running_trial(study, failed, {"fail_reason": "again"})  # finished meanwhile: left as it is
     assert running.number == failed.number
 
 
