@@ -75,7 +75,7 @@ def bench_model(spec: str, data: DataBundle, epochs: int, distill: DistillPlan, 
     teacher = prepare_teacher(spec, data, None, epochs, 0, key)
     measure = MeasureConfig(batch=1, threads=1)
     bench = Workbench(teacher, data, measure, workdir=workdir)
-    teacher_metrics = measure_artifact(bench.teacher_path, bench.val, None, measure,
+    teacher_metrics = measure_artifact(bench.teacher_path, bench.val, measure,
                                        bench.teacher_session)
     teacher_macs = graph_macs(load_model(bench.teacher_path))
     rows = [_row(spec, "teacher", teacher_metrics, teacher_metrics, teacher_macs, teacher_macs)]

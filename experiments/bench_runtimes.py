@@ -156,7 +156,7 @@ def nncf_default(fp32_onnx: bytes, calibration: list[np.ndarray]) -> Any:
 
     import nncf
 
-    from autocomp.runtimes._openvino import ov_model
+    from autocomp.runtimes._ov_worker import ov_model
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     samples = [x[i : i + 1] for x in calibration for i in range(len(x))]
@@ -174,7 +174,7 @@ def bench(name: str, setup: Setup, trials: int, min_seconds: float, tmp: Path, l
     """Every competitor of one model, timed in one process: rows, the OV int8 / NNCF ratio, the verdict."""
     from autocomp.pipeline.setup import prepare
     from autocomp.pipeline.workbench import Workbench
-    from autocomp.runtimes._openvino import OpenVINOSession, ov_model
+    from autocomp.runtimes._ov_worker import CompiledSession, ov_model
 
     started = time.perf_counter()
     for runtime in RUNTIMES:  # one line, before anything is trained, when one is not installed
@@ -208,8 +208,8 @@ def bench(name: str, setup: Setup, trials: int, min_seconds: float, tmp: Path, l
                        ("OV searched", "openvino")):
         if key in files:
             model = ov_model(to_bytes(files[key]))
-            competitors[label] = (OpenVINOSession(model, options), ir_bytes(model, tmp / name / f"{label}.xml"))
-    competitors["NNCF int8"] = (OpenVINOSession(nncf_model, options), ir_bytes(nncf_model, tmp / name / "nncf.xml"))
+            competitors[label] = (CompiledSession(model, options), ir_bytes(model, tmp / name / f"{label}.xml"))
+    competitors["NNCF int8"] = (CompiledSession(nncf_model, options), ir_bytes(nncf_model, tmp / name / "nncf.xml"))
     names = list(competitors)
     sessions = [competitors[k][0] for k in names]
     accuracy = {k: session_accuracy(s, bench_.val) for k, s in zip(names, sessions, strict=True)}

@@ -26,7 +26,8 @@ import torch
 from autocomp.cli import main
 from autocomp.config import SearchConfig
 from autocomp.plan import Plan
-from autocomp.study.create import DIRECTIONS, SYSTEM_PREFIX
+from autocomp.study.create import DIRECTIONS
+from autocomp.study.records import SYSTEM_PREFIX
 
 MODELS = """\
 import torch

@@ -13,7 +13,6 @@ Training batches come in a seeded order, and each streamed sample's augmentation
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -158,7 +157,7 @@ class StreamSplit:
         sized = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
         return torch.utils.data.DataLoader(items, num_workers=workers, pin_memory=pin,
                                            prefetch_factor=2 if workers else None,
-                                           multiprocessing_context=worker_context() if workers else None, **sized)
+                                           **sized)
 
     def eval_batches(self, batch_size: int = 256, limit: int | None = None, pin: bool = False) -> Iterator[Batch]:
         indices = self.indices if self.indices is not None else list(range(len(self.dataset)))
@@ -200,13 +199,6 @@ def seeded_subset(n: int, k: int | None, seed: int) -> list[int] | None:
     if k is None or k >= n:
         return None
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist()
-
-
-def worker_context() -> str | None:
-    """How DataLoader workers start: forked, multiprocessing's default (None). Forking is safe here
-    because OpenVINO, whose CPU plugin once run made a later fork of its process crash with
-    SIGSEGV, runs in its own process (``autocomp.runtimes._host``), never in this one."""
-    return None
 
 
 def eval_batch_size(sample_shape: tuple[int, ...], budget: int = 8 << 20) -> int:

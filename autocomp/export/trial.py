@@ -30,7 +30,7 @@ from autocomp.export.formats import REUSES_ARTIFACT, output_format, write_format
 from autocomp.export.rebuild import build_artifact, extra_steps, load_trial, rebuild_bench
 from autocomp.measure import measure_artifact, session_accuracy, session_for
 from autocomp.pipeline.workbench import file_sha256
-from autocomp.runtimes import RuntimeOptions, format_runtime, require
+from autocomp.runtimes import format_runtime, require
 
 
 def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str | None = None,
@@ -46,7 +46,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     out_path = _checked_out(out, epochs, steps)
     src = load_trial(storage, study_name, number)
     config, plan = src.config, src.trial.plan
-    options = RuntimeOptions(config.threads, config.device, config.precision, config.batch)
+    options = config.measure.options
     require(own.name if own else config.runtime, options)
     bench, measure_cfg = rebuild_bench(src, own.name if own else config.runtime, progress)
     data = bench.data
@@ -54,7 +54,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     target = out_path if fmt == "acz" else bench.workdir / "export.acz"
     built = build_artifact(bench, src.trial, fmt in REUSES_ARTIFACT, extra, target, progress)
     digest = file_sha256(built.acz)
-    metrics = measure_artifact(built.acz, bench.val, None, measure_cfg, bench.teacher_session)
+    metrics = measure_artifact(built.acz, bench.val, measure_cfg, bench.teacher_session)
     session = session_for(built.acz, measure_cfg)  # the exported graph, on the card's runtime and settings
     # The search ranked on a seeded subset of the validation split: this file on that subset too,
     # on the same runtime and settings as every other number on the card.

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autocomp.runtimes import beside
+
 MIN_SPREAD = 0.03  # the spread of a ratio is at least +-3 % of its median (see above)
 WARMUP_RUNS = 5  # untimed calls of each competitor before the first timed round
 MAX_RUNS = 2000  # timed calls per competitor at most, whatever min_seconds asks
@@ -150,17 +152,21 @@ def timing_input(input_shape: tuple[int, ...], batch: int = 1) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
 
 
+def _timed(sessions: list, x: np.ndarray, **kw: float) -> Rounds:
+    """Every session on ``x``, interleaved in shuffled rounds; run where the sessions live
+    (``autocomp.runtimes.beside``: OpenVINO's process for OpenVINO sessions), so no request
+    round trip is inside the timed region."""
+    runners = [_runner(s) for s in sessions]
+    return time_rounds([lambda r=r: r(x) for r in runners], **kw)
+
+
 def session_latency(session, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Timing:  # noqa: ANN001
-    x = timing_input(input_shape, batch)
-    run = _runner(session)
-    return time_calls([lambda: run(x)], **kw)[0]
+    return beside(_timed, [session], timing_input(input_shape, batch), **kw).timings()[0]
 
 
 def paired_rounds(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Rounds:  # noqa: ANN001
     """Several sessions on the same input, timed interleaved in shuffled rounds."""
-    x = timing_input(input_shape, batch)
-    runners = [_runner(s) for s in sessions]
-    return time_rounds([lambda r=r: r(x) for r in runners], **kw)
+    return beside(_timed, sessions, timing_input(input_shape, batch), **kw)
 
 
 def paired_latency(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> list[Timing]:  # noqa: ANN001

@@ -17,15 +17,14 @@
 
 Example::
 
-    m = measure_artifact("trial.acz", val_x, val_y, teacher_session=t, config=MeasureConfig())
+    m = measure_artifact("trial.acz", (val_x, val_y), teacher_session=t, config=MeasureConfig())
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from autocomp.artifact import load_model, open_session
 from autocomp.measure.accuracy import session_accuracy
@@ -41,7 +40,7 @@ from autocomp.measure.latency import (
     session_latency,
 )
 from autocomp.measure.size import artifact_bytes, graph_macs, graph_params
-from autocomp.runtimes import summary
+from autocomp.runtimes import RuntimeOptions, summary
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,11 @@ class MeasureConfig:
     reference_seconds: float = 2.0  # the teacher's reference time, once per study (long protocol)
     runtime: str = "onnxruntime"  # where accuracy and latency are measured (autocomp.runtimes)
     precision: str = "fp32"  # float parts in fp32 unless the runtime's reduced precision is asked for
+
+    @property
+    def options(self) -> RuntimeOptions:
+        """What the runtime is opened with: these settings, passed whole."""
+        return RuntimeOptions(threads=self.threads, device=self.device, precision=self.precision, batch=self.batch)
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,17 @@ def session_for(path: str | Path, config: MeasureConfig = MeasureConfig()):  # n
 
 def measure_artifact(
     path: str | Path,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
+    val: Any,
     config: MeasureConfig = MeasureConfig(),
     teacher_session=None,  # noqa: ANN001
 ) -> Metrics:
+    """Accuracy, bytes and latency of the artifact at ``path``: accuracy on ``val`` (an
+    ``autocomp.data.EvalSet`` streaming batches, or an ``(x, y)`` pair of arrays), latency as its
+    ratio to ``teacher_session`` timed interleaved when one is given."""
+    x, y = val if isinstance(val, tuple) else (val, None)
     session = session_for(path, config)
-    accuracy = session_accuracy(session, val_x, val_y)
-    shape = tuple(val_x.shape[1:])
+    accuracy = session_accuracy(session, x, y)
+    shape = tuple(x.shape[1:])
     kw = {"min_runs": config.min_runs, "min_seconds": config.min_seconds}
     ratio = None
     if teacher_session is not None:

@@ -24,9 +24,9 @@ def use_threads(config: SearchConfig) -> None:
 def require_runtime(measure: MeasureConfig) -> None:
     """One line and exit 2 when the measurement runtime cannot run here (not installed, no GPU,
     a precision it does not offer)."""
-    from autocomp.runtimes import RuntimeOptions, require
+    from autocomp.runtimes import require
 
-    require(measure.runtime, RuntimeOptions(measure.threads, measure.device, measure.precision, measure.batch))
+    require(measure.runtime, measure.options)
 
 
 def prepare(config: SearchConfig, log: Callable[[str], None] = print, progress: Callable | None = None

@@ -155,7 +155,7 @@ class Workbench:
             raise TrialFailed(f"export failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
         seconds["export"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        metrics = measure_artifact(path, self.val, None, self.measure, self.teacher_session)
+        metrics = measure_artifact(path, self.val, self.measure, self.teacher_session)
         seconds["measure"] = time.perf_counter() - t2
         # A reference number, never an objective: the baked student (export folded masks and
         # fake quantization into plain float weights) run in eager PyTorch.

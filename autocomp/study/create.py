@@ -27,15 +27,9 @@ from autocomp.models.zoo import state_digest
 from autocomp.pipeline.workbench import Workbench
 from autocomp.study import records
 from autocomp.study.baselines import baseline_points
-from autocomp.study.objective import Objective
 from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
 from autocomp.study.records import (
-    SYSTEM_ATTRS,
-    SYSTEM_PREFIX,
     failure_attrs,
-    set_system_attr,
-    study_attr,
-    write_constraints,
 )
 from autocomp.study.sampler import make_sampler
 from autocomp.study.space import SearchSpace, library_dir
@@ -47,11 +41,6 @@ from autocomp.study.storage import (
     study_storage,
     trial_id,
 )
-from autocomp.study.storage import probe_storage as probe_storage  # re-exported for callers of autocomp.study.create
-
-# Re-exported: callers import these from here since before the split.
-__all__ = ["SYSTEM_ATTRS", "SYSTEM_PREFIX", "Objective", "baseline_points", "make_sampler", "set_system_attr",
-           "study_attr", "write_constraints", "open_storage", "storage_file"]
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 

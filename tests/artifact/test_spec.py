@@ -183,7 +183,7 @@ def test_the_spec_decoder_gives_the_package_loader_s_model_and_the_reported_accu
         assert mine.dtype == theirs[init.name].dtype and np.array_equal(mine, theirs[init.name]), init.name
     logits = _session(ours).run(None, {"input": val_x})[0]
     assert np.array_equal(logits, open_session(paths[name]).run(None, {"input": val_x})[0])
-    reported = measure_artifact(paths[name], val_x, val_y, MeasureConfig(min_runs=1, min_seconds=0.0)).accuracy
+    reported = measure_artifact(paths[name], (val_x, val_y), MeasureConfig(min_runs=1, min_seconds=0.0)).accuracy
     accuracy = 100.0 * float((logits.argmax(axis=1) == val_y).mean())
     assert accuracy == pytest.approx(reported, abs=1e-9)
     assert accuracy > 40  # a trained model: chance is 10 %
@@ -219,7 +219,7 @@ def test_a_search_s_artifacts_decoded_from_the_spec_score_their_reported_accurac
     from autocomp.cli import main
     from autocomp.config import SearchConfig
     from autocomp.pipeline.setup import prepare
-    from autocomp.study.create import study_attr
+    from autocomp.study.records import study_attr
 
     assert main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "e", "--teacher-epochs", "3",
                  "--n-trials", "8", "--no-progress", "--baselines", "teacher,int4,prune90"]) == 0

@@ -25,7 +25,7 @@ def artifacts(tiny_data, tmp_path):
 def test_a_teacher_beside_gives_a_ratio_its_spread_and_both_times(artifacts) -> None:
     path, x, y = artifacts
     config = MeasureConfig(min_runs=40, min_seconds=0.0)
-    m = measure_artifact(path, x, y, config, teacher_session=open_session(path))
+    m = measure_artifact(path, (x, y), config, teacher_session=open_session(path))
     assert m.latency_rounds >= 40
     assert m.latency_ratio_low <= m.latency_ratio <= m.latency_ratio_high
     # The spread is at least +-min_spread around the median.
@@ -37,7 +37,7 @@ def test_a_teacher_beside_gives_a_ratio_its_spread_and_both_times(artifacts) -> 
 
 def test_without_a_teacher_there_is_no_ratio(artifacts) -> None:
     path, x, y = artifacts
-    m = measure_artifact(path, x, y, MeasureConfig(min_runs=5, min_seconds=0.0))
+    m = measure_artifact(path, (x, y), MeasureConfig(min_runs=5, min_seconds=0.0))
     assert m.teacher_latency_ms is None and m.latency_ratio is None and m.ratio is None
 
 

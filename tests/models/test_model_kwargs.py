@@ -14,7 +14,7 @@ from autocomp.config import SearchConfig, parse_model_kwargs, read_config_file
 from autocomp.data import DataBundle
 from autocomp.errors import AutocompError
 from autocomp.models.zoo import build_model, check_fits
-from autocomp.study.create import study_attr
+from autocomp.study.records import study_attr
 
 BUILDER = """\
 from torch import nn

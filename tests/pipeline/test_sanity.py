@@ -10,7 +10,7 @@ import pytest
 from autocomp.config import SearchConfig
 from autocomp.pipeline.sanity import chance_accuracy, near_chance, teacher_warnings
 from autocomp.plan import Plan
-from autocomp.study.create import Objective
+from autocomp.study.objective import Objective
 from autocomp.study.space import parse_space
 
 

@@ -20,7 +20,7 @@ def test_the_bench_records_the_input_its_latencies_are_timed_on(tiny_data, monke
     run = bench.teacher_session.run
     monkeypatch.setattr(bench.teacher_session, "run", lambda out, feed: seen.append(feed["input"]) or run(out, feed))
     # The call Workbench.run makes: the teacher's session is timed beside the artifact.
-    measure_artifact(bench.teacher_path, bench.val, None, bench.measure, bench.teacher_session)
+    measure_artifact(bench.teacher_path, bench.val, bench.measure, bench.teacher_session)
     timed = [x for x in seen if x.shape[0] == 2]  # accuracy batches are the validation images
     assert all(np.array_equal(x, timing_input((1, 8, 8), 2)) for x in timed)
     assert len(timed) >= timing["warmup_runs"] + 3

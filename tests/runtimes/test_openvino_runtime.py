@@ -190,7 +190,7 @@ def test_measure_and_layer_costs_on_openvino(x, tiny_data, tmp_path: Path) -> No
     model = tiny_cnn().eval()
     path = _artifact(model, x, tmp_path / "m.acz")
     config = MeasureConfig(min_runs=10, min_seconds=0.0, runtime="openvino")
-    m = measure_artifact(path, x.numpy(), tiny_data.val_y.numpy(), config,
+    m = measure_artifact(path, (x.numpy(), tiny_data.val_y.numpy()), config,
                          teacher_session=open_session(path, runtime="openvino"))
     assert m.runtime.startswith("OpenVINO ") and m.latency_ratio_low <= m.latency_ratio <= m.latency_ratio_high
     costs = layer_costs(model, x[:1], {("3", "channel_ratio"): [0.5]}, {"channel_ratio": ChannelPruneConfig.variant},

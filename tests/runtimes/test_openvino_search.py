@@ -15,7 +15,8 @@ import pytest
 
 from autocomp.config import SearchConfig
 from autocomp.runtimes import get_runtime
-from autocomp.study.create import pareto_trials, study_attr
+from autocomp.study.create import pareto_trials
+from autocomp.study.records import study_attr
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
                                 reason='OpenVINO is not installed (pip install -e ".[openvino]"; CI installs it)')

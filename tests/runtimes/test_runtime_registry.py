@@ -31,7 +31,7 @@ from autocomp.runtimes import (
 )
 from autocomp.runtimes import base as runtimes_base
 from autocomp.runtimes._onnxruntime import OnnxRuntime, OrtSession
-from autocomp.study.create import study_attr
+from autocomp.study.records import study_attr
 
 
 class Twin(OnnxRuntime):
@@ -99,10 +99,10 @@ def test_the_protocol_measures_on_the_runtime_the_config_names(fakes, artifact) 
     path, x, y = artifact
     config = MeasureConfig(min_runs=10, min_seconds=0.0, runtime=Twin.name)
     teacher = open_session(path, runtime=Twin.name)
-    m = measure_artifact(path, x, y, config, teacher_session=teacher)
+    m = measure_artifact(path, (x, y), config, teacher_session=teacher)
     assert Twin.opened == 2  # the teacher and the trial, both on the named runtime
     assert m.runtime.startswith("Twin ") and m.latency_ratio is not None
-    plain = measure_artifact(path, x, y, MeasureConfig(min_runs=10, min_seconds=0.0))
+    plain = measure_artifact(path, (x, y), MeasureConfig(min_runs=10, min_seconds=0.0))
     assert plain.runtime.startswith("ONNX Runtime ") and plain.accuracy == m.accuracy
 
 

@@ -18,7 +18,7 @@ from autocomp.errors import AutocompError
 from autocomp.methods.registry import knobs
 from autocomp.models.zoo import LeNet5, build_model
 from autocomp.plan import Plan
-from autocomp.study.create import study_attr
+from autocomp.study.records import study_attr
 from autocomp.study.space import Constraints, Domain, SearchSpace, library, load_space, parse_space
 
 ROOT = Path(__file__).resolve().parents[2]
