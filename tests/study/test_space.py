@@ -347,7 +347,8 @@ def assert_ran(study: optuna.Study, model: nn.Module, s: SearchSpace, n: int = 3
                if c.startswith("params_"))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+# The default space in the quick loop; every other shipped space with the slow tests (`--all`).
+@pytest.mark.parametrize("name", [n if n == "default" else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED])
 def test_shipped_space_runs_trials_on_lenet5(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, s = LeNet5().eval(), quick(load_space(name))
