@@ -32,3 +32,22 @@ def make_image_folder(root: Path, per_class: int = 12, classes: int = 3, sizes: 
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(img).save(folder / f"{i:04d}.{ext}")
     return root
+
+
+def pattern(w: int, h: int, seed: int = 0) -> np.ndarray:
+    """An (h, w, 3) uint8 image with no symmetry, so a wrong rotation or flip shows."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(h, w, 3)).astype(np.uint8)
+
+
+def save_with_orientation(upright: np.ndarray, path: Path, orientation: int) -> None:
+    """Store ``upright`` turned so that EXIF ``orientation`` (3, 6 or 8) turns it back on display."""
+    stored = {3: np.rot90(upright, 2), 6: np.rot90(upright, 1), 8: np.rot90(upright, -1)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif.tobytes())
+
+
+def save_sixteen_bit(gray: np.ndarray, path: Path) -> None:
+    """``gray`` (uint8, h x w) as a 16-bit grayscale PNG (mode I;16), each value p stored as p * 257."""
+    Image.fromarray(gray.astype(np.uint16) * 257).save(path)

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -58,9 +59,13 @@ def default_workers() -> int:
 
 
 def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
-              progress: Callable | None = None) -> Data:
-    """Raw splits -> preprocessing -> ``Data``. ``defaults``: the model's own (torchvision weights)."""
+              progress: Callable | None = None, log: Callable[[str], None] | None = None) -> Data:
+    """Raw splits -> preprocessing -> ``Data``. ``defaults``: the model's own (torchvision weights).
+
+    ``log`` hears warnings (an image folder's skipped files); without it they go to stderr."""
     raw = raw_datasets(spec.name, spec.data_dir, spec.download, progress)
+    if raw.skipped:
+        (log or _stderr)(f"warning: {raw.skipped}")
     augment = spec.augment or ("standard" if raw.photo else "none")
     pre = _geometry(spec, raw, defaults, augment)
     workers = default_workers() if spec.workers is None else spec.workers
@@ -100,15 +105,34 @@ def load_data(spec: DataSpec, seed: int = 0, defaults: Preprocess | None = None,
             unnormalized.eval_batches(64), progress, "normalization statistics", len(unnormalized))))
         train = split(raw.train, t_idx, augment, "the training split")
         val = split(raw.val, v_idx, "none", "the validation split")
+    if num_classes < 2:
+        raise AutocompError(f"dataset {spec.name!r} has {num_classes} class: a classifier needs at least 2")
     notes = {"dataset": spec.name, "train_images_total": n_train_all, "val_images_total": n_val_all,
              "val_subset": f"seeded subset (seed {seed})" if v_idx is not None else "the whole validation split",
              "in_memory": train.in_memory, "pixel_scale": raw.pixels,
              # The validation split is the whole of "split"; --val-samples ranks on "val_subset" of it.
              "split": {**(raw.split or {}), "val_subset": subset_record(v_idx, n_val_all, seed),
-                       "train_subset": subset_record(t_idx, n_train_all, seed, with_list=False)}}
+                       "train_subset": subset_record(t_idx, n_train_all, seed, with_list=False)},
+             **_reading(raw)}
     if isinstance(train, TensorSplit) and isinstance(val, TensorSplit):  # all in memory: tensors at hand
         return DataBundle(train.x, train.y, val.x, val.y, num_classes, [], [], pre, notes)
     return Data(train, val, num_classes, pre, augment, notes)
+
+
+def _reading(raw: Raw) -> dict:
+    """How files became images and which label is which class, where the source says."""
+    out: dict = {}
+    if raw.class_to_idx is not None:
+        out["class_to_idx"] = raw.class_to_idx
+    if raw.decode is not None:
+        out["decode"] = raw.decode
+    if raw.skipped_counts:
+        out["skipped"] = {"line": raw.skipped, "counts": raw.skipped_counts}
+    return out
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _geometry(spec: DataSpec, raw: Raw, defaults: Preprocess | None, augment: str) -> Preprocess:

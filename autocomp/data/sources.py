@@ -3,7 +3,8 @@
 Specs: ``digits`` (builtin, ships with scikit-learn: 1,797 8x8 digits, offline), a torchvision
 dataset by name (``mnist``, ``fashionmnist``, ``cifar10``, ``torchvision:KMNIST`` ...) read
 from ``data_dir``, an ImageFolder directory (with ``train/`` and ``val/`` inside, or split
-80/20), or ``module:callable`` / ``path/file.py:callable`` returning ``(train_dataset, val_dataset)``.
+80/20; listed and decoded by ``autocomp.data.folders``), or ``module:callable`` /
+``path/file.py:callable`` returning ``(train_dataset, val_dataset)``.
 
 Datasets whose pixels already sit in memory as arrays (digits, the MNIST family, CIFAR) expose
 them as uint8/float tensors, so small ones skip per-sample decoding altogether. Image folders
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import torch
 
 from autocomp._cache import cache_dir
 from autocomp._user_code import load_callable
+from autocomp.data.folders import DECODE, LISTING, ImageFiles, oriented_size, skipped_line
 from autocomp.data.provenance import digest, digits_pixel_scale, listed, pixel_scale, sample_pixel_scale
 from autocomp.errors import AutocompError
 
@@ -46,6 +49,10 @@ class Raw:
     classes: int | None = None
     pixels: dict | None = None  # how a stored value becomes a float (provenance.pixel_scale)
     split: dict | None = None  # how train and validation were drawn, from which reader
+    class_to_idx: dict[str, int] | None = None  # class name -> the label the model predicts
+    decode: dict | None = None  # how a file becomes an 8-bit RGB image (image folders)
+    skipped: str | None = None  # one line: files left out, by kind
+    skipped_counts: dict[str, int] | None = None
 
 
 def raw_datasets(name: str, data_dir: str | None, download: bool, progress=None) -> Raw:  # noqa: ANN001
@@ -85,7 +92,8 @@ def _digits() -> Raw:
                      f"train = order[:{cut}], validation = order[{cut}:]",
              "val_indices_are": "indices into load_digits().images/.target, in evaluation order",
              **listed("val_indices", order[cut:].tolist())}
-    return Raw(None, None, "digits", photo=False, arrays=arrays, classes=10, pixels=digits_pixel_scale(), split=split)
+    return Raw(None, None, "digits", photo=False, arrays=arrays, classes=10, pixels=digits_pixel_scale(), split=split,
+               class_to_idx={str(d): d for d in range(10)})
 
 
 def _torchvision(name: str, spec: str, data_dir: str | None, download: bool) -> Raw:
@@ -118,8 +126,9 @@ def _torchvision(name: str, spec: str, data_dir: str | None, download: bool) -> 
     train, val = (_arrays(ds) for ds in pair)
     arrays = (*train, *val) if train and val else None
     pixels = pixel_scale(val[0].dtype, f"{cls_name}.data") if arrays else _first_sample_scale(pair[1], cls_name)
+    mapping = getattr(pair[1], "class_to_idx", None)  # MNIST, CIFAR... keep one; SVHN does not
     return Raw(pair[0], pair[1], f"torchvision:{cls_name}", photo=cls_name not in NOT_PHOTOS, arrays=arrays,
-               pixels=pixels, split=split)
+               pixels=pixels, split=split, class_to_idx=dict(mapping) if isinstance(mapping, dict) else None)
 
 
 def _first_sample_scale(dataset: object, name: str) -> dict:
@@ -147,48 +156,53 @@ def _arrays(dataset: object) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def _image_folder(path: Path, progress=None) -> Raw:  # noqa: ANN001
-    import torchvision
-
-    def folder(p: Path) -> torchvision.datasets.ImageFolder:
-        try:
-            return torchvision.datasets.ImageFolder(str(p))
-        except (FileNotFoundError, OSError) as exc:
-            raise AutocompError(f"dataset {p}: not an image folder (one sub-folder of images per class): "
-                                f"{str(exc).splitlines()[0]}") from None
-
+    seen: dict[str, str] = {}  # real path of every folder read, across train/ and val/
+    guard = (os.path.realpath(path),)
     if (path / "train").is_dir() and (path / "val").is_dir():
-        train, val = folder(path / "train"), folder(path / "val")
+        train = ImageFiles(path / "train", seen, guard)
+        val = ImageFiles(path / "val", seen, guard)
         if train.classes != val.classes:
-            raise AutocompError(f"dataset {path}: train/ and val/ have different class folders")
-        files = [p for p, _ in train.samples] + [p for p, _ in val.samples]
-        split = {"method": "folders", "reader": "torchvision.datasets.ImageFolder(root / 'val')",
+            only = [f"only in {name}/: {', '.join(sorted(set(a.classes) - set(b.classes)))}"
+                    for name, a, b in (("train", train, val), ("val", val, train)) if set(a.classes) - set(b.classes)]
+            raise AutocompError(f"dataset {path}: train/ and val/ have different class folders ({'; '.join(only)})")
+        folders, files = (train, val), [p for p, _ in train.samples] + [p for p, _ in val.samples]
+        split = {"method": "folders", "reader": "torchvision.datasets.ImageFolder(root / 'val', "
+                 "loader=autocomp.data.folders.decode_image, is_valid_file=autocomp.data.folders.readable)",
                  "rule": "train/ and val/ as given", "classes": val.classes,
                  **_files("val_files", path, [p for p, _ in val.samples]),
                  "train_files_sha256": digest(_relative(path, [p for p, _ in train.samples]))}
     else:
-        full = folder(path)
+        full = ImageFiles(path, seen)
         n_val = max(1, len(full) // 5)
-        gen = torch.Generator().manual_seed(0)
-        train, val = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=gen)
-        files = [p for p, _ in full.samples]
         if len(full) < 2:
             raise AutocompError(f"dataset {path}: needs at least 2 images to split into train and validation")
-        split = {"method": "random_split", "reader": "torchvision.datasets.ImageFolder(root)", "seed": 0,
-                 "rule": f"torch.utils.data.random_split(folder, [{len(full) - n_val}, {n_val}], "
-                         "generator=torch.Generator().manual_seed(0)): validation = "
-                         f"torch.randperm({len(full)}, generator)[{len(full) - n_val}:]",
+        gen = torch.Generator().manual_seed(0)
+        train, val = torch.utils.data.random_split(full, [len(full) - n_val, n_val], generator=gen)
+        folders, files = (full,), [p for p, _ in full.samples]
+        split = {"method": "random_split", "reader": "torchvision.datasets.ImageFolder(root, "
+                 "loader=autocomp.data.folders.decode_image, is_valid_file=autocomp.data.folders.readable)",
+                 "seed": 0, "rule": f"torch.utils.data.random_split(folder, [{len(full) - n_val}, {n_val}], "
+                 "generator=torch.Generator().manual_seed(0)): validation = "
+                 f"torch.randperm({len(full)}, generator)[{len(full) - n_val}:]",
                  "classes": full.classes,
                  "val_indices_are": "indices into ImageFolder(root).samples, in evaluation order",
                  **listed("val_indices", list(val.indices)),
                  **_files("val_files", path, [full.samples[i][0] for i in val.indices]),
                  "train_files_sha256": digest(_relative(path, [full.samples[i][0] for i in train.indices]))}
+    classes = folders[-1].classes
+    if len(classes) < 2:
+        raise AutocompError(f"dataset {path}: 1 class folder ({classes[0]}): a classifier needs at least 2 classes, "
+                            "one sub-folder of images each")
+    skipped = sum((f.skipped for f in folders), Counter())
     sizes = check_images(files, progress)
-    n_classes = len(train.classes) if hasattr(train, "classes") else len(train.dataset.classes)
-    pixels = pixel_scale(torch.uint8, "image files decoded by ImageFolder's loader: PIL.Image.open(f).convert('RGB')")
-    return Raw(train, val, "imagefolder", photo=True, image_sizes=sizes, classes=n_classes, pixels=pixels,
-               split={**split, "order": "ImageFolder's: class folders sorted, files sorted within each",
+    pixels = pixel_scale(torch.uint8, "image files decoded to 8-bit RGB by the rule in 'decode'")
+    return Raw(train, val, "imagefolder", photo=True, image_sizes=sizes, classes=len(classes), pixels=pixels,
+               split={**split, "listing": LISTING,
+                      "order": "ImageFolder's: class folders sorted, files sorted within each",
                       "labels": "index in classes of the file's class folder (the first folder under the "
-                                "folder the reader reads)"})
+                                "folder the reader reads)"},
+               class_to_idx=dict(folders[-1].class_to_idx), decode=dict(DECODE),
+               skipped=skipped_line(path, skipped), skipped_counts=dict(skipped))
 
 
 def _relative(root: Path, files: list[str]) -> list[str]:
@@ -209,7 +223,7 @@ def check_images(files: list[str], progress=None) -> set[tuple[int, int]]:  # no
     from PIL import Image
 
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"sizes as decoded, EXIF-oriented\n")  # markers of the unoriented sizes are not reused
     for f in files:
         st = os.stat(f)
         h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -220,8 +234,8 @@ def check_images(files: list[str], progress=None) -> set[tuple[int, int]]:  # no
     def decode(f: str) -> tuple[int, int]:
         try:
             with Image.open(f) as im:
-                size = im.size
-                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                size = oriented_size(im)
+                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
                 im.load()
             return size
         except Exception as exc:  # PIL raises many types for bad files
