@@ -38,7 +38,7 @@ def prepare(config: SearchConfig, log: Callable[[str], None] = print, progress: 
     use_threads(config)
     torch.manual_seed(config.seed)
     defaults = weights_preprocess(config.model, config.weights)
-    data = load_data(config.data_spec, seed=config.seed, defaults=defaults, progress=progress)
+    data = load_data(config.data_spec, seed=config.seed, defaults=defaults, progress=progress, log=log)
     # Neither the worker count nor the validation subset changes what the teacher trains on.
     spec = {k: v for k, v in config.data_spec.__dict__.items() if k not in ("workers", "val_samples")}
     key = {"model": config.model, "source": source_digest(config.model), **spec, "n_train": data.n_train,
