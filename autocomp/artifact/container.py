@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from autocomp.errors import ArtifactError
+from autocomp.errors import ArtifactError, StorageFault, os_fault
 from autocomp.methods.quantize import qmax
 
 FORMAT = "autocomp-acz"
@@ -123,18 +126,61 @@ def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int])
             init.ClearField(field)
     manifest = {"format": FORMAT, "version": VERSION, "tensors": entries}
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for name, payload in (
-            ("manifest.json", json.dumps(manifest, sort_keys=True).encode()),
-            ("model.onnx", graph_only.SerializeToString()),
-            ("weights.bin", b"".join(blobs)),
-        ):
-            info = zipfile.ZipInfo(name, date_time=_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, payload)
-    tmp.replace(path)  # never leave a half-written artifact under the final name
+
+    def zip_to(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for name, payload in (
+                ("manifest.json", json.dumps(manifest, sort_keys=True).encode()),
+                ("model.onnx", graph_only.SerializeToString()),
+                ("weights.bin", b"".join(blobs)),
+            ):
+                info = zipfile.ZipInfo(name, date_time=_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, payload)
+
+    atomic_write(path, zip_to)  # never a half-written artifact under the final name
     return path.stat().st_size
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], part: str = ".part") -> Path:
+    """Call ``write(tmp)`` on ``PATH{part}`` beside ``path``, then move it onto ``path``.
+
+    Whatever stops the write (a full disk, Ctrl-C, a bug) removes the ``.part`` file: no debris
+    is left. A full, read-only or forbidden place raises ``StorageFault`` naming ``path``, which
+    ends the run in one line (``autocomp.errors``); other errors pass through unchanged.
+    ``part`` differs per process where several write the same file (the report of a shared run).
+
+    Example::
+
+        atomic_write("trials.csv", lambda p: frame.to_csv(p, index=False))
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + part)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only place: nothing could have been written there either
+            pass
+        fault = _fault_in(exc, str(path))
+        if fault is not None and fault is not exc:
+            raise fault from exc
+        raise
+    return path
+
+
+def _fault_in(exc: BaseException, path: str) -> StorageFault | None:
+    """The disk fault in ``exc``'s chain, naming ``path`` (a writer may wrap the ``OSError``)."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None or isinstance(seen, StorageFault):
+            return seen
+        if isinstance(seen, OSError) and (fault := os_fault(seen, path)) is not None:
+            return fault
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:

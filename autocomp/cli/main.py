@@ -2,19 +2,23 @@
 
 Each command's module (``autocomp.cli.search`` ...) holds its parser setup (``add_parser``) and
 its handler (``run``); this one assembles them and turns a user's mistake into one line
-``autocomp: error: ...`` and exit status 2; Ctrl-C exits 130. Heavy imports (torch, optuna,
-plotly) happen inside the handlers so ``--help`` stays fast.
+``autocomp: error: ...`` and exit status 2, a disk or storage that stops taking writes into one
+line and exit status 1 (2 for a place the user chose that may not be written:
+``autocomp.errors.storage_fault``); Ctrl-C exits 130. Heavy imports (torch, optuna, plotly)
+happen inside the handlers so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from autocomp.cli import export, report, search, spaces
-from autocomp.errors import AutocompError
+from autocomp.errors import AutocompError, StorageFault, storage_fault
 
 COMMANDS = (search, report, export, spaces)  # in the order ``autocomp --help`` lists them
 
@@ -39,10 +43,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _quiet_faults():
+            return args.func(args)
     except AutocompError as exc:
         print(f"autocomp: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autocomp: interrupted; finished trials are kept", file=sys.stderr)
         return 130
+    except (Exception, StorageFault) as exc:  # noqa: BLE001 (only a disk or storage fault is caught)
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        print(f"autocomp: error: {fault}", file=sys.stderr)
+        return fault.exit_code
+
+
+class _quiet_faults:  # noqa: N801 (used as a with-statement)
+    """While a command runs: a storage fault in another thread (Optuna's heartbeat) is left to
+    the main thread, which reports it in one line, instead of printing its traceback; and a log
+    file that can no longer be written (full disk) does not print "--- Logging error ---"."""
+
+    def __enter__(self) -> None:
+        self._hook, self._raise = threading.excepthook, logging.raiseExceptions
+        hook = self._hook
+
+        def quiet(args: threading.ExceptHookArgs) -> None:
+            if args.exc_value is None or storage_fault(args.exc_value) is None:
+                hook(args)
+
+        threading.excepthook = quiet
+        logging.raiseExceptions = False
+
+    def __exit__(self, *exc: object) -> None:
+        threading.excepthook, logging.raiseExceptions = self._hook, self._raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autocomp.artifact.container import atomic_write
 from autocomp.measure import Metrics
 from autocomp.plan import Plan
 from autocomp.runtimes import summary
@@ -88,9 +89,16 @@ def _accuracy(f: CardFacts) -> dict[str, Any]:
     return accuracy
 
 
+def card_paths(out: Path) -> tuple[Path, Path]:
+    """The card files beside ``out``: ``OUT.card.json`` and ``OUT.card.md``."""
+    return Path(f"{out}.card.json"), Path(f"{out}.card.md")
+
+
 def write_card(out: Path, card: dict[str, Any]) -> None:
-    Path(f"{out}.card.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-    Path(f"{out}.card.md").write_text(markdown(card), encoding="utf-8")
+    """Both card files, each written whole or not at all (no ``.part`` left on a full disk)."""
+    as_json, as_md = card_paths(out)
+    atomic_write(as_json, lambda p: p.write_text(json.dumps(card, indent=2), encoding="utf-8"))
+    atomic_write(as_md, lambda p: p.write_text(markdown(card), encoding="utf-8"))
 
 
 def summary_line(card: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from autocomp.artifact import to_bytes
+from autocomp.artifact.container import atomic_write
 from autocomp.errors import AutocompError
 from autocomp.measure import session_accuracy
 from autocomp.runtimes import Runtime, RuntimeOptions, summary
@@ -44,21 +45,20 @@ def write_format(out_path: Path, fmt: str, acz: Path, student: torch.nn.Module |
     """Write ``fmt`` to ``out_path`` (atomically); return the files written (an IR is two)."""
     if own is not None:  # the runtime's own format, from the same graph (OpenVINO IR: NAME.xml + NAME.bin)
         return own.save(to_bytes(acz), out_path, fmt, options)
+    # Each written whole or not at all: a failed write (a full disk) removes its .part.
     if fmt == "acz":
         if acz.resolve() != out_path.resolve():
-            shutil.copyfile(acz, _part(out_path))
-            _part(out_path).replace(out_path)
+            atomic_write(out_path, lambda p: shutil.copyfile(acz, p))
     elif fmt == "onnx":
-        _atomic_bytes(out_path, to_bytes(acz))
+        data = to_bytes(acz)
+        atomic_write(out_path, lambda p: p.write_bytes(data))
     elif fmt == "torchscript":
         with warnings.catch_warnings():  # TorchScript is marked deprecated; it is still what .pt users load
             warnings.simplefilter("ignore", FutureWarning)
             traced = torch.jit.trace(student.eval(), example)
-        traced.save(str(_part(out_path)))
-        _part(out_path).replace(out_path)
+        atomic_write(out_path, lambda p: traced.save(str(p)))
     elif fmt == "state_dict":
-        torch.save(student.state_dict(), _part(out_path))
-        _part(out_path).replace(out_path)
+        atomic_write(out_path, lambda p: torch.save(student.state_dict(), p))
     return [out_path]
 
 
@@ -72,12 +72,3 @@ def written_file(own: Runtime, path: Path, options: RuntimeOptions, val: Any) ->
               "runtime_defaults": summary(plain.describe())}
     return record, session
 
-
-def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = _part(path)
-    tmp.write_bytes(data)
-    tmp.replace(path)

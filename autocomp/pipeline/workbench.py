@@ -24,7 +24,7 @@ from torch import nn
 from autocomp._device import to_device
 from autocomp.artifact import ArtifactInfo, export
 from autocomp.data import Data
-from autocomp.errors import TrialFailed
+from autocomp.errors import TrialFailed, storage_fault
 from autocomp.measure import (
     MeasureConfig,
     Metrics,
@@ -152,6 +152,11 @@ class Workbench:
         except TrialFailed:
             raise
         except Exception as exc:  # any exporter/quantizer fault becomes the trial's recorded reason
+            # ... except a full or read-only disk: every later trial would fail the same way, so
+            # the run ends in one line (StorageFault passes through the trial boundary).
+            fault = storage_fault(exc)
+            if fault is not None:
+                raise fault from exc
             raise TrialFailed(f"export failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
         seconds["export"] = time.perf_counter() - t1
         t2 = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from autocomp.artifact.container import atomic_write
 from autocomp.report import figures
 from autocomp.report.frame import pareto_frame, teacher_point, trials_frame
 from autocomp.report.hypervolume import ACCURACY_MARGIN, hypervolume_history, reference_point
@@ -179,6 +180,5 @@ def _failures(frame: pd.DataFrame) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")  # workers sharing a run dir finish together
-    write(tmp)
-    tmp.replace(path)
+    # Per process: workers sharing a run dir finish together. A failed write leaves no .part.
+    atomic_write(path, write, part=f".{os.getpid()}.part")
