@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from torch import nn
 
+from autocomp.artifact.container import atomic_write
 from autocomp.config import SearchConfig
 from autocomp.data import Data, bundle_from
+from autocomp.errors import AutocompError
 from autocomp.pipeline.sanity import teacher_warnings
 from autocomp.report import write_report
 from autocomp.report.frame import pareto_frame
@@ -26,7 +29,12 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     report is still written, then the ``KeyboardInterrupt`` goes on.
     """
     space = space or load_space(config.space)
-    run = optimize(config, teacher, data, space, log, progress)
+    undo = claim_run_dir(config.directory, config.overwrite)
+    try:
+        run = optimize(config, teacher, data, space, log, progress)
+    except AutocompError:  # refused: the run directory is left as it was
+        undo()
+        raise
     study = run.study
     # The space's accuracy constraint bounds the search (often generous, 5 points); what to ship
     # defaults to `autocomp report`'s 1 point unless the space asks for less.
@@ -43,6 +51,49 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     if run.interrupted:
         raise KeyboardInterrupt
     return study
+
+
+# The file that makes a folder autocomp's run directory. Files autocomp writes there are replaced
+# by the next run (report.html, trials.csv, trials.parquet, autocomp.log, artifacts/trial_*.acz),
+# so a folder is written into only when it is empty, holds this marker, or holds study.db (a run
+# made before the marker existed, in its default storage); else only with --overwrite.
+RUN_MARKER = ".autocomp-run"
+
+
+def claim_run_dir(folder: Path, overwrite: bool = False) -> Callable[[], None]:
+    """Make ``folder`` this run's directory (created, marked), or refuse a folder holding files
+    autocomp did not write; return the undo for a run refused later (what was made is removed).
+
+    Example::
+
+        undo = claim_run_dir(Path("runs/demo"))   # AutocompError if it holds someone else's files
+    """
+    if folder.exists() and not folder.is_dir():
+        raise AutocompError(f"run directory {folder} is a file; choose another --run-dir")
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if entries and RUN_MARKER not in entries and "study.db" not in entries and not overwrite:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+        raise AutocompError(f"run directory {folder} holds files autocomp did not write ({shown}); choose another "
+                            "--run-dir, or pass --overwrite to write there (its report.html, trials.csv and "
+                            "artifacts/trial_*.acz are replaced)")
+    made = [p for p in (*reversed(folder.parents), folder) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / RUN_MARKER
+    new_marker = not marker.exists()
+    if new_marker:
+        atomic_write(marker, lambda p: p.write_text("autocomp run directory: autocomp writes its report, trials "
+                                                    "table and artifacts here\n", encoding="utf-8"))
+
+    def undo() -> None:
+        if new_marker and [p.name for p in folder.iterdir()] == [RUN_MARKER]:
+            marker.unlink(missing_ok=True)
+        for p in reversed(made):
+            try:
+                p.rmdir()
+            except OSError:  # something else was written there meanwhile: keep it
+                return
+
+    return undo
 
 
 def _front_table(study: optuna.Study) -> str:

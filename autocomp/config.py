@@ -137,6 +137,9 @@ class SearchConfig:
     heartbeat: int = setting(
         "study", 10, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
         "and retried by the next run (default 10)")
+    overwrite: bool = setting(
+        "study", False, "use a --run-dir that holds files autocomp did not write (its report.html, trials.csv, "
+        "artifacts/trial_*.acz ... are replaced); refused otherwise")
     allow_empty_space: bool = setting(
         "study", False, "run even when the space searches no dimension of the model (refused otherwise, warned)")
 
@@ -187,8 +190,11 @@ class SearchConfig:
         for b in self.baselines:
             need(b in BASELINES, "baselines", f"unknown baseline {b!r} (expected {', '.join(BASELINES)})")
         if self.study_name is not None:
+            # The default run directory is runs/STUDY_NAME: one plain folder name, never a path out of runs/.
             need(re.fullmatch(r"[A-Za-z0-9._-]{1,100}", self.study_name) is not None, "study_name",
-                 "use letters, digits, '.', '_' and '-' (at most 100)")
+                 f"use letters, digits, '.', '_' and '-' (at most 100), got {self.study_name!r}")
+            need(self.study_name not in (".", ".."), "study_name",
+                 f"{self.study_name!r} is not a folder name of its own (runs/STUDY_NAME would be outside runs/)")
 
     @property
     def name(self) -> str:

@@ -20,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue the trial's fine-tune (same Plan) for this many more epochs before export; "
                    "the card then records the search-time and the final accuracy")
     e.add_argument("--steps", type=int, default=None, help="as --epochs, in optimizer steps")
+    e.add_argument("--force", action="store_true",
+                   help="replace --out (and its card, and an IR's .bin) when it already exists; refused otherwise")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=run)
 
@@ -29,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from autocomp.pipeline.setup import task_bar
 
     card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs, args.steps,
-                        progress=None if args.no_progress else task_bar)
+                        progress=None if args.no_progress else task_bar, force=args.force)
     print(card)
     return 0

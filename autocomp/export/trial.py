@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autocomp.errors import AutocompError
-from autocomp.export.card import CardFacts, make_card, summary_line, write_card
+from autocomp.export.card import CardFacts, card_paths, make_card, summary_line, write_card
 from autocomp.export.formats import REUSES_ARTIFACT, output_format, write_format, written_file
 from autocomp.export.rebuild import build_artifact, extra_steps, load_trial, rebuild_bench
 from autocomp.measure import measure_artifact, session_accuracy, session_for
@@ -34,8 +34,11 @@ from autocomp.runtimes import format_runtime, require
 
 
 def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str | None = None,
-                 epochs: float | None = None, steps: int | None = None, progress: Callable | None = None) -> str:
+                 epochs: float | None = None, steps: int | None = None, progress: Callable | None = None,
+                 force: bool = False) -> str:
     """Write trial ``number``'s file and card; return a summary line.
+
+    An existing ``out`` (or its card, or an IR's ``.bin``) is replaced only with ``force``.
 
     Example::
 
@@ -44,6 +47,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     fmt = output_format(out, fmt)
     own = format_runtime(fmt)  # a runtime's own format (OpenVINO IR) is measured on that runtime
     out_path = _checked_out(out, epochs, steps)
+    _refuse_existing(out_path, fmt, force)
     src = load_trial(storage, study_name, number)
     config, plan = src.config, src.trial.plan
     options = config.measure.options
@@ -93,3 +97,14 @@ def _checked_out(out: str, epochs: float | None, steps: int | None) -> Path:
     if not out_path.parent.exists():
         raise AutocompError(f"output directory does not exist: {out_path.parent}")
     return out_path
+
+
+def _refuse_existing(out_path: Path, fmt: str, force: bool) -> None:
+    """Someone's file is never replaced without ``--force``: ``--out``, its card files, an IR's ``.bin``."""
+    if force:
+        return
+    written = [out_path, *card_paths(out_path)] + ([out_path.with_suffix(".bin")] if fmt == "openvino" else [])
+    there = [str(p) for p in written if p.exists() or p.is_symlink()]
+    if there:
+        raise AutocompError(f"--out {out_path}: {there[0]} exists" + (f" (and {len(there) - 1} more)" if len(there) > 1
+                            else "") + "; pass --force to replace it, or choose another --out")
