@@ -90,7 +90,7 @@ def test_augmentation_is_seeded_per_sample_whatever_the_workers(folder: Path) ->
 
 def test_arrays_in_memory_and_streamed_give_the_same_samples(tmp_path: Path, monkeypatch) -> None:
     """The MNIST family's arrays: tensors in memory when small, streamed when not, same preprocessing."""
-    import autocomp.data as data_mod
+    import autocomp.data.load as data_mod
 
     root = tmp_path / "mnist"
     _fake_mnist(root)
