@@ -11,9 +11,8 @@ coordinates ``autocomp.study.baselines``, and every use of Optuna's private API
 from __future__ import annotations
 
 import json
-import os
+import secrets
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,10 @@ from autocomp.pipeline.workbench import Workbench
 from autocomp.study import records
 from autocomp.study.baselines import baseline_points
 from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
-from autocomp.study.records import (
-    failure_attrs,
-)
+from autocomp.study.recovery import fail_dead_trials, requeue_baselines
 from autocomp.study.sampler import make_sampler
 from autocomp.study.space import SearchSpace, library_dir
-from autocomp.study.storage import (
-    fail_running_trial,
-    heartbeat_trial_ids,
-    open_storage,
-    storage_file,
-    study_storage,
-    trial_id,
-)
+from autocomp.study.storage import open_storage, storage_file
 
 DIRECTIONS = ["maximize" if up else "minimize" for up in MAXIMIZE]
 
@@ -49,50 +39,100 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
                teacher: torch.nn.Module, n_new: int,
                outputs: frozenset[str] = frozenset()) -> tuple[optuna.Study, bool]:
     """Create or resume the study; refuse to resume one made from a different model, data, space
-    or teacher (its weights, and the source of a ``file.py:build`` builder).
+    or teacher (its weights, and the source of a ``file.py:build`` builder). On resume, fail
+    the trials of dead processes with their reason and enqueue again the baselines that never
+    finished (``autocomp.study.recovery``).
 
     Example::
 
         study, fresh = open_study(config, space, open_storage(config.storage_url), teacher, 50)
     """
     weights, source = state_digest(teacher), source_digest(config.model)
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    offset = len(optuna.load_study(study_name=config.name, storage=storage).trials) if config.name in names else 0
-    # Seeded by the trials already there, so a resumed run samples anew; workers sharing an
-    # explicit --storage also mix in their process id, or workers started together would
-    # sample the same plans.
-    seed = config.seed * 100_003 + offset + (os.getpid() if config.storage else 0)
-    sampler = make_sampler(config.sampler, seed % 2**32, max(n_new, offset + n_new))
+    existing = _existing(storage, config.name)
+    offset = len(existing.trials) if existing is not None else 0
     points = baseline_points(space, teacher, outputs, config)
     try:  # the storage's unique study name makes exactly one process the creator
+        sampler = make_sampler(config.sampler, sampler_seed(config, 0, creator=True), n_new)
         study = optuna.create_study(study_name=config.name, storage=storage, directions=DIRECTIONS, sampler=sampler)
     except optuna.exceptions.DuplicatedStudyError:
+        sampler = make_sampler(config.sampler, sampler_seed(config, offset, creator=False), max(n_new, offset + n_new))
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     else:
         return _initialize(study, config, space, weights, source, points), True
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,
-                            optuna.study.StudyDirection.MINIMIZE]:
-        raise AutocompError(f"study {config.name!r} exists and was not made by autocomp; use another --study-name")
+    _check_directions(study, config.name)
     rec = records.read_study(study)
     if rec.identity is None:
         # Its creator is still writing them, or died first. Write them too (same values) but
         # never enqueue: only the creator does, so baselines are never duplicated.
         return _initialize(study, config, space, weights, source, points, enqueue=False), False
-    _check_same(config, space, rec, weights, source)
+    _check_settings(config, space, rec)
+    _check_teacher(config, rec, weights, source)
+    fail_dead_trials(study, grace=3 * config.heartbeat)
+    requeue_baselines(study, (rec.config or {}).get("baselines") or config.baselines, points)
     return study, False
 
 
-def _check_same(config: SearchConfig, space: SearchSpace, rec: records.StudyRecord, weights: str,
-                source: str | None) -> None:
-    """Refuse to resume a study made with other settings, another space or another teacher."""
+def sampler_seed(config: SearchConfig, offset: int, creator: bool) -> int:
+    """The sampler's seed: ``--seed`` for the study's creator (a single-process study is
+    reproducible), and for a resume in the run directory's own storage ``--seed`` and the
+    number of trials already there (it samples anew).
+
+    A process joining a study in a ``--storage`` others may share draws its seed at random:
+    two workers must never share one, and no arithmetic on ``--seed``, trial counts or process
+    ids can promise that (workers opening a study together see the same count; a creator's pid
+    and a joiner's pid plus its offset collided in issue 20). Plans are kept unique by
+    ``recovery.same_plan_as`` whatever the seeds.
+    """
+    if creator or config.storage is None:
+        return (config.seed * 100_003 + offset) % 2**32
+    return secrets.randbits(32)
+
+
+def _existing(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    return optuna.load_study(study_name=name, storage=storage) if name in names else None
+
+
+def _check_directions(study: optuna.Study, name: str) -> None:
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,
+                            optuna.study.StudyDirection.MINIMIZE]:
+        raise AutocompError(f"study {name!r} exists and was not made by autocomp; use another --study-name")
+
+
+def check_resume(config: SearchConfig, space: SearchSpace, storage: optuna.storages.BaseStorage) -> None:
+    """Before any work (no data loaded, no teacher trained): refuse to resume a study made with
+    other settings (model, data, seed ...) or another space, naming what differs. The teacher's
+    weights are compared once it exists (``open_study``). A study whose creator is still
+    writing its records, or none yet, passes.
+
+    Example::
+
+        check_resume(config, space, open_storage(config.storage_url))
+    """
+    study = _existing(storage, config.name)
+    if study is None:
+        return
+    _check_directions(study, config.name)
+    rec = records.read_study(study)
+    if rec.identity is not None:
+        _check_settings(config, space, rec)
+
+
+def _check_settings(config: SearchConfig, space: SearchSpace, rec: records.StudyRecord) -> None:
+    """Refuse to resume a study made with other settings or another space, naming each setting."""
     mine = json.loads(json.dumps(config.identity()))
-    diff = [k for k in mine if rec.identity.get(k) != mine[k]]
+    diff = [f"another {k}: {rec.identity.get(k)!r}, this run {mine[k]!r}" for k in mine
+            if rec.identity.get(k) != mine[k]]
     if diff:
-        raise AutocompError(
-            f"study {config.name!r} was made with other settings ({', '.join(diff)}); use another --study-name"
-        )
+        raise AutocompError(f"study {config.name!r} was made with {'; '.join(diff)}; use another --study-name, "
+                            f"or resume it with its own settings")
     if rec.space_text != space.text:
-        raise AutocompError(f"study {config.name!r} was made with another search space; use another --study-name")
+        raise AutocompError(f"study {config.name!r} was made with another search space "
+                            f"({rec.space_source}, this run {space.source}); use another --study-name")
+
+
+def _check_teacher(config: SearchConfig, rec: records.StudyRecord, weights: str, source: str | None) -> None:
+    """Refuse to resume a study made with another teacher (its weights, or its builder's source)."""
     teacher = rec.teacher
     if teacher.digest != weights:
         raise AutocompError(f"study {config.name!r} was made with another teacher (weights "
@@ -139,31 +179,6 @@ def constraint_names(space: SearchSpace) -> list[str]:
     limits = (("accuracy_drop", c.max_accuracy_drop), ("size_bytes", c.max_size_bytes),
               ("latency_ms", c.max_latency_ms))
     return [name for name, limit in limits if limit is not None]
-
-
-def fail_orphaned_trials(study: optuna.Study, grace: float) -> list[int]:
-    """Fail (and retry once) RUNNING trials that never sent a heartbeat and started over
-    ``grace`` seconds ago.
-
-    A process killed between creating its trial and the trial's first heartbeat leaves a
-    RUNNING trial with no heartbeat row, which Optuna's stale check skips forever (seen in the
-    SIGKILL test). Only RDB storages keep heartbeats; others are left as they are.
-    """
-    beating = heartbeat_trial_ids(study)
-    if beating is None:  # not an RDB storage, or an Optuna that moved its internals
-        return []
-    now, failed = datetime.now(), []
-    with warnings.catch_warnings():  # marked experimental; it is Optuna's own retry
-        warnings.simplefilter("ignore")
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial_id(t) in beating or t.datetime_start is None or (now - t.datetime_start).total_seconds() < grace:
-            continue
-        if not fail_running_trial(study, t, failure_attrs("its process died before the first heartbeat")):
-            continue
-        retry(study, study_storage(study).get_trial(trial_id(t)))
-        failed.append(t.number)
-    return failed
 
 
 def record_workbench(study: optuna.Study, bench: Workbench) -> None:

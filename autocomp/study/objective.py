@@ -25,8 +25,14 @@ from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import Plan
 from autocomp.study import records
 from autocomp.study.failures import TRIAL_LOG, failure_reason
+from autocomp.study.recovery import same_plan_as
 from autocomp.study.space import SearchSpace
 from autocomp.study.storage import enqueued_params
+
+
+class SamePlan(TrialFailed):
+    """The trial's plan is one another trial ran or is running (``recovery.same_plan_as``)."""
+
 
 EARLY_STOP_MARGIN = 10.0  # points below the accuracy constraint at mid fine-tune = hopeless
 CALIBRATION_WAIT = 300.0  # seconds a joining worker waits for the creator's reference and layer timings
@@ -55,6 +61,8 @@ class Objective:
             return self.evaluate(trial)
         except optuna.TrialPruned:
             raise
+        except SamePlan:
+            raise  # its reason is written; no traceback to keep
         except Exception as exc:
             reason = records.trial_failure(trial) if isinstance(exc, TrialFailed) else None
             reason = reason or failure_reason(exc)
@@ -67,11 +75,14 @@ class Objective:
     def evaluate(self, trial: optuna.Trial) -> tuple[float, float, float]:
         """One trial: sample (or take the baseline's) Plan, run it, record the metrics."""
         started = time.monotonic()
+        records.clear_failure(trial)
         reference_ms = self._prepare(trial.study)
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
         plan = self._plan(trial)
         records.write_plan(trial, plan)
-        path = (self.artifact_dir or self.bench.workdir) / f"trial_{trial.number:05d}.acz"
+        self._refuse_same_plan(trial)
+        # Absolute: the stored path resolves from any directory, not only the one the run started in.
+        path = ((self.artifact_dir or self.bench.workdir) / f"trial_{trial.number:05d}.acz").absolute()
         try:
             result = self.bench.run(plan, path, deadline, on_step=self._early_stop(trial, plan))
         except TrialFailed as exc:
@@ -91,6 +102,21 @@ class Objective:
         if not self.artifact_dir:
             path.unlink(missing_ok=True)
         return m.accuracy, float(m.size_bytes), latency
+
+    def _refuse_same_plan(self, trial: optuna.Trial) -> None:
+        """Fail, before its fine-tune, a trial whose plan another trial ran or is running.
+
+        Failed, not resampled: Optuna takes a trial's params once, so a new sample is a new
+        trial anyway (the next one). Failed, not copied or pruned: Optuna's samplers leave FAIL
+        trials out of their model, so the duplicate neither tells them a second time how the
+        plan did nor marks a good plan as bad (a PRUNED trial counts as a bad one), and the
+        COMPLETE trials stay one per plan. The reason names the trial that holds the result.
+        """
+        same = same_plan_as(trial.study, trial)
+        if same is not None:
+            reason = f"same plan as trial {same}"
+            records.write_failure(trial, reason)
+            raise SamePlan(reason)
 
     def _plan(self, trial: optuna.Trial) -> Plan:
         """The trial's Plan: sampled, or a baseline's fixed one (nothing sampled: the sampler is not misled)."""

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from autocomp.plan import Plan
-from autocomp.study.storage import set_study_system_attr, set_trial_system_attr, study_system_attrs
+from autocomp.study.storage import set_study_system_attr, set_trial_system_attr, storage_file, study_system_attrs
 
 # -- trial user attrs
 PLAN = "plan"
@@ -75,10 +76,36 @@ class Latency:
 
 @dataclass(frozen=True)
 class Artifact:
-    """The kept ``.acz`` (None unless ``--keep-artifacts``) and the sha256 of the file measured."""
+    """The kept ``.acz`` (None unless ``--keep-artifacts``) and the sha256 of the file measured.
+
+    Stored absolute since issue 20; earlier studies stored it relative to the directory the
+    run started in (``artifact_path`` finds those as best it can)."""
 
     path: str | None = None
     sha256: str | None = None
+
+
+def artifact_path(artifact: Artifact, storage_url: str | None = None, run_dir: str | Path | None = None
+                  ) -> Path | None:
+    """The kept artifact's file, from anywhere: an absolute path as stored; a relative one (older
+    studies) tried against the current directory, the storage file's folder and the run
+    directory (``artifacts/NAME`` in each); None when none of them holds it.
+
+    Example::
+
+        artifact_path(read_trial(t).artifact, "sqlite:///runs/a/study.db")
+    """
+    if not artifact.path:
+        return None
+    stored = Path(artifact.path)
+    if stored.is_absolute():
+        return stored if stored.is_file() else None
+    folders = [Path.cwd()]
+    file = storage_file(storage_url) if storage_url else None
+    folder = file.parent if file is not None else None
+    folders += [f for f in (folder, Path(run_dir) if run_dir else None) if f is not None]
+    candidates = [f / stored for f in folders] + [f / "artifacts" / stored.name for f in folders[1:]]
+    return next((c.resolve() for c in candidates if c.is_file()), None)
 
 
 @dataclass(frozen=True)
@@ -299,6 +326,21 @@ def failure_attrs(reason: str) -> dict[str, str]:
 
 def write_failure(trial: optuna.Trial, reason: str) -> None:
     trial.set_user_attr(FAIL_REASON, reason)
+
+
+def clear_failure(trial: optuna.Trial) -> None:
+    """Drop a reason the trial inherited: Optuna's retry of a dead trial copies its user attrs."""
+    if trial.user_attrs.get(FAIL_REASON):
+        trial.set_user_attr(FAIL_REASON, "")
+
+
+INTERRUPTED = "interrupted"  # the reason of a trial Ctrl-C stopped
+DIED = "its process"  # how the reasons of trials whose process died begin (``autocomp.study.recovery``)
+
+
+def is_interruption(reason: str | None) -> bool:
+    """The trial was stopped from outside (Ctrl-C, its process killed), not failed by its plan."""
+    return bool(reason) and (reason == INTERRUPTED or reason.startswith(DIED))
 
 
 def write_outcome(trial: optuna.Trial, metrics: Mapping[str, Any], latency: Latency, artifact: Artifact,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,14 @@ from autocomp.models.zoo import check_fits
 from autocomp.pipeline.sanity import teacher_warnings
 from autocomp.pipeline.setup import prepare, require_runtime, task_bar, use_threads
 from autocomp.pipeline.workbench import Workbench
-from autocomp.study.create import fail_orphaned_trials, open_study, record_workbench
+from autocomp.study.create import check_resume, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
-from autocomp.study.records import trial_baseline, trial_failure, write_failure
+from autocomp.study.records import INTERRUPTED, trial_baseline, trial_failure, write_failure
+from autocomp.study.recovery import fail_dead_trials
 from autocomp.study.space import SearchSpace, load_space
-from autocomp.study.storage import open_storage, probe_storage
+from autocomp.study.storage import open_storage, probe_storage, storage_file
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     # Every check runs before anything is written. The default storage lives in the run
     # directory, made below; a --storage file's folder must already exist.
     probe_storage(config.storage_url, make_folder=config.storage is None)
+    storage = _resumable_storage(config, space)
     bars = task_bar if progress else None
     if teacher is None or data is None:
         teacher, data = prepare(config, log, bars)
@@ -65,9 +68,8 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     run_dir = config.directory
     if config.storage is None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(config.storage_url, config.heartbeat)
+    storage = storage or open_storage(config.storage_url, config.heartbeat)
     study, fresh = open_study(config, space, storage, teacher, config.n_trials, outputs)
-    fail_orphaned_trials(study, grace=3 * config.heartbeat)
     run_dir.mkdir(parents=True, exist_ok=True)
     log(f"study {config.name!r} ({'new' if fresh else f'resumed with {len(study.trials)} trials'}) "
         f"in {config.storage_url}")
@@ -86,11 +88,12 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     bench.val.progress = bar.evaluating if bar else None
     interrupted = False
     logfile = LogFile(run_dir)
+    # After every trial, fail (with the reason) and retry the trials of workers that died meanwhile.
+    callbacks = [_fails_dead_trials(3 * config.heartbeat)] + ([bar] if bar else [])
     try:
         with logfile:  # failed trials' tracebacks go there, not to the console
             study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
-                           catch=(TrialFailed, MemoryError), callbacks=[bar] if bar else [],
-                           gc_after_trial=False)
+                           catch=(TrialFailed, MemoryError), callbacks=callbacks, gc_after_trial=False)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -123,16 +126,45 @@ def check_dimensions(space: SearchSpace, teacher: nn.Module, outputs: frozenset[
     return dims
 
 
+def _resumable_storage(config: SearchConfig, space: SearchSpace) -> optuna.storages.BaseStorage | None:
+    """The storage, opened when it may already hold the study (a server, or a file that exists),
+    and a study there resumed with other settings refused: before the teacher is trained
+    (minutes of work). None for a file not made yet (opening would create it before anything
+    is checked)."""
+    path = storage_file(config.storage_url)
+    if path is not None and not path.is_file():
+        return None
+    storage = open_storage(config.storage_url, config.heartbeat)
+    check_resume(config, space, storage)
+    return storage
+
+
+def _fails_dead_trials(grace: float) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    def callback(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        fail_dead_trials(study, grace)
+
+    return callback
+
+
 def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[float, float, float]]:
     """The objective, recording "interrupted" as the reason of a trial Ctrl-C stops (Optuna then
-    fails it; a reason cannot be added to a finished trial)."""
+    fails it; a reason cannot be added to a finished trial), and a reason for anything else
+    that would end a trial FAIL without one: another BaseException, a value that is not finite."""
 
     def run(trial: optuna.Trial) -> tuple[float, float, float]:
         try:
-            return objective(trial)
+            values = objective(trial)
         except KeyboardInterrupt:
-            write_failure(trial, "interrupted")
+            write_failure(trial, INTERRUPTED)
             raise
+        except Exception:  # Objective recorded the reason
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit ...: Optuna fails the trial
+            write_failure(trial, f"stopped: {type(exc).__name__}")
+            raise
+        if not all(math.isfinite(v) for v in values):  # Optuna would fail it with no reason
+            write_failure(trial, f"an objective value is not finite: {values}")
+        return values
 
     return run
 

@@ -22,6 +22,10 @@ import optuna
 
 from autocomp.errors import AutocompError
 
+# Optuna's own stale check fails a silent trial with no reason; autocomp's (``heartbeat_ages``,
+# ``autocomp.study.recovery.fail_dead_trials``) writes the reason first, then fails it. Optuna's
+# grace is so long (3 years) that its check never fires before ours.
+OPTUNA_GRACE = 10**8
 
 def storage_file(url: str) -> Path | None:
     """The file behind a SQLite or journal storage URL (None for servers and in-memory SQLite).
@@ -48,7 +52,9 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     """RDB storage (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file.
 
     Heartbeats let a later run find trials a killed process left RUNNING (silent for
-    ``3 * heartbeat`` seconds), mark them failed and retry their parameters once. Creates no
+    ``3 * heartbeat`` seconds), mark them failed with a reason and retry their parameters once
+    (``autocomp.study.recovery``: Optuna's own check, which records no reason, is held off by
+    ``OPTUNA_GRACE``). Creates no
     folder: ``probe_storage`` refuses a file whose folder is missing (the runner makes its own
     run directory for the default storage).
     """
@@ -67,7 +73,7 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
                     warnings.simplefilter("ignore")
                     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                                      grace_period=3 * heartbeat,
+                                                      grace_period=OPTUNA_GRACE,
                                                       heartbeat_stale_trial_callback=retry)
             except Exception:
                 # Workers starting together race to create Optuna's tables; the loser's error is
@@ -117,7 +123,7 @@ def probe_storage(url: str, make_folder: bool = False) -> None:
         raise AutocompError(f"cannot reach storage {url}: {detail}") from None
 
 
-# -- Optuna's private API: every use lives here, each guarded by tests/study/test_storage_internals.py,
+# -- Optuna's private API: every use lives here, each guarded by tests/study/test_storage.py,
 # so an Optuna release that moves one fails that test, not a user's overnight run.
 def study_storage(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage behind a study (``Study._storage``: a Study has no public getter)."""
@@ -151,16 +157,27 @@ def enqueued_params(trial: optuna.Trial) -> dict[str, Any]:
 
 def heartbeat_trial_ids(study: optuna.Study) -> set[int] | None:
     """Storage ids of the trials that have sent a heartbeat; None where the storage keeps no
-    heartbeats (not RDB) or this Optuna moved the tables (then only its own stale check runs)."""
+    heartbeats (not RDB) or this Optuna moved the tables."""
+    ages = heartbeat_ages(study)
+    return None if ages is None else set(ages)
+
+
+def heartbeat_ages(study: optuna.Study) -> dict[int, float] | None:
+    """Seconds since each trial's last heartbeat, by storage trial id, read on the database's
+    own clock (as Optuna's stale check does: workers' clocks may differ); None where the
+    storage keeps no heartbeats (not RDB) or this Optuna moved the tables."""
     storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps RDB storage in a cache
     if not isinstance(storage, optuna.storages.RDBStorage):
         return None
-    try:  # Optuna has no public query for "has this trial a heartbeat"
+    try:  # Optuna has no public query for heartbeats
+        import sqlalchemy
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
         with _create_scoped_session(storage.scoped_session) as session:
-            return {row.trial_id for row in session.query(models.TrialHeartbeatModel.trial_id).all()}
+            now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+            rows = session.query(models.TrialHeartbeatModel.trial_id, models.TrialHeartbeatModel.heartbeat).all()
+            return {tid: (now - beat.replace(tzinfo=None)).total_seconds() for tid, beat in rows}
     except Exception:
         return None
 

@@ -181,7 +181,7 @@ def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data
 
 
 def test_trial_that_died_before_its_first_heartbeat_is_failed_and_retried(tmp_path: Path) -> None:
-    from autocomp.study.create import fail_orphaned_trials
+    from autocomp.study.recovery import fail_dead_trials as fail_orphaned_trials
     from autocomp.study.storage import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat=1)
