@@ -121,11 +121,11 @@ def check_resume(config: SearchConfig, space: SearchSpace, storage: optuna.stora
 def _check_settings(config: SearchConfig, space: SearchSpace, rec: records.StudyRecord) -> None:
     """Refuse to resume a study made with other settings or another space, naming each setting."""
     mine = json.loads(json.dumps(config.identity()))
-    diff = [f"another {k}: {rec.identity.get(k)!r}, this run {mine[k]!r}" for k in mine
-            if rec.identity.get(k) != mine[k]]
+    diff = [k for k in mine if rec.identity.get(k) != mine[k]]
     if diff:
-        raise AutocompError(f"study {config.name!r} was made with {'; '.join(diff)}; use another --study-name, "
-                            f"or resume it with its own settings")
+        values = "; ".join(f"another {k}: {rec.identity.get(k)!r}, this run {mine[k]!r}" for k in diff)
+        raise AutocompError(f"study {config.name!r} was made with other settings ({', '.join(diff)}): {values}; "
+                            f"use another --study-name, or resume it with its own settings")
     if rec.space_text != space.text:
         raise AutocompError(f"study {config.name!r} was made with another search space "
                             f"({rec.space_source}, this run {space.source}); use another --study-name")

@@ -79,13 +79,21 @@ def test_heartbeat_rows_are_read_from_an_rdb_storage(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while st.trial_id(trial) not in (st.heartbeat_trial_ids(study) or ()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        seen.append((st.trial_id(trial), st.heartbeat_trial_ids(study)))
+        seen.append((st.trial_id(trial), st.heartbeat_trial_ids(study), st.heartbeat_ages(study)))
         return 0.0
 
     study.optimize(objective, n_trials=1)
-    (beating, ids), = seen
+    (beating, ids, ages), = seen
     assert ids is not None, "Optuna moved its heartbeat table: autocomp.study.storage.heartbeat_trial_ids"
     assert beating in ids and silent_id not in ids
+    assert ages is not None and set(ages) == ids  # read on the database's clock: just beaten
+    assert -2.0 <= ages[beating] <= 5.0
+
+
+def test_optunas_own_stale_check_never_fires_first(tmp_path: Path) -> None:
+    """Its grace is what autocomp sets (``OPTUNA_GRACE``): Optuna's check would fail a trial with no reason."""
+    storage = st.open_storage(f"sqlite:///{tmp_path}/g.db", heartbeat=1)
+    assert storage.grace_period == st.OPTUNA_GRACE and storage.get_heartbeat_interval() == 1
 
 
 def test_a_journal_keeps_no_heartbeats(tmp_path: Path) -> None:
