@@ -29,6 +29,9 @@ def test_defaults_name_the_study_and_its_storage() -> None:
     ("sampler", "grid", "sampler: must be one of tpe, nsga2, random"),
     ("device", "tpu", "device: must be cpu or cuda[:N]"),
     ("study_name", "a b", "study_name: use letters"),
+    ("study_name", "..", "study_name: '..' is not a folder name of its own"),
+    ("study_name", ".", "study_name: '.' is not a folder name of its own"),
+    ("study_name", "", "study_name: use letters"),
     ("baselines", ("int3",), "unknown baseline 'int3'"),
 ])
 def test_invalid_settings_are_one_line(key: str, value: object, words: str) -> None:
