@@ -53,29 +53,33 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     return study
 
 
-# The file that makes a folder autocomp's run directory. Files autocomp writes there are replaced
-# by the next run (report.html, trials.csv, trials.parquet, autocomp.log, artifacts/trial_*.acz),
-# so a folder is written into only when it is empty, holds this marker, or holds study.db (a run
-# made before the marker existed, in its default storage); else only with --overwrite.
+# The file that marks a folder as an autocomp run directory, made when a run first uses it.
 RUN_MARKER = ".autocomp-run"
+# What a run writes in its directory (besides study.db, the default storage): a later run replaces
+# these, so a folder holding any of them that autocomp did not write is refused. Other files there
+# are never written, so they do not make a folder someone else's.
+RUN_OUTPUTS = ("report.html", "trials.csv", "trials.parquet", "autocomp.log", "artifacts")
 
 
 def claim_run_dir(folder: Path, overwrite: bool = False) -> Callable[[], None]:
-    """Make ``folder`` this run's directory (created, marked), or refuse a folder holding files
-    autocomp did not write; return the undo for a run refused later (what was made is removed).
+    """Make ``folder`` this run's directory (created, marked), or refuse one holding files under
+    the names a run writes that autocomp did not write; return the undo for a run refused later
+    (what was made is removed).
+
+    autocomp's own: the folder holds the marker, or ``study.db`` (a run made before the marker
+    existed, in its default storage). ``overwrite`` writes into any folder.
 
     Example::
 
-        undo = claim_run_dir(Path("runs/demo"))   # AutocompError if it holds someone else's files
+        undo = claim_run_dir(Path("runs/demo"))   # AutocompError if it holds someone's report.html
     """
     if folder.exists() and not folder.is_dir():
         raise AutocompError(f"run directory {folder} is a file; choose another --run-dir")
-    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    if entries and RUN_MARKER not in entries and "study.db" not in entries and not overwrite:
-        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-        raise AutocompError(f"run directory {folder} holds files autocomp did not write ({shown}); choose another "
-                            "--run-dir, or pass --overwrite to write there (its report.html, trials.csv and "
-                            "artifacts/trial_*.acz are replaced)")
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    theirs = [n for n in RUN_OUTPUTS if n in names]
+    if theirs and not {RUN_MARKER, "study.db"} & names and not overwrite:
+        raise AutocompError(f"run directory {folder} holds {', '.join(theirs)} that autocomp did not write (no "
+                            f"{RUN_MARKER} there); choose another --run-dir, or pass --overwrite to replace them")
     made = [p for p in (*reversed(folder.parents), folder) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / RUN_MARKER
@@ -85,7 +89,7 @@ def claim_run_dir(folder: Path, overwrite: bool = False) -> Callable[[], None]:
                                                     "table and artifacts here\n", encoding="utf-8"))
 
     def undo() -> None:
-        if new_marker and [p.name for p in folder.iterdir()] == [RUN_MARKER]:
+        if new_marker and {p.name for p in folder.iterdir()} - {RUN_MARKER} == names:  # the run wrote nothing
             marker.unlink(missing_ok=True)
         for p in reversed(made):
             try:

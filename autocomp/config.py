@@ -138,8 +138,8 @@ class SearchConfig:
         "study", 10, "seconds between a running trial's heartbeats; a trial silent for 3x this is failed "
         "and retried by the next run (default 10)")
     overwrite: bool = setting(
-        "study", False, "use a --run-dir that holds files autocomp did not write (its report.html, trials.csv, "
-        "artifacts/trial_*.acz ... are replaced); refused otherwise")
+        "study", False, "write into a --run-dir holding a report.html, trials.csv, trials.parquet, autocomp.log or "
+        "artifacts/ that autocomp did not write (they are replaced); refused otherwise")
     allow_empty_space: bool = setting(
         "study", False, "run even when the space searches no dimension of the model (refused otherwise, warned)")
 

@@ -71,8 +71,17 @@ def _foreign(tmp_path: Path) -> Path:
 def test_a_run_dir_holding_someone_elses_files_is_refused(tmp_path: Path, capfd) -> None:
     run = _foreign(tmp_path)
     line = _refused(["search", "--run-dir", str(run), "--study-name", "s", *TINY], tmp_path,
-                    "holds files autocomp did not write", capfd)
-    assert "--overwrite" in line and "artifacts" in line and "report.html" in line
+                    f"run directory {run} holds report.html, trials.csv, artifacts that autocomp did not write", capfd)
+    assert "--overwrite" in line
+
+
+def test_a_refused_run_in_a_folder_of_other_files_leaves_it_as_it_was(tmp_path: Path, capfd) -> None:
+    run = tmp_path / "project"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")  # a name a run never writes: the folder may be used
+    # Refused once the run has claimed the folder (the checkpoint is read while preparing the teacher).
+    _refused(["search", "--run-dir", str(run), "--study-name", "s", "--checkpoint", str(run / "none.pt"), *TINY],
+             tmp_path, "checkpoint not found", capfd)
 
 
 def test_overwrite_writes_into_a_foreign_run_dir_and_marks_it(tmp_path: Path, capfd) -> None:
@@ -99,6 +108,11 @@ def test_which_folders_count_as_autocomps(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     claim_run_dir(empty)
+    other = tmp_path / "other"  # files a run never writes do not make a folder someone else's
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    claim_run_dir(other)
+    assert (other / "notes.txt").read_text() == "mine"
     with pytest.raises(AutocompError, match="is a file"):
         claim_run_dir(legacy / "study.db")
 
