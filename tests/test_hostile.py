@@ -22,6 +22,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from image_kit import make_image_folder
 
 from autocomp.cli import main
 from autocomp.config import SearchConfig
@@ -96,6 +97,12 @@ def _write_files(tmp: Path) -> None:
         for cls in ("a", "b"):
             (tmp / "bad_images" / split / cls).mkdir(parents=True)
             (tmp / "bad_images" / split / cls / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    _hostile_folders(tmp)
+    # Someone's own files where a run would write: a --run-dir autocomp did not make, and an export target.
+    (tmp / "mine" / "artifacts").mkdir(parents=True)
+    for name in ("report.html", "trials.csv"):
+        (tmp / "mine" / name).write_text("the user's own\n")
+    (tmp / "exists.acz").write_bytes(b"the user's own file")
     texts = {
         "unknown_key.yaml": "version: 1\nlayerz: []\n",
         "not_yaml.yaml": "version: [1\n",
@@ -109,6 +116,22 @@ def _write_files(tmp: Path) -> None:
     }
     for name, text in texts.items():
         (tmp / name).write_text(text)
+
+
+def _hostile_folders(tmp: Path) -> None:
+    """Image folders as they come in the wild: links that loop, break or reach a folder twice, one
+    class, class folders that differ between train/ and val/."""
+    def folder(name: str, classes: int = 2) -> Path:
+        return make_image_folder(tmp / name, per_class=2, classes=classes, val_per_class=1)
+
+    os.symlink("..", folder("loop") / "train" / "class_0" / "sub")
+    os.symlink("me.png", folder("self_link") / "train" / "class_1" / "me.png")
+    os.symlink("gone.png", folder("broken_link") / "val" / "class_0" / "x.png")
+    twice = folder("twice")
+    os.symlink(twice / "train" / "class_0", twice / "train" / "class_1" / "again")
+    folder("one_class", classes=1)
+    mismatch = folder("mismatch")
+    os.rename(mismatch / "train" / "class_1", mismatch / "train" / "cats")
 
 
 @pytest.fixture
@@ -148,6 +171,19 @@ SEARCH_CASES: dict[str, tuple[list[str], str]] = {
     "torchvision dataset not there": (["--dataset", "mnist", "--data-dir", "empty"], "cannot read dataset MNIST"),
     "image folder with no class folder": (["--dataset", "empty_images", "--image-size", "16"], "not an image folder"),
     "undecodable image": (["--dataset", "bad_images", "--image-size", "16"], "cannot decode image"),
+    "image folder with a directory loop": (["--dataset", "loop", "--image-size", "16"],
+                                           "loop/train/class_0/sub is a symlink loop"),
+    "image folder with a self-symlink": (["--dataset", "self_link", "--image-size", "16"],
+                                         "self_link/train/class_1/me.png is a symlink loop"),
+    "image folder with a broken symlink": (["--dataset", "broken_link", "--image-size", "16"],
+                                           "broken_link/val/class_0/x.png is a broken symlink (to gone.png)"),
+    "image folder with a folder reached twice": (["--dataset", "twice", "--image-size", "16"],
+                                                 "twice/train/class_0 is reached twice"),
+    "image folder with one class": (["--dataset", "one_class", "--image-size", "16"],
+                                    "1 class folder (class_0): a classifier needs at least 2 classes"),
+    "image folder with mismatched class folders": (
+        ["--dataset", "mismatch", "--image-size", "16"],
+        "train/ and val/ have different class folders (only in train/: cats; only in val/: class_1)"),
     "weights on a builtin model": (["--weights", "DEFAULT"], "needs a torchvision:NAME model"),
     "weights with a checkpoint": (["--model", "torchvision:resnet18", "--weights", "DEFAULT", "--checkpoint",
                                    "wrong.pt"], "pass either weights or a checkpoint"),
@@ -170,6 +206,12 @@ SEARCH_CASES: dict[str, tuple[list[str], str]] = {
     "bad channels": (["--channels", "2"], "channels: must be 1 or 3"),
     "bad device": (["--device", "tpu"], "device: must be cpu or cuda"),
     "bad study name": (["--study-name", "a/b"], "study_name: use letters"),
+    "study name ..": (["--study-name", ".."], "study_name: '..' is not a folder name of its own"),
+    "study name .": (["--study-name", "."], "study_name: '.' is not a folder name of its own"),
+    # run directories: someone else's files are never replaced
+    "run dir holding the user's files": (["--run-dir", "mine"],
+                                         "holds report.html, trials.csv, artifacts that autocomp did not write"),
+    "run dir is a file": (["--run-dir", "models.py"], "is a file; choose another --run-dir"),
     "bad baseline": (["--baselines", "teacher,int3"], "unknown baseline 'int3'"),
     # storage
     "unreachable storage": (["--storage", "postgresql://u:p@127.0.0.1:9/none"], "cannot reach storage"),
@@ -180,6 +222,7 @@ SEARCH_CASES: dict[str, tuple[list[str], str]] = {
                                          "/nonexistent does not exist"),
     "journal folder missing": (["--storage", "journal:nonexistent/x.log"], "folder nonexistent does not exist"),
     "storage is a folder": (["--storage", "sqlite:///empty"], "empty is not a file"),
+    "in-memory storage": (["--storage", "sqlite:///"], "an in-memory database keeps nothing"),
 }
 
 
@@ -188,7 +231,11 @@ def _argv(args: list[str], tmp: Path) -> list[str]:
 
 
 def _tree(folder: Path) -> set[str]:
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+    """Every path under ``folder``, symlinks listed but never followed (a loop would never end)."""
+    out = set()
+    for top, dirs, files in os.walk(folder):
+        out.update(os.path.relpath(os.path.join(top, n), folder) for n in dirs + files)
+    return out
 
 
 def _refused(argv: list[str], tmp: Path, words: str, capsys: pytest.CaptureFixture) -> str:
@@ -237,6 +284,7 @@ EXPORT_CASES: dict[str, tuple[list[str], str]] = {
     "missing storage file": (["--storage", "sqlite:///none.db"], "no storage at sqlite:///none.db"),
     "missing storage folder": (["--storage", "sqlite:///nonexistent/x.db"], "no storage at"),
     "study made in Python": ([], "was made from Python"),
+    "output file exists": (["--out", "exists.acz"], "exists; pass --force"),
 }
 REPORT = {"--storage": "sqlite:///study.db", "--study-name": "h", "--out": "rep"}
 REPORT_CASES: dict[str, tuple[list[str], str]] = {
