@@ -172,3 +172,18 @@ def test_an_old_relative_artifact_path_is_found_beside_the_storage(tmp_path: Pat
     assert records.artifact_path(old) is None
     absolute = records.Artifact(str(tmp_path / "run" / "artifacts" / "trial_00003.acz"))
     assert records.artifact_path(absolute) == Path(absolute.path)
+
+
+def test_the_audit_counts_what_a_multi_worker_run_must_not_leave(tmp_path: Path) -> None:
+    from autocomp.study.audit import audit_study
+
+    (tmp_path / "a.acz").write_bytes(b"kept")
+    study = _study(tmp_path)
+    _finished(study, 0.25, baseline="teacher", artifact=str(tmp_path / "a.acz"), artifact_sha256="0" * 64)
+    _finished(study, 0.25)  # the same plan complete twice
+    _finished(study, 0.5, State.FAIL)  # no reason
+    study.ask({"x": X})  # left RUNNING
+    audit = audit_study(study, expected_baselines=("teacher", "int8"))
+    assert (audit.duplicates, audit.running, audit.fail_without_reason, audit.sha256_mismatch) == (1, 1, (2,), (0,))
+    assert audit.baselines == {"teacher": 1} and not audit.clean
+    assert "1 duplicate plans among COMPLETE, 1 RUNNING, 1 FAIL without a reason" in audit.line()
