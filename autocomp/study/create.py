@@ -68,7 +68,9 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
     _check_settings(config, space, rec)
     _check_teacher(config, rec, weights, source)
     fail_dead_trials(study, grace=3 * config.heartbeat)
-    requeue_baselines(study, (rec.config or {}).get("baselines") or config.baselines, points)
+    # The baselines the study was made with (an empty list too), not this run's.
+    stored = (rec.config or {}).get("baselines")
+    requeue_baselines(study, config.baselines if stored is None else stored, points)
     return study, False
 
 
