@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,8 +86,10 @@ def claim_run_dir(folder: Path, overwrite: bool = False) -> Callable[[], None]:
     marker = folder / RUN_MARKER
     new_marker = not marker.exists()
     if new_marker:
+        # Workers sharing a --run-dir may start together: each writes through its own .part.
         atomic_write(marker, lambda p: p.write_text("autocomp run directory: autocomp writes its report, trials "
-                                                    "table and artifacts here\n", encoding="utf-8"))
+                                                    "table and artifacts here\n", encoding="utf-8"),
+                     part=f".{os.getpid()}.part")
 
     def undo() -> None:
         if new_marker and {p.name for p in folder.iterdir()} - {RUN_MARKER} == names:  # the run wrote nothing

@@ -379,3 +379,15 @@ def test_the_installed_command_prints_one_line(case: str, hostile: Path) -> None
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and words in lines[0], out.stderr[-2000:]
     assert _tree(hostile) == before and not (hostile / "pwned").exists()
+
+
+def test_a_resume_with_another_model_is_refused_before_any_teacher_is_trained(hostile: Path, capsys) -> None:
+    """The study's identity is checked against the stored record first: the line names the setting,
+    not lenet5's input shape, and no lenet5 teacher is trained for a run that cannot happen."""
+    assert main(SEARCH + ["--baselines", "teacher"]) == 0
+    capsys.readouterr()
+    teachers = Path(os.environ["AUTOCOMP_CACHE"]) / "teachers"
+    before = sorted(p.name for p in teachers.iterdir())
+    _refused(SEARCH + ["--baselines", "teacher", "--model", "lenet5"], hostile,
+             "another model: 'digits_cnn', this run 'lenet5'", capsys)
+    assert sorted(p.name for p in teachers.iterdir()) == before

@@ -25,7 +25,7 @@ from autocomp.measure import MeasureConfig
 from autocomp.models.zoo import state_digest
 from autocomp.pipeline.workbench import Workbench, file_sha256
 from autocomp.study.create import load_existing_study
-from autocomp.study.records import StudyRecord, TrialRecord, has_plan, read_study, read_trial
+from autocomp.study.records import StudyRecord, TrialRecord, artifact_path, has_plan, read_study, read_trial
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,12 @@ def extra_steps(epochs: float | None, steps: int | None, n_train: int, batch_siz
 
 
 def build_artifact(bench: Workbench, trial: TrialRecord, reusable: bool, extra: int, target: Path,
-                   progress: Callable | None = None) -> Built:
+                   progress: Callable | None = None, storage: str | None = None) -> Built:
     """The kept artifact when ``reusable`` (a format made from its bytes, no continued fine-tune)
-    and its sha256 matches; else the trial rebuilt into ``target``."""
-    kept, recorded = trial.artifact.path, trial.artifact.sha256
-    if reusable and not extra and kept and Path(kept).is_file() and recorded and file_sha256(kept) == recorded:
+    and its sha256 matches; else the trial rebuilt into ``target``. ``storage``: where an older
+    study's relative artifact path is looked for besides the current directory."""
+    kept, recorded = artifact_path(trial.artifact, storage), trial.artifact.sha256
+    if reusable and not extra and kept and recorded and file_sha256(kept) == recorded:
         return Built(Path(kept), f"the study's stored artifact ({kept}, sha256 checked)")
     plan = trial.plan
     student, _ = bench.rebuild(plan)

@@ -56,7 +56,7 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     data = bench.data
     extra = extra_steps(epochs, steps, data.n_train, plan.distill.batch_size)
     target = out_path if fmt == "acz" else bench.workdir / "export.acz"
-    built = build_artifact(bench, src.trial, fmt in REUSES_ARTIFACT, extra, target, progress)
+    built = build_artifact(bench, src.trial, fmt in REUSES_ARTIFACT, extra, target, progress, storage)
     digest = file_sha256(built.acz)
     metrics = measure_artifact(built.acz, bench.val, measure_cfg, bench.teacher_session)
     session = session_for(built.acz, measure_cfg)  # the exported graph, on the card's runtime and settings
