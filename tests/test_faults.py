@@ -196,3 +196,23 @@ def test_a_storage_that_turns_read_only_mid_run_ends_in_one_line(tmp_path: Path,
     assert "storage stopped accepting writes" in line and "resume" in line, line
     assert locked and not _parts(tmp_path)
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_the_trial_in_flight_is_failed_with_the_fault_where_the_storage_still_takes_it(
+        tmp_path: Path, monkeypatch, capfd) -> None:
+    """A full artifact disk with the study elsewhere: the run ends in one line, and the trial it
+    stopped is FAIL with that line as its reason, not left RUNNING for the next resume."""
+    real = Workbench.run
+
+    def run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
+        if Path(path).stem.endswith("1"):
+            raise StorageFault("disk full writing trial_00001.acz: free space on that disk")
+        return real(self, plan, path, deadline, on_step)
+
+    monkeypatch.setattr(Workbench, "run", run)
+    code = main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "s", "--n-trials", "3", *TINY])
+    assert code == 1 and "disk full writing trial_00001.acz" in _one_line(capfd, code)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    states = {t.number: t.state for t in study.trials}
+    assert states[1] == optuna.trial.TrialState.FAIL and optuna.trial.TrialState.RUNNING not in states.values()
+    assert study.trials[1].user_attrs["fail_reason"].startswith("disk full writing trial_00001.acz")

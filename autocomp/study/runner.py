@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from torch import nn
 
 from autocomp.config import SearchConfig
 from autocomp.data import Data
-from autocomp.errors import AutocompError, TrialFailed
+from autocomp.errors import AutocompError, StorageFault, TrialFailed
 from autocomp.models.adapters import explicit_copy
 from autocomp.models.layers import compute_layers, output_layers
 from autocomp.models.zoo import check_fits
@@ -23,10 +24,10 @@ from autocomp.study.create import check_resume, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
-from autocomp.study.records import INTERRUPTED, trial_baseline, trial_failure, write_failure
+from autocomp.study.records import INTERRUPTED, failure_attrs, trial_baseline, trial_failure, write_failure
 from autocomp.study.recovery import fail_dead_trials
 from autocomp.study.space import SearchSpace, load_space
-from autocomp.study.storage import open_storage, probe_storage, storage_file
+from autocomp.study.storage import fail_running_trial, open_storage, probe_storage, storage_file
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,10 @@ def _marks_interrupts(objective: Objective) -> Callable[[optuna.Trial], tuple[fl
             raise
         except Exception:  # Objective recorded the reason
             raise
-        except BaseException as exc:  # SystemExit, GeneratorExit ...: Optuna fails the trial
-            write_failure(trial, f"stopped: {type(exc).__name__}")
+        except BaseException as exc:  # StorageFault, SystemExit ...: Optuna leaves the trial RUNNING
+            reason = str(exc) if isinstance(exc, StorageFault) else f"stopped: {type(exc).__name__}"
+            with contextlib.suppress(Exception):  # a storage that refuses writes: the next resume fails it
+                fail_running_trial(trial.study, trial, failure_attrs(reason))
             raise
         if not all(math.isfinite(v) for v in values):  # Optuna would fail it with no reason
             write_failure(trial, f"an objective value is not finite: {values}")
