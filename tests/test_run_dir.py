@@ -84,6 +84,7 @@ def test_a_refused_run_in_a_folder_of_other_files_leaves_it_as_it_was(tmp_path: 
              tmp_path, "checkpoint not found", capfd)
 
 
+@pytest.mark.e2e  # a whole search, twice: with the e2e tests (--all)
 def test_overwrite_writes_into_a_foreign_run_dir_and_marks_it(tmp_path: Path, capfd) -> None:
     run = _foreign(tmp_path)
     (run / "notes.txt").write_text("kept")

@@ -105,6 +105,7 @@ def _search(tmp_path: Path, *extra: str) -> int:
                  "--no-progress", *extra])
 
 
+@pytest.mark.e2e  # a whole search, twice: with the e2e tests (--all)
 def test_running_twice_resumes_one_study(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert _search(tmp_path, "--n-trials", "3") == 0
     assert _search(tmp_path, "--n-trials", "3") == 0

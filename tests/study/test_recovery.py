@@ -131,6 +131,7 @@ def test_a_resume_with_other_settings_is_refused_before_any_teacher_is_trained(
     assert not trained and "\n" not in str(err.value)
 
 
+@pytest.mark.e2e  # a whole search, twice: with the e2e tests (--all)
 def test_an_interrupted_baseline_is_run_again_on_resume_exactly_once(tmp_path: Path, tiny_data,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from tiny_models import tiny_cnn
