@@ -1,8 +1,8 @@
 """The export card, ``FILE.card.json`` and ``FILE.card.md``: what was written and how it measures.
 
 It names two sizes, each for what it is: ``sized_artifact_bytes``, the ``.acz`` the study
-measured (the ``size_bytes`` objective, ``measured_now.size_bytes``), and ``written_file_bytes``
-(also ``file_bytes``), the files actually written to ``--out`` (an expanded ``.onnx`` or an IR
+measured (the ``size_bytes`` objective, ``measured_now.size_bytes``), and ``written_file_bytes``,
+the files actually written to ``--out`` (an expanded ``.onnx`` or an IR
 is larger than the ``.acz``). ``runtime`` is the record of the session on the exported file
 itself (for a runtime's own format, the written file's compiled model), not the teacher's.
 """
@@ -61,7 +61,7 @@ def make_card(f: CardFacts) -> dict[str, Any]:
     written_bytes = sum(p.stat().st_size for p in f.files)
     return {
         "study": f.study, "trial": f.trial, "storage": f.storage, "format": f.fmt, "file": str(f.out),
-        "file_bytes": written_bytes, "files": {str(p): p.stat().st_size for p in f.files},
+        "files": {str(p): p.stat().st_size for p in f.files},
         "written_file_bytes": written_bytes, "sized_artifact_bytes": f.metrics.size_bytes,
         "sizes": "sized_artifact_bytes: the .acz the study measured (size_bytes); written_file_bytes: "
                  "the files written to --out",

@@ -89,7 +89,7 @@ def _export_ir(storage: str, name: str, trial: int, out: Path, settings: SearchC
     card = json.loads(Path(f"{out}.card.json").read_text())
     assert card["format"] == "openvino" and card["runtime"]["runtime"] == "openvino"
     assert out.is_file() and out.with_suffix(".bin").is_file()
-    assert card["file_bytes"] == out.stat().st_size + out.with_suffix(".bin").stat().st_size
+    assert card["written_file_bytes"] == out.stat().st_size + out.with_suffix(".bin").stat().st_size
     assert "OpenVINO" in card["protocol"] and "OpenVINO" in Path(f"{out}.card.md").read_text()
     from autocomp.runtimes._openvino import compile_config
 
@@ -130,4 +130,4 @@ def test_a_torchvision_model_on_openvino(tmp_path: Path) -> None:
     session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})
     convs = session.describe()["executed"]["Convolution"]
     assert set(convs) <= {"u8", "i8"}, convs  # the exported IR runs its convolutions int8
-    assert card["file_bytes"] > 100_000
+    assert card["written_file_bytes"] > 100_000
