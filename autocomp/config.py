@@ -121,6 +121,17 @@ class SearchConfig:
     timeout: float | None = setting("study", None, "stop starting trials after this many seconds")
     trial_timeout: float | None = setting("study", None, "fail a trial that runs longer than this many seconds")
     sampler: str = setting("study", "tpe", "tpe (default) | nsga2 | random")
+    profile: bool = setting(
+        "study", True, "no per-layer profile: no seeded plans and no space shaping, the sampler starts from "
+        "random samples (a new study only)", flag="--no-profile")
+    seeds: int = setting(
+        "study", 8, "plans the profile's integer program seeds the study with, half under byte budgets and half "
+        "under latency budgets, run after the baselines (default 8; 0 = none)")
+    promote: float = setting(
+        "study", 0.2, "share of the trials that re-run the Pareto front's points with a longer fine-tune on the "
+        "same Plan, so the front holds the accuracies export gives (default 0.2; 0 = none)")
+    promote_factor: int = setting(
+        "study", 4, "a promoted re-run fine-tunes this many times the Plan's steps (default 4)")
     seed: int = setting("study", 0, "seed for the teacher, fine-tunes and sampler (default 0)")
     baselines: tuple[str, ...] = setting(
         "study", ("teacher", "int8", "prune50", "channels50"), "comma list of fixed trials enqueued in a new "

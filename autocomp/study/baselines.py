@@ -38,7 +38,7 @@ def baseline_points(space: SearchSpace, teacher: torch.nn.Module, outputs: froze
         for knob, domain in space.globals.items():
             value = getattr(plan.distill, knob)
             if domain.choices is not None or domain.low is not None:
-                if not _in_domain(domain, value):
+                if not in_domain(domain, value):
                     why = why or f"distill.{knob} is {value!r}, outside the space's domain"
                 params[f"distill.{knob}"] = value
         out[name] = ({}, why) if why else (params, None)
@@ -52,12 +52,12 @@ def _outside_layers(plan: Plan, layer_names: list[str], assigned: dict[str, dict
             domain = assigned.get(layer, {}).get(knob)
             if domain is None and knob in plan.layer(layer).active:
                 return f"{layer}.{knob} is {value!r}, a setting the space never makes"
-            if domain is not None and not _in_domain(domain, value):
+            if domain is not None and not in_domain(domain, value):
                 return f"{layer}.{knob} is {value!r}, outside the space's domain"
     return None
 
 
-def _in_domain(domain: Domain, value: Any) -> bool:
+def in_domain(domain: Domain, value: Any) -> bool:
     """Whether ``value`` is one the space can produce for this knob (Optuna's own grid tolerance)."""
     if domain.choices is not None:
         return any(c is None if value is None else (c is not None and c == value) for c in domain.choices)

@@ -76,7 +76,7 @@ class Objective:
         """One trial: sample (or take the baseline's) Plan, run it, record the metrics."""
         started = time.monotonic()
         records.clear_failure(trial)
-        reference_ms = self._prepare(trial.study)
+        reference_ms = self.prepare(trial.study)
         deadline = started + self.config.trial_timeout if self.config.trial_timeout else None
         plan = self._plan(trial)
         records.write_plan(trial, plan)
@@ -121,6 +121,12 @@ class Objective:
     def _plan(self, trial: optuna.Trial) -> Plan:
         """The trial's Plan: sampled, or a baseline's fixed one (nothing sampled: the sampler is not misled)."""
         baseline = records.trial_baseline(trial)
+        promoted = records.trial_promoted_from(trial)
+        if promoted is not None:
+            # A promotion re-runs trial N's own Plan with a longer fine-tune: its params are N's.
+            original = records.read_trial(trial.study.trials[promoted]).plan
+            self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
+            return original.with_distill(steps=original.distill.steps * self.config.promote_factor)
         if not baseline:
             return self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
@@ -132,12 +138,14 @@ class Objective:
             self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         return plan
 
-    def _prepare(self, study: optuna.Study) -> float:
-        """Once per process: the teacher's reference latency (ms) and the timed space.
+    def prepare(self, study: optuna.Study) -> float:
+        """Once per process: the teacher's reference latency (ms) and the space as the study shaped it.
 
         Both are measured once per study, by the process that created it, and stored on the
-        study (``records.write_teacher_reference``, ``records.write_layer_costs``); a worker
-        that joined a new study waits for them (up to ``CALIBRATION_WAIT`` s) and a resumed run reads
+        study: the per-layer profile (``autocomp.study.profile``; with ``--no-profile``, and in
+        studies made before it, the layer timings of ``autocomp.study.costs``), then the seeded
+        plans it predicts (``autocomp.study.frontier``), then the reference. A worker that
+        joined a new study waits for them (up to ``CALIBRATION_WAIT`` s) and a resumed run reads
         them back, so every trial multiplies by the same number and samples the same space (two
         spaces in one study would also break the sampler: a value one offers is not in the
         other's choices). Only if the creator died before storing them does a worker measure.
@@ -151,15 +159,39 @@ class Objective:
                    and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
                 time.sleep(0.5)
                 rec = records.read_study(study)
-            from autocomp.study.costs import costed_space  # deferred: times layers in ONNX Runtime
+            if rec.profile is not None or (rec.layer_costs is None and self.config.profile):
+                self._profiled(study, rec)
+            else:
+                from autocomp.study.costs import costed_space  # deferred: times layers in ONNX Runtime
 
-            b = self.bench
-            self.space, costs = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure, rec.layer_costs)
-            if rec.layer_costs is None:
-                records.write_layer_costs(study, costs)
+                b = self.bench
+                self.space, costs = costed_space(self.space, b.teacher, b.outputs, b.example, b.measure,
+                                                 rec.layer_costs)
+                if rec.layer_costs is None:
+                    records.write_layer_costs(study, costs)
             stored = rec.teacher.reference_ms
             self._reference_ms = float(stored if stored is not None else self._time_reference(study))
         return self._reference_ms
+
+    def _profiled(self, study: optuna.Study, rec: records.StudyRecord) -> None:
+        """The space shaped by the study's profile (measured here if none is stored), and the
+        profile's seeded plans enqueued once per study, after the baselines."""
+        from autocomp.study.frontier import seed_plans
+        from autocomp.study.profile import dropped_values, measure_profile, shaped_space
+
+        b = self.bench
+        profile = rec.profile
+        if profile is None:
+            profile = measure_profile(b, self.space, progress=b.progress)
+            profile["dropped"] = dropped_values(profile)
+            records.write_profile(study, profile)
+        self.space = shaped_space(self.space, b.teacher, b.outputs, profile)
+        if rec.seeds_queued or not self.config.seeds:
+            return
+        for seed in seed_plans(profile, self.space, b.teacher, b.outputs, self.config.seeds):
+            study.enqueue_trial(seed.params, user_attrs=records.seed_marks(seed.budget, seed.level, seed.limit,
+                                                                             seed.predicted))
+        records.write_seeds_queued(study)
 
     def _time_reference(self, study: optuna.Study) -> float:
         """Time the teacher's reference with the long protocol and store it on the study."""

@@ -44,6 +44,8 @@ FINAL_LOSS = "final_loss"
 SECONDS = "seconds"
 ARTIFACT = "artifact"
 ARTIFACT_SHA256 = "artifact_sha256"
+SEEDED = "seeded"  # a profile-seeded trial: its budget and the profile's prediction (``autocomp.study.frontier``)
+PROMOTED_FROM = "promoted_from"  # the trial whose Plan this one re-ran with a longer fine-tune
 # -- trial system attr: Optuna's own key for constraint values (its samplers' ``constraints_func``)
 CONSTRAINTS = "constraints"
 # -- study user attrs
@@ -61,6 +63,8 @@ SYSTEM_ATTRS = ("objectives", "constraint_names", "space_source", "space_text", 
 LAYER_COSTS = "layer_costs"
 TEACHER_REFERENCE = "teacher_reference"
 TIMING = "timing"  # the timing input, warm-up and rounds (``autocomp.measure.timing_protocol``)
+PROFILE = "profile"  # the per-layer profile (``autocomp.study.profile``): costs, damage, what was dropped
+SEEDS_QUEUED = "seeds_queued"  # the profile's seeded plans are enqueued (once per study)
 CALIBRATION = (LAYER_COSTS, TEACHER_REFERENCE_MS)  # what a joining worker waits for
 
 
@@ -122,6 +126,8 @@ class TrialRecord:
     seconds: Mapping[str, float] = field(default_factory=dict)
     final_loss: float | None = None
     constraints: tuple[float, ...] = ()  # feasible when every value <= 0
+    seeded: Mapping[str, Any] | None = None  # {"budget", "level", "limit", "predicted"} of a seeded plan
+    promoted_from: int | None = None  # the trial whose Plan this one re-ran with a longer fine-tune
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ class StudyRecord:
     teacher: Teacher
     layer_costs: Any = None
     timing: Mapping[str, Any] | None = None  # how every latency is timed; None before it was recorded
+    profile: Mapping[str, Any] | None = None  # the per-layer profile; None before it is measured
+    seeds_queued: bool = False
 
     @property
     def split(self) -> Mapping[str, Any] | None:
@@ -160,8 +168,9 @@ class StudyRecord:
 
     @property
     def calibrated(self) -> bool:
-        """The creator has stored the layer timings and the teacher's reference."""
-        return self.layer_costs is not None and self.teacher.reference_ms is not None
+        """The creator has stored the profile (or, in older studies, the layer timings) and the
+        teacher's reference."""
+        return (self.profile is not None or self.layer_costs is not None) and self.teacher.reference_ms is not None
 
 
 # -- readers ------------------------------------------------------------------------------------------
@@ -175,7 +184,8 @@ def read_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord:
                                          u.get(EAGER_LATENCY_MS)),
         artifact=Artifact(u.get(ARTIFACT), u.get(ARTIFACT_SHA256)), failure=u.get(FAIL_REASON) or None,
         baseline=u.get(BASELINE) or None, outside_space=u.get(OUTSIDE_SPACE), seconds=u.get(SECONDS) or {},
-        final_loss=u.get(FINAL_LOSS), constraints=constraint_values(trial))
+        final_loss=u.get(FINAL_LOSS), constraints=constraint_values(trial), seeded=u.get(SEEDED),
+        promoted_from=u.get(PROMOTED_FROM))
 
 
 def _latency_ratio(trial: optuna.trial.FrozenTrial, metrics: Mapping[str, Any]) -> float | None:
@@ -209,6 +219,12 @@ def trial_baseline(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None
     return trial.user_attrs.get(BASELINE) or None
 
 
+def trial_promoted_from(trial: optuna.trial.FrozenTrial | optuna.Trial) -> int | None:
+    """The trial whose Plan a promoted trial re-runs (its enqueue marks), None otherwise."""
+    value = trial.user_attrs.get(PROMOTED_FROM)
+    return None if value is None else int(value)
+
+
 def trial_failure(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None:
     return trial.user_attrs.get(FAIL_REASON) or None
 
@@ -237,7 +253,8 @@ def read_study(study: optuna.Study) -> StudyRecord:
         preprocessing=a.get(PREPROCESSING), data_norm=a.get(DATA_NORM),
         runtime=runtime if isinstance(runtime, Mapping) else None,
         runtime_line=user.get(RUNTIME) if isinstance(user.get(RUNTIME), str) else None,
-        teacher=teacher, layer_costs=a.get(LAYER_COSTS), timing=a.get(TIMING))
+        teacher=teacher, layer_costs=a.get(LAYER_COSTS), timing=a.get(TIMING), profile=a.get(PROFILE),
+        seeds_queued=bool(a.get(SEEDS_QUEUED)))
 
 
 def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
@@ -288,6 +305,14 @@ def write_layer_costs(study: optuna.Study, record: Any) -> None:
     set_system_attr(study, LAYER_COSTS, record)
 
 
+def write_profile(study: optuna.Study, record: Mapping[str, Any]) -> None:
+    set_system_attr(study, PROFILE, dict(record))
+
+
+def write_seeds_queued(study: optuna.Study) -> None:
+    set_system_attr(study, SEEDS_QUEUED, True)
+
+
 def write_teacher_reference(study: optuna.Study, timing: Mapping[str, Any]) -> None:
     """How the teacher's reference was timed (system attr) and its median (user attr: every
     trial's latency multiplies it)."""
@@ -313,6 +338,16 @@ def write_workbench(study: optuna.Study, teacher_accuracy: float, teacher_size_b
 def baseline_marks(name: str, outside: str | None) -> dict[str, Any]:
     """The user attrs a baseline is enqueued with."""
     return {BASELINE: name, **({OUTSIDE_SPACE: outside} if outside else {})}
+
+
+def seed_marks(budget: str, level: int, limit: float, predicted: Mapping[str, float]) -> dict[str, Any]:
+    """The user attrs a seeded plan is enqueued with: the budget it was solved under, the prediction."""
+    return {SEEDED: {"budget": budget, "level": level, "limit": limit, "predicted": dict(predicted)}}
+
+
+def promotion_marks(of: int) -> dict[str, Any]:
+    """The user attrs of a promoted re-run of trial ``of``."""
+    return {PROMOTED_FROM: of}
 
 
 def write_plan(trial: optuna.Trial, plan: Plan) -> None:

@@ -84,6 +84,9 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir, creator=fresh)
+    # The profile, the seeded plans and the teacher's reference, before the first trial (a
+    # joining worker waits for the creator's): no trial's time includes them.
+    objective.prepare(study)
     bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None
     bench.val.progress = bar.evaluating if bar else None

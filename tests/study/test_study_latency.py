@@ -98,7 +98,7 @@ def test_a_joining_worker_waits_for_the_creators_numbers(tiny_data, tmp_path) ->
     timer.start()
     objective = Objective(bench, load_space("default"), SearchConfig(), None, creator=False)
     try:
-        assert objective._prepare(study) == 0.1234  # its numbers, not a timing of its own
+        assert objective.prepare(study) == 0.1234  # its numbers, not a timing of its own
     finally:
         timer.cancel()
     assert study_attr(study, "layer_costs") == record and study_attr(study, "teacher_reference") is None

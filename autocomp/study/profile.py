@@ -1,0 +1,222 @@
+"""The per-layer profile: each value the space offers a layer, measured alone on a real artifact.
+
+Once per study, before the first searched trial, every compute layer is compressed alone with
+each value the space offers for each of its knobs (bits, sparsity, channel ratio, rank), with
+no fine-tune, and the whole model is exported as the trial's artifact would be. Three numbers
+per entry, each from that file:
+
+- **damage**: KL divergence of the artifact's outputs from the teacher artifact's (nats, mean
+  over the calibration samples) and the share of samples whose top-1 class it keeps
+  (``agreement``, percent);
+- **bytes**: the artifact's bytes minus the teacher artifact's (the encoders' own output);
+- **latency**: the artifact's time over the teacher's, timed interleaved in shuffled rounds
+  (``[median, low, high]``; every value of one layer and knob in the same rounds).
+
+A stepped range is profiled at up to ``MAX_VALUES`` of its values, ends included. The record is
+stored on the study (``records.write_profile``), so a resumed run and every worker read the
+same numbers. ``autocomp.study.frontier`` adds its entries into predictions for whole plans;
+``shaped_space`` drops the values it shows cannot pay.
+
+Example::
+
+    record = measure_profile(bench, space)
+    space = shaped_space(space, bench.teacher, bench.outputs, record)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocomp.methods.registry import knobs
+from autocomp.models.layers import compute_layers
+from autocomp.pipeline.workbench import Workbench
+from autocomp.plan import LayerPlan, Plan
+from autocomp.study.costs import domain_values
+from autocomp.study.space import Domain, SearchSpace
+
+VERSION = 1
+MAX_VALUES = 5  # values of one stepped range profiled (evenly spread over its changing values, ends included)
+SAMPLES = 256  # calibration samples the damage is measured on
+
+
+def catastrophic_agreement(num_classes: int) -> float:
+    """Agreement (%) under which a value alone wrecks the model: twice chance, and at least 10 %."""
+    return max(10.0, 200.0 / max(2, num_classes))
+
+
+def profiled_values(domain: Domain, knob: str) -> tuple:
+    """The changing values of a domain that the profile measures (``()`` for a continuous range)."""
+    values = domain_values(domain)
+    if values is None:
+        return ()
+    changing = [v for v in values if knobs()[knob].active(v)]
+    if domain.choices is not None or len(changing) <= MAX_VALUES:
+        return tuple(changing)
+    picks = np.linspace(0, len(changing) - 1, MAX_VALUES).round().astype(int)
+    return tuple(changing[i] for i in sorted(set(picks.tolist())))
+
+
+def candidates(space: SearchSpace, model: nn.Module, outputs: frozenset[str]) -> dict[tuple[str, str], tuple]:
+    """``{(layer, knob): values}`` the profile measures: one layer's own searched, enumerable knobs
+    (a group's shared value and continuous ranges are left to the search)."""
+    out: dict[tuple[str, str], tuple] = {}
+    for p in space.params(model, outputs):
+        if p.name != f"{p.layer}.{p.knob}" or not p.spec.searched:
+            continue
+        values = profiled_values(p.spec, p.knob)
+        if values:
+            out[(p.layer, p.knob)] = values
+    return out
+
+
+def _logits(session: Any, batches: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([session.run(None, {"input": np.ascontiguousarray(b, dtype=np.float32)})[0]
+                           for b in batches])
+
+
+def _damage(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(KL(teacher || artifact) in nats, mean over samples; top-1 agreement in percent)."""
+    p = torch.log_softmax(torch.from_numpy(reference).double(), 1)
+    q = torch.log_softmax(torch.from_numpy(logits).double(), 1)
+    kl = float((p.exp() * (p - q)).sum(1).mean())
+    agree = float((reference.argmax(1) == logits.argmax(1)).mean() * 100)
+    return max(0.0, kl), agree
+
+
+def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None) -> dict[str, Any]:
+    """The profile record of ``space`` on the bench's teacher, measured on its runtime.
+
+    A value whose artifact cannot be built or run is left out with its reason (``failed``):
+    nothing is known about it, so it is neither dropped nor seeded.
+    """
+    from autocomp.artifact import export
+    from autocomp.measure import session_for
+    from autocomp.measure.latency import paired_rounds
+    from autocomp.measure.layer_cost import ratio_record
+    from autocomp.pipeline.compress import apply
+
+    started = time.monotonic()
+    todo = candidates(space, bench.teacher, bench.outputs)
+    batches, kept = [], 0
+    for b in bench.calibration:
+        if kept >= SAMPLES:
+            break
+        batches.append(b[: SAMPLES - kept])
+        kept += len(batches[-1])
+    reference = _logits(bench.teacher_session, batches)
+    teacher_bytes = bench.teacher_path.stat().st_size
+    m = bench.measure
+    entries: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    task = progress("per-layer profile", sum(len(v) for v in todo.values())) if progress else None
+    with tempfile.TemporaryDirectory(prefix="autocomp-profile-") as tmp:
+        for i, ((layer, knob), values) in enumerate(todo.items()):
+            sessions, measured = [], []
+            for j, value in enumerate(values):
+                plan = Plan(layers={layer: LayerPlan(**{knob: value})}, quant_mode=space.quant_mode)
+                path = Path(tmp, f"{i}_{j}.acz")
+                try:
+                    torch.manual_seed(0)
+                    student = apply(bench.teacher, plan, bench.example)
+                    export(student, bench.example, bench.calibration, path, space.quant_mode)
+                    session = session_for(path, m)
+                    kl, agree = _damage(reference, _logits(session, batches))
+                except Exception as exc:  # noqa: BLE001 - one odd value must not stop the study
+                    failed.append({"layer": layer, "knob": knob, "value": value,
+                                   "why": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]})
+                else:
+                    sessions.append(session)
+                    measured.append({"layer": layer, "knob": knob, "param": f"{layer}.{knob}", "value": value,
+                                     "kl": round(kl, 6), "agreement": round(agree, 2),
+                                     "bytes": path.stat().st_size - teacher_bytes, "latency": None})
+                if task:
+                    task.update(1)
+            if sessions:
+                rounds = paired_rounds([*sessions, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
+                                       min_runs=m.min_runs, min_seconds=m.min_seconds)
+                for j, entry in enumerate(measured):
+                    entry["latency"] = ratio_record(rounds.ratio(j, len(sessions), m.min_spread))
+            entries.extend(measured)
+            del sessions
+    if task:
+        task.close()
+    layers = compute_layers(bench.teacher)
+    return {"version": VERSION, "samples": int(len(reference)), "metric": "kl", "teacher_bytes": teacher_bytes,
+            "num_classes": int(reference.shape[1]),
+            "layer_bytes": {name: 4 * sum(p.numel() for p in layers[name].parameters()) for name in
+                            dict.fromkeys(e["layer"] for e in entries)},
+            "entries": entries, "failed": failed, "seconds": round(time.monotonic() - started, 2)}
+
+
+def drop_reason(entry: dict[str, Any], floor: float) -> str | None:
+    """Why a profiled value is not worth searching, or None: it wrecks the model alone (its
+    agreement under ``floor``), or it is not smaller and not measurably faster."""
+    if entry["agreement"] < floor:
+        return f"alone it keeps the teacher's top-1 on {entry['agreement']:.0f}% of samples (< {floor:.0f}%)"
+    latency = entry.get("latency")
+    faster = latency is not None and latency[2] < 1.0
+    if entry["bytes"] >= 0 and not faster:
+        ratio = f"{latency[0]:.2f}x the time" if latency is not None else "untimed"
+        return f"not smaller ({entry['bytes']:+,} bytes) and not faster ({ratio})"
+    return None
+
+
+def dropped_values(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """``[{"param", "value", "why"}]``: the values ``shaped_space`` removes, in profile order."""
+    floor = catastrophic_agreement(record.get("num_classes", 10))
+    out = []
+    for e in record["entries"]:
+        why = drop_reason(e, floor)
+        if why:
+            out.append({"param": e["param"], "value": e["value"], "why": why})
+    return out
+
+
+def shaped_space(space: SearchSpace, model: nn.Module, outputs: frozenset[str],
+                 record: dict[str, Any]) -> SearchSpace:
+    """The space without the values the profile shows cannot pay (``dropped_values``).
+
+    A list of choices loses those values. A stepped range keeps its order: it ends below the
+    smallest value that wrecks the model alone (values that are not smaller or faster are
+    never the end of a range: sparsity and channel cuts always shrink the file). The no-op
+    value always stays; a knob left with it alone is no longer searched.
+    """
+    dropped: dict[str, list] = {}
+    wrecks: dict[str, list] = {}
+    floor = catastrophic_agreement(record.get("num_classes", 10))
+    for e in record["entries"]:
+        why = drop_reason(e, floor)
+        if why:
+            dropped.setdefault(e["param"], []).append(e["value"])
+            if e["agreement"] < floor:
+                wrecks.setdefault(e["param"], []).append(e["value"])
+    overrides = dict(space.overrides)
+    table = knobs()
+    for p in space.params(model, outputs):
+        if p.name not in dropped or p.name != f"{p.layer}.{p.knob}":
+            continue
+        spec, noop = p.spec, table[p.knob].noop
+        if spec.choices is not None:
+            keep = tuple(v for v in spec.choices if v not in dropped[p.name] or not table[p.knob].active(v))
+        elif p.name in wrecks and spec.step is not None:
+            values = domain_values(spec) or ()
+            first_bad = min(wrecks[p.name])
+            keep = tuple(v for v in values if v < first_bad)
+            if len(keep) > 1:
+                overrides[p.name] = dataclasses.replace(spec, high=keep[-1])
+                continue
+        else:
+            continue
+        if not keep:
+            keep = (noop,)
+        overrides[p.name] = Domain(fixed=keep[0]) if len(keep) == 1 else Domain(choices=keep)
+    return dataclasses.replace(space, overrides=overrides)
