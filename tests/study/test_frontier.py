@@ -1,0 +1,84 @@
+"""The seeded frontier: the integer program's optimum, and seeds that are points of the space."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from autocomp.study.baselines import in_domain
+from autocomp.study.frontier import Option, layer_options, seed_plans, solve
+from autocomp.study.space import load_space
+
+
+def test_the_integer_program_returns_the_known_optimum_of_a_toy_instance() -> None:
+    options = {
+        "a": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 1.0, -10.0, -0.1), Option({"bits": 4}, 3.0, -20.0, -0.2)],
+        "b": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 2.0, -10.0, 0.0), Option({"bits": 4}, 4.5, -30.0, 0.1)],
+    }
+    # Byte budget -30: (a none, b 4) costs 4.5; (a 4, b 8) 5.0; (a 8, b 4) 5.5; (a 4, b 4) 7.5.
+    chosen = solve(options, "bytes", -30.0)
+    assert [o.values for o in chosen] == [{}, {"bits": 4}]
+    # Latency budget -0.2: only a's 4 bits reaches it, with b left alone (b's 8 bits adds no time but damage).
+    assert [o.values for o in solve(options, "latency", -0.2)] == [{"bits": 4}, {}]
+    assert solve(options, "bytes", -100.0) is None  # no choice meets it
+
+
+def _record(model: torch.nn.Module) -> dict:
+    """A synthetic profile of the tiny CNN: damage grows with the change, bytes and time shrink."""
+    entries = []
+    for layer, size in (("0", 320), ("3", 4672), ("7", 8320), ("9", 1320)):
+        for knob, values in (("bits", (8, 6, 4)), ("sparsity", (0.05, 0.25, 0.5, 0.7, 0.9)),
+                             ("channel_ratio", (0.125, 0.25, 0.5)), ("rank", (0.75, 0.5, 0.25))):
+            for i, v in enumerate(values):
+                strength = (i + 1) / len(values)
+                entries.append({"layer": layer, "knob": knob, "param": f"{layer}.{knob}", "value": v,
+                                "kl": 0.01 * strength ** 2 * (2 if knob == "rank" else 1), "agreement": 99.0,
+                                "bytes": -int(size * strength * 0.8), "latency": [1 - 0.05 * strength, 0.9, 1.0]})
+    return {"teacher_bytes": 16_000, "layer_bytes": {"0": 320, "3": 4672, "7": 8320, "9": 1320},
+            "entries": entries, "num_classes": 10}
+
+
+def test_a_layer_keeps_only_combinations_no_other_beats_on_damage_bytes_and_time() -> None:
+    from tiny_models import tiny_cnn
+
+    options = layer_options(_record(tiny_cnn()))
+    for opts in options.values():
+        assert opts[0].values == {}  # the no-op is never beaten: it does no damage
+        for o in opts:
+            assert not any(p.damage <= o.damage and p.bytes <= o.bytes and p.latency <= o.latency
+                           and (p.damage, p.bytes, p.latency) != (o.damage, o.bytes, o.latency) for p in opts)
+
+
+def test_every_seeded_plan_is_a_point_of_the_space_and_its_params_read_back_to_the_same_plan() -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.models.layers import output_layers
+
+    model = tiny_cnn().eval()
+    outputs = output_layers(model, torch.zeros(1, 1, 8, 8))
+    space = load_space("default")
+    seeds = seed_plans(_record(model), space, model, outputs, n=6)
+    assert len(seeds) >= 4 and {s.budget for s in seeds} == {"size", "latency"}
+    sizes = [s.predicted["size_bytes"] for s in seeds if s.budget == "size"]
+    assert sizes == sorted(sizes) and all(s.predicted["size_bytes"] <= s.limit + 1 for s in seeds if s.budget == "size")
+    domains = {p.name: p.spec for p in space.params(model, outputs) if p.spec.searched}
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for seed in seeds:
+        assert set(domains) <= set(seed.params)  # every searched dimension is given: nothing left to chance
+        assert all(in_domain(domains[k], v) for k, v in seed.params.items() if k in domains)
+        plan = space.sample(optuna.trial.FixedTrial(seed.params), model, outputs)
+        study.enqueue_trial(seed.params)
+        assert space.sample(study.ask(), model, outputs) == plan
+        assert plan.active_layers  # a seed compresses something
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_few_seeds(n: int) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.models.layers import output_layers
+
+    model = tiny_cnn().eval()
+    seeds = seed_plans(_record(model), load_space("default"), model, output_layers(model, torch.zeros(1, 1, 8, 8)), n)
+    assert len(seeds) == n and all(s.budget == "size" for s in seeds)

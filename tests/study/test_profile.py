@@ -1,0 +1,143 @@
+"""The per-layer profile: measured on whole artifacts, deterministic, stored once per study, shaping the space."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from autocomp.data import DataBundle
+from autocomp.pipeline.workbench import Workbench
+from autocomp.study import records
+from autocomp.study.profile import (
+    MAX_VALUES,
+    candidates,
+    catastrophic_agreement,
+    dropped_values,
+    measure_profile,
+    profiled_values,
+    shaped_space,
+)
+from autocomp.study.space import Domain, parse_space
+
+SPACE = """
+version: 1
+layers:
+  - type: Conv2d
+    bits: [null, 8, 2]
+    channel_ratio: [0.0, 0.5]
+  - type: Linear
+    sparsity: {low: 0.0, high: 0.95, step: 0.05}
+    rank: [1.0, 0.25]
+"""
+
+
+def _data() -> DataBundle:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (320,), generator=gen)
+    x = torch.randn(320, 1, 8, 8, generator=gen) * 0.3
+    x[torch.arange(len(y)), 0, y % 8, y // 8 * 4] += 2.0
+    return DataBundle(x[:256], y[:256], x[256:], y[256:], 10, [0.0], [1.0])
+
+
+@pytest.fixture(scope="module")
+def bench() -> Workbench:
+    from tiny_models import tiny_cnn
+
+    torch.manual_seed(0)
+    return Workbench(tiny_cnn().eval(), _data())
+
+
+@pytest.fixture(scope="module")
+def record(bench: Workbench) -> dict:
+    return measure_profile(bench, parse_space(SPACE))
+
+
+def test_a_stepped_range_is_profiled_at_a_few_values_ends_included() -> None:
+    values = profiled_values(Domain(low=0.0, high=0.95, step=0.05), "sparsity")
+    assert len(values) == MAX_VALUES and values[0] == 0.05 and values[-1] == 0.95
+    assert profiled_values(Domain(choices=(None, 8, 4, 2)), "bits") == (8, 4, 2)  # choices whole, no-op left out
+    assert profiled_values(Domain(low=0.0, high=0.5), "sparsity") == ()  # continuous: left to the search
+
+
+def test_every_offered_value_of_every_layer_has_an_entry_measured_on_its_artifact(bench, record) -> None:
+    todo = candidates(parse_space(SPACE), bench.teacher, bench.outputs)
+    measured = {(e["layer"], e["knob"], e["value"]) for e in record["entries"]}
+    assert measured == {(layer, knob, v) for (layer, knob), values in todo.items() for v in values}
+    assert record["failed"] == [] and record["teacher_bytes"] == bench.teacher_path.stat().st_size
+    by = {(e["layer"], e["knob"], e["value"]): e for e in record["entries"]}
+    # The damage grows with the change, and the bytes are the artifact's own (sparser: smaller file).
+    assert by[("0", "bits", 2)]["kl"] > by[("0", "bits", 8)]["kl"] >= 0
+    assert by[("7", "sparsity", 0.95)]["bytes"] < by[("7", "sparsity", 0.05)]["bytes"]
+    assert by[("7", "sparsity", 0.95)]["kl"] > by[("7", "sparsity", 0.05)]["kl"]
+    for e in record["entries"]:
+        low, median, high = e["latency"][1], e["latency"][0], e["latency"][2]
+        assert 0 < low <= median <= high and 0 <= e["agreement"] <= 100
+
+
+def test_the_profile_is_deterministic_for_a_seed_but_for_its_timings(bench, record) -> None:
+    again = measure_profile(bench, parse_space(SPACE))
+
+    def fixed(rec: dict) -> list:
+        return [{k: v for k, v in e.items() if k != "latency"} for e in rec["entries"]]
+
+    assert fixed(again) == fixed(record)
+
+
+def test_shaping_drops_what_wrecks_the_model_or_cannot_pay_and_keeps_the_no_op(bench) -> None:
+    space = parse_space(SPACE)
+    entries = [
+        {"layer": "0", "knob": "bits", "param": "0.bits", "value": 8, "kl": 0.0, "agreement": 100.0,
+         "bytes": 50, "latency": [1.3, 1.2, 1.4]},  # bigger and slower: dropped
+        {"layer": "0", "knob": "bits", "param": "0.bits", "value": 2, "kl": 0.1, "agreement": 90.0,
+         "bytes": -100, "latency": [1.3, 1.2, 1.4]},  # smaller though slower: kept
+        {"layer": "7", "knob": "sparsity", "param": "7.sparsity", "value": 0.5, "kl": 0.1, "agreement": 95.0,
+         "bytes": -900, "latency": [1.0, 0.97, 1.03]},
+        {"layer": "7", "knob": "sparsity", "param": "7.sparsity", "value": 0.75, "kl": 3.0, "agreement": 12.0,
+         "bytes": -1500, "latency": [1.0, 0.97, 1.03]},  # wrecks it alone: the range ends below it
+    ]
+    record = {"entries": entries, "num_classes": 10}
+    assert catastrophic_agreement(10) == 20.0
+    assert [(d["param"], d["value"]) for d in dropped_values(record)] == [("0.bits", 8), ("7.sparsity", 0.75)]
+    shaped = {p.name: p.spec for p in shaped_space(space, bench.teacher, bench.outputs, record).params(
+        bench.teacher, bench.outputs)}
+    assert shaped["0.bits"].choices == (None, 2)
+    assert shaped["7.sparsity"].low == 0.0 and shaped["7.sparsity"].high == pytest.approx(0.7)
+    assert shaped["3.bits"].choices == (None, 8, 2)  # not in the record: as written
+
+
+@pytest.mark.slow
+def test_a_study_measures_its_profile_once_and_a_resume_or_second_worker_reads_it_back(tmp_path, monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    import autocomp
+    from autocomp.config import SearchConfig
+    from autocomp.study import profile as profile_module
+    from autocomp.study.objective import Objective
+
+    calls = []
+    real = profile_module.measure_profile
+    monkeypatch.setattr(profile_module, "measure_profile", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = _data()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    kw = dict(storage=url, study_name="p", run_dir=str(tmp_path), space="default", baselines=["teacher"],
+              seeds=2, promote=0.0)
+    torch.manual_seed(0)
+    model = tiny_cnn().eval()
+    study = autocomp.search(model, (data.train_x, data.train_y), (data.val_x, data.val_y), n_trials=1, **kw)
+    rec = records.read_study(study)
+    assert len(calls) == 1 and rec.profile is not None and rec.seeds_queued
+    seeded = [t for t in study.trials if t.user_attrs.get(records.SEEDED)]
+    assert 1 <= len(seeded) <= 2 and all(t.state == optuna.trial.TrialState.WAITING for t in seeded)
+    # A resumed run: the profile is read back, the seeds are not enqueued again.
+    study = autocomp.search(model, (data.train_x, data.train_y), (data.val_x, data.val_y), n_trials=1,
+                            overwrite=True, **kw)
+    assert len(calls) == 1
+    assert len([t for t in study.trials if t.user_attrs.get(records.SEEDED)]) == len(seeded)
+    # A second worker on the same study: the same shaped space, from the stored record.
+    bench = Workbench(model, data)
+    config = SearchConfig(storage=url, study_name="p", seeds=2, promote=0.0)
+    joiner = Objective(bench, parse_space("version: 1\nlayers:\n  - type: Linear\n    rank: [1.0, 0.5]\n"),
+                       config, None, creator=False)
+    joiner.prepare(study)
+    assert len(calls) == 1
