@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 from torch import nn
@@ -37,12 +38,9 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
         undo()
         raise
     study = run.study
-    # The space's accuracy constraint bounds the search (often generous, 5 points); what to ship
-    # defaults to `autocomp report`'s 1 point unless the space asks for less.
-    c = space.constraints
-    limits = {"max_drop": min(1.0, c.max_accuracy_drop) if c.max_accuracy_drop is not None else 1.0,
-              "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms}
-    paths = write_report(study, config.directory, storage=config.storage_url, **limits)
+    limits = ship_limits(space)
+    report_limits = {k: v for k, v in limits.items() if k != "allow_slower"}  # html.py takes no allow_slower yet
+    paths = write_report(study, config.directory, storage=config.storage_url, **report_limits)
     log(("interrupted: " if run.interrupted else "") + summary(study, config.name, run.log_path))
     for line in teacher_warnings(run.teacher_accuracy, run.chance_accuracy, best_student(study)):
         log(f"warning: {line}")
@@ -52,6 +50,20 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     if run.interrupted:
         raise KeyboardInterrupt
     return study
+
+
+def ship_limits(space: SearchSpace) -> dict[str, Any]:
+    """The limits ``autocomp search`` recommends a point under, from the space's constraints.
+
+    The space's accuracy constraint bounds the search (often generous, 5 points); what to ship
+    defaults to ``autocomp report``'s 1 point unless the space asks for less. A point slower than
+    the teacher may win only when the space sets a latency limit (as ``--max-latency`` does for
+    ``autocomp report``).
+    """
+    c = space.constraints
+    return {"max_drop": min(1.0, c.max_accuracy_drop) if c.max_accuracy_drop is not None else 1.0,
+            "max_size": c.max_size_bytes, "max_latency": c.max_latency_ms,
+            "allow_slower": c.max_latency_ms is not None}
 
 
 # The file that marks a folder as an autocomp run directory, made when a run first uses it.

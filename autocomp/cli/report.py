@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,8 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-drop", type=float, default=1.0, help="largest accuracy drop in points (default 1.0)")
     r.add_argument("--max-size", type=int, default=None, help="largest artifact size in bytes")
     r.add_argument("--max-latency", type=float, default=None, help="largest latency in ms")
-    r.add_argument("--prefer", choices=["size", "latency", "accuracy"], default="size",
-                   help="what 'best' means among the points within the limits (default size)")
+    r.add_argument("--prefer", choices=["size", "latency", "accuracy"], default=None,
+                   help="what 'best' means among the points within the limits (default size); given, or with "
+                   "--max-latency, a point slower than the teacher may be recommended (by default one that is "
+                   "not slower wins whenever one meets the limits)")
     r.set_defaults(func=run)
 
 
@@ -24,9 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from autocomp.study.create import load_existing_study
 
     study = load_existing_study(args.storage, args.study_name)
-    limits = {"max_drop": args.max_drop, "max_size": args.max_size, "max_latency": args.max_latency,
-              "prefer": args.prefer}
-    paths = write_report(study, args.out, storage=args.storage, **limits)
+    limits = ship_limits(args)
+    report_limits = {k: v for k, v in limits.items() if k != "allow_slower"}  # html.py takes no allow_slower yet
+    paths = write_report(study, args.out, storage=args.storage, **report_limits)
     print(f"report: {paths['html']}\ntrials table: {paths['csv']}")
     print(recommend_text(study, args.storage, **limits))
     return 0
+
+
+def ship_limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The recommendation's limits from the flags: a point slower than the teacher may win only
+    when the user asked for it, by ``--max-latency`` or an explicit ``--prefer`` (default size)."""
+    return {"max_drop": args.max_drop, "max_size": args.max_size, "max_latency": args.max_latency,
+            "prefer": args.prefer or "size", "allow_slower": args.prefer is not None or args.max_latency is not None}

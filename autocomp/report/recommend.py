@@ -7,6 +7,14 @@ then lower latency, then higher accuracy; ``latency``: fastest, then smaller, th
 accurate; ``accuracy``: most accurate, then smaller, then faster), ties to the earlier trial.
 Such a point is always on the Pareto front: anything dominating it would meet the limits too.
 
+A point the user would ship is not slower than the teacher: unless ``allow_slower`` (the CLI sets
+it for ``--max-latency`` or an explicit ``--prefer``), points whose latency ratio (the one the
+objective used: exactly 1 when the measured spread contains 1) is over 1 are ruled out whenever a
+point within the limits is not slower. A point with no ratio (no latency timed beside the
+teacher) is ruled out only by a point known not to be slower, and itself rules out slower ones.
+When every point within the limits is slower, the best of them is recommended and the reason
+says so.
+
 Example::
 
     rec = recommend(trials_frame(study), teacher_accuracy=98.9, max_drop=1.0)
@@ -18,6 +26,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -32,6 +41,7 @@ PREFERENCES = {  # prefer -> (sort columns, ascending, words)
     "accuracy": (["accuracy", "size_bytes", "latency_ms", "trial"], [False, True, True, True], "most accurate"),
 }
 SHOW_RULED_OUT = 3
+NOT_SLOWER, UNKNOWN, SLOWER = 0, 1, 2  # speed tiers beside the teacher, best first
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,35 @@ def _violations(row: pd.Series, teacher_accuracy: float, max_drop: float, max_si
     return why
 
 
+def _speed_tiers(frame: pd.DataFrame) -> pd.Series:
+    """Each row's tier beside the teacher: NOT_SLOWER (latency ratio <= 1), UNKNOWN (no ratio), SLOWER."""
+    ratio = pd.to_numeric(frame["latency_ratio"], errors="coerce") if "latency_ratio" in frame else None
+    if ratio is None:
+        return pd.Series(UNKNOWN, index=frame.index)
+    return pd.Series(np.where(ratio.isna(), UNKNOWN, np.where(ratio > 1.0, SLOWER, NOT_SLOWER)), index=frame.index)
+
+
+def _speed_words(row: pd.Series) -> str:
+    """Why the speed rule set a point aside: ``is 1.32x slower than the teacher (spread 1.28-1.38)``."""
+    ratio = row.get("latency_ratio")
+    if ratio is None or pd.isna(ratio):
+        return "has no latency ratio to the teacher (not timed beside it)"
+    low, high = row.get("latency_ratio_low"), row.get("latency_ratio_high")
+    known = all(v is not None and pd.notna(v) for v in (low, high))
+    return f"is {ratio:.2f}x slower than the teacher" + (f" (spread {low:.2f}-{high:.2f})" if known else "")
+
+
 def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.0, max_size: int | None = None,
-              max_latency: float | None = None, prefer: str = "size") -> Recommendation:
-    """The best finished trial within the limits (see the module docstring for the rule)."""
+              max_latency: float | None = None, prefer: str = "size", allow_slower: bool = False) -> Recommendation:
+    """The best finished trial within the limits (see the module docstring for the rule).
+
+    ``allow_slower``: let a point slower than the teacher win over one that is not (the CLI sets
+    it when the user gave ``--max-latency`` or ``--prefer``).
+    """
     if prefer not in PREFERENCES:
         raise AutocompError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     columns, ascending, words = PREFERENCES[prefer]
-    done = finished(frame)
+    done = finished(frame).reset_index(drop=True)
     if done.empty:
         return Recommendation(None, "no finished trials")
     done = done.assign(size_bytes=done["size_bytes"].astype(float))
@@ -74,31 +106,49 @@ def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.
     limits = f"accuracy drop <= {max_drop:g} points" + (f", size <= {max_size:,} bytes" if max_size is not None else "")
     limits += f", latency <= {max_latency:g} ms" if max_latency is not None else ""
 
-    def why(row: pd.Series) -> str:
-        return " and ".join(_violations(row, teacher_accuracy, max_drop, max_size, max_latency))
+    def why(row: pd.Series) -> str:  # a limit it breaks, else the speed rule
+        return " and ".join(_violations(row, teacher_accuracy, max_drop, max_size, max_latency)) or _speed_words(row)
 
     if ok.empty:
         closest = ranked.iloc[0]
         return Recommendation(None, f"no finished trial meets the limits ({limits}); the {words}, trial "
                               f"{int(closest['trial'])}, {why(closest)}; relax the limits or run more trials")
-    best = ok.iloc[0]
-    number = int(best["trial"])
-    ahead = ranked.iloc[: int(meets.to_numpy().argmax())]  # better by `prefer`, but over a limit
-    ruled_out = [f"trial {int(r['trial'])} {why(r)}" for _, r in ahead.head(SHOW_RULED_OUT).iterrows()]
-    reason = (
-        f"trial {number} is the {words} within the limits ({limits}): {int(best['size_bytes']):,} bytes"
+    tiers = _speed_tiers(ok)
+    floor = int(tiers.min())
+    pool = ok if allow_slower else ok[tiers == floor]
+    best = pool.iloc[0]
+    ahead = ranked.iloc[: ranked.index.get_loc(best.name)]  # better by `prefer`, but over a limit or slower
+    reason = _reason(best, words, limits, teacher_accuracy, (len(ok), len(done), len(ok) - len(pool)),
+                     floor if not allow_slower else None)
+    if not ahead.empty:
+        shown = "; ".join(f"trial {int(r['trial'])} {why(r)}" for _, r in ahead.head(SHOW_RULED_OUT).iterrows())
+        more = f" (and {len(ahead) - SHOW_RULED_OUT} more)" if len(ahead) > SHOW_RULED_OUT else ""
+        reason += f" Ahead of it by {prefer} but ruled out: {shown}{more}."
+    reason += f" Settings: {plan_summary(best)}."
+    return Recommendation(int(best["trial"]), reason, [int(t) for t in ok["trial"]])
+
+
+def _reason(best: pd.Series, words: str, limits: str, teacher_accuracy: float, counts: tuple[int, int, int],
+            floor: int | None) -> str:
+    """The sentence saying what was picked and why; ``counts``: (meeting the limits, finished, set
+    aside as slower); ``floor``: the best speed tier within the limits, None when slower may win."""
+    meeting, total, set_aside = counts
+    rule = " and not slower than the teacher" if floor == NOT_SLOWER else ""
+    text = (
+        f"trial {int(best['trial'])} is the {words} within the limits ({limits}){rule}: "
+        f"{int(best['size_bytes']):,} bytes"
         + (f" ({best['size_ratio']:.3f}x the teacher)" if pd.notna(best.get("size_ratio")) else "")
         + f", {best['accuracy']:.2f}% accuracy (teacher {teacher_accuracy:.2f}%, drop "
         f"{teacher_accuracy - best['accuracy']:.2f}), {best['latency_ms']:.4f} ms"
         + (f", {latency_words(best)}" if latency_words(best) else "")
-        + f". {len(ok)} of {len(done)} finished trials meet the limits."
+        + f". {meeting} of {total} finished trials meet the limits"
     )
-    if ruled_out:
-        shown = "; ".join(ruled_out)
-        more = f" (and {len(ahead) - SHOW_RULED_OUT} more)" if len(ahead) > SHOW_RULED_OUT else ""
-        reason += f" Ahead of it by {prefer} but ruled out: {shown}{more}."
-    reason += f" Settings: {plan_summary(best)}."
-    return Recommendation(number, reason, [int(t) for t in ok["trial"]])
+    if set_aside:
+        text += (f"; {set_aside} of them {'is' if set_aside == 1 else 'are'} set aside as slower than the teacher "
+                 "(an explicit --prefer or --max-latency lets them in)")
+    if floor == SLOWER:
+        text += "; no point within the limits is as fast as the teacher, so this one is slower"
+    return text + "."
 
 
 def export_command(storage: str, study_name: str, trial: int) -> str:
@@ -108,13 +158,14 @@ def export_command(storage: str, study_name: str, trial: int) -> str:
 
 
 def recommend_text(study: optuna.Study, storage: str, max_drop: float = 1.0, max_size: int | None = None,
-                   max_latency: float | None = None, prefer: str = "size", frame: pd.DataFrame | None = None) -> str:
+                   max_latency: float | None = None, prefer: str = "size", frame: pd.DataFrame | None = None,
+                   allow_slower: bool = False) -> str:
     """The recommendation as printed by ``autocomp report`` and ``autocomp search``."""
     frame = trials_frame(study) if frame is None else frame
     teacher_acc = read_study(study).teacher.accuracy
     if teacher_acc is None:
         return "recommendation: the study has no teacher accuracy recorded yet"
-    rec = recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer)
+    rec = recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer, allow_slower)
     if rec.trial is None:
         return f"recommendation: none ({rec.reason})"
     return f"recommendation: {rec.reason}\nexport it with:\n  {export_command(storage, study.study_name, rec.trial)}"
