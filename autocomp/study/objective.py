@@ -133,10 +133,20 @@ class Objective:
         plan = self.bench.baseline_plan(baseline, template)
         # Enqueued with its coordinates (``baseline_points``): record them as the trial's params.
         # Optuna keeps enqueued params privately; without them (a baseline outside the space, a
-        # study made before baselines had params, another Optuna) nothing is recorded.
-        if enqueued_params(trial):
+        # study made before baselines had params, another Optuna) nothing is recorded; nor when
+        # the profile dropped one of them from the space (the sampler would read a point outside it).
+        params = enqueued_params(trial)
+        if params and self._in_space(params):
             self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         return plan
+
+    def _in_space(self, params: dict[str, Any]) -> bool:
+        """Whether every enqueued value is one the (shaped) space can produce."""
+        from autocomp.study.baselines import in_domain
+
+        domains = {p.name: p.spec for p in self.space.params(self.bench.teacher, self.bench.outputs)}
+        domains.update({f"distill.{k}": v for k, v in self.space.globals.items()})
+        return all(name not in domains or in_domain(domains[name], value) for name, value in params.items())
 
     def prepare(self, study: optuna.Study) -> float:
         """Once per process: the teacher's reference latency (ms) and the space as the study shaped it.
@@ -186,9 +196,13 @@ class Objective:
             profile["dropped"] = dropped_values(profile)
             records.write_profile(study, profile)
         self.space = shaped_space(self.space, b.teacher, b.outputs, profile)
-        if rec.seeds_queued or not self.config.seeds:
+        # As many seeds as this run has room for after the queued trials and the promotions: a run
+        # of N trials runs N. With no room they wait for a run that has some.
+        queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+        room = self.config.n_trials - queued - round(self.config.n_trials * self.config.promote)
+        if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
-        for seed in seed_plans(profile, self.space, b.teacher, b.outputs, self.config.seeds):
+        for seed in seed_plans(profile, self.space, b.teacher, b.outputs, min(self.config.seeds, room)):
             study.enqueue_trial(seed.params, user_attrs=records.seed_marks(seed.budget, seed.level, seed.limit,
                                                                              seed.predicted))
         records.write_seeds_queued(study)

@@ -262,7 +262,7 @@ def _fake_search(tmp_path: Path, data, monkeypatch: pytest.MonkeyPatch, space_te
     monkeypatch.setattr(Workbench, "run", run)
     torch.manual_seed(0)
     config = _config(tmp_path, n_trials=len(OUTCOMES), run_dir=str(tmp_path / "run"), keep_artifacts=False,
-                     baselines=("teacher", "int8", "prune50"))
+                     baselines=("teacher", "int8", "prune50"), profile=False, promote=0.0)  # as written
     return run_search(config, teacher=tiny_cnn().eval(), data=data, space=parse_space(space_text),
                       progress=False, log=lambda s: None)
 
