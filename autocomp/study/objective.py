@@ -205,7 +205,7 @@ class Objective:
         for seed in seed_plans(profile, self.space, b.teacher, b.outputs, min(self.config.seeds, room)):
             study.enqueue_trial(seed.params, user_attrs=records.seed_marks(seed.budget, seed.level, seed.limit,
                                                                              seed.predicted))
-        records.write_seeds_queued(study)
+        records.set_system_attr(study, records.SEEDS_QUEUED, True)
 
     def _time_reference(self, study: optuna.Study) -> float:
         """Time the teacher's reference with the long protocol and store it on the study."""

@@ -92,6 +92,16 @@ def _damage(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
     return max(0.0, kl), agree
 
 
+def _first_samples(batches: list[np.ndarray], n: int) -> list[np.ndarray]:
+    out, kept = [], 0
+    for b in batches:
+        if kept >= n:
+            break
+        out.append(b[: n - kept])
+        kept += len(out[-1])
+    return out
+
+
 def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None) -> dict[str, Any]:
     """The profile record of ``space`` on the bench's teacher, measured on its runtime.
 
@@ -106,12 +116,7 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
 
     started = time.monotonic()
     todo = candidates(space, bench.teacher, bench.outputs)
-    batches, kept = [], 0
-    for b in bench.calibration:
-        if kept >= SAMPLES:
-            break
-        batches.append(b[: SAMPLES - kept])
-        kept += len(batches[-1])
+    batches = _first_samples(bench.calibration, SAMPLES)
     reference = _logits(bench.teacher_session, batches)
     teacher_bytes = bench.teacher_path.stat().st_size
     m = bench.measure

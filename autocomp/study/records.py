@@ -65,7 +65,6 @@ TEACHER_REFERENCE = "teacher_reference"
 TIMING = "timing"  # the timing input, warm-up and rounds (``autocomp.measure.timing_protocol``)
 PROFILE = "profile"  # the per-layer profile (``autocomp.study.profile``): costs, damage, what was dropped
 SEEDS_QUEUED = "seeds_queued"  # the profile's seeded plans are enqueued (once per study)
-CALIBRATION = (LAYER_COSTS, TEACHER_REFERENCE_MS)  # what a joining worker waits for
 
 
 @dataclass(frozen=True)
@@ -307,10 +306,6 @@ def write_layer_costs(study: optuna.Study, record: Any) -> None:
 
 def write_profile(study: optuna.Study, record: Mapping[str, Any]) -> None:
     set_system_attr(study, PROFILE, dict(record))
-
-
-def write_seeds_queued(study: optuna.Study) -> None:
-    set_system_attr(study, SEEDS_QUEUED, True)
 
 
 def write_teacher_reference(study: optuna.Study, timing: Mapping[str, Any]) -> None:
