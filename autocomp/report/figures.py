@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 from autocomp.methods.registry import knobs
 from autocomp.report.hypervolume import HypervolumeHistory
 from autocomp.report.importance import ImportanceInfo
 from autocomp.report.plots import ParetoInfo, PolicyInfo
+from autocomp.report.profile import KL_FLOOR, Proxy, Sensitivity
 
 STYLE = {  # group -> (color, symbol, legend name)
     "dominated": ("#b8b8b8", "circle", "dominated"),
     "front": ("#1f77b4", "circle", "Pareto front"),
     "baselines": ("#d62728", "diamond", "teacher / uniform baselines"),
 }
+PROMOTED = "promoted (plan re-run, longer fine-tune)"
+PROMOTED_MARKER = {"color": "#2ca02c", "symbol": "circle-open", "size": 15, "line": {"width": 2}}
 
 
 def pareto_figure(data: ParetoInfo, runtime: str = "ONNX Runtime"):  # noqa: ANN201
@@ -35,6 +40,12 @@ def pareto_figure(data: ParetoInfo, runtime: str = "ONNX Runtime"):  # noqa: ANN
                 hovertext=pts.text, hovertemplate="%{hovertext}<extra></extra>", name=name, legendgroup=key,
                 showlegend=col == 1, marker={"color": color, "symbol": symbol, "size": 9 if key != "dominated" else 7},
             ), row=1, col=col)
+        if data.promoted:
+            pro = data.promoted
+            fig.add_trace(go.Scatter(x=getattr(pro, axis), y=pro.accuracy, mode="markers", name=PROMOTED,
+                                     legendgroup="promoted", showlegend=col == 1, hovertext=pro.text,
+                                     hovertemplate="%{hovertext}<extra></extra>", marker=PROMOTED_MARKER),
+                          row=1, col=col)
         if data.recommended:
             rec = data.recommended
             fig.add_trace(go.Scatter(x=getattr(rec, axis), y=rec.accuracy, mode="markers", name="recommended",
@@ -62,6 +73,11 @@ def pareto3d_figure(data: ParetoInfo):  # noqa: ANN201
             marker={"color": color, "symbol": "diamond" if symbol == "diamond" else "circle",
                     "size": 4 if key == "dominated" else 6, "opacity": 0.9},
         ))
+    if data.promoted:
+        pro = data.promoted
+        fig.add_trace(go.Scatter3d(x=pro.size_kb, y=pro.latency_ms, z=pro.accuracy, mode="markers", name=PROMOTED,
+                                   hovertext=pro.text, hovertemplate="%{hovertext}<extra></extra>",
+                                   marker={**PROMOTED_MARKER, "size": 8}))
     if data.recommended:
         rec = data.recommended
         fig.add_trace(go.Scatter3d(x=rec.size_kb, y=rec.latency_ms, z=rec.accuracy, mode="markers",
@@ -132,4 +148,87 @@ def importance_figure(data: ImportanceInfo):  # noqa: ANN201
     rows = len(data.params) * max(1, len(data.objectives))
     fig.update_layout(barmode="group", height=max(300, 90 + 11 * rows), margin={"t": 30},
                       legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def _log_kl(value: float | None) -> float | None:
+    return None if value is None else math.log10(max(value, KL_FLOOR))
+
+
+def _kl_label(value: float | None, dropped: bool) -> str:
+    if value is None:
+        return ""
+    text = "~0" if value < 5e-4 else f"{value:.2g}"
+    return f"✕ {text}" if dropped else text
+
+
+def sensitivity_figure(info: Sensitivity):  # noqa: ANN201
+    """Three stacked heatmaps over layers x ``knob=value``: damage (KL, log color), KB saved, latency ratio."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    titles = ("damage alone: KL divergence from the teacher (nats; ✕ = dropped from the space)",
+              "KB saved beside the teacher's artifact (negative: larger)",
+              "latency, x the teacher's (below 1: faster)")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.08)
+    panels = (
+        ([[_log_kl(v) for v in row] for row in info.kl],
+         [[_kl_label(v, d) for v, d in zip(row, drop, strict=True)] for row, drop in zip(info.kl, info.dropped,
+                                                                                          strict=True)],
+         {"colorscale": "Reds", "zmin": math.log10(KL_FLOOR), "zmax": 1.0},
+         {"tickvals": [-6, -4, -2, 0], "ticktext": ["1e-6", "1e-4", "0.01", "1"], "title": {"text": "KL"}}),
+        (info.saved_kb, [[_short(v) for v in row] for row in info.saved_kb],
+         {"colorscale": "RdBu", "zmid": 0.0}, {"title": {"text": "KB"}}),
+        (info.latency, [["" if v is None else f"{v:.2f}" for v in row] for row in info.latency],
+         {"colorscale": "RdBu_r", "zmid": 1.0}, {"title": {"text": "x"}}),
+    )
+    for i, (z, text, scale, bar) in enumerate(panels, start=1):
+        fig.add_trace(go.Heatmap(z=z, x=info.columns, y=info.layers, text=text, texttemplate="%{text}",
+                                 hovertext=info.text, hovertemplate="%{hovertext}<extra></extra>", xgap=1, ygap=1,
+                                 colorbar={**bar, "len": 0.28, "y": 1 - (i - 0.5) / 3, "thickness": 12},
+                                 **scale), row=i, col=1)
+    fig.update_yaxes(type="category", autorange="reversed", title_text="layer")
+    fig.update_xaxes(type="category", tickangle=-45)
+    rows = max(1, len(info.layers))
+    fig.update_layout(height=3 * (70 + 24 * rows) + 120, margin={"t": 40, "l": 10})
+    return fig
+
+
+def _short(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}"
+
+
+def proxy_figure(data: Proxy):  # noqa: ANN201
+    """Seeded trials: predicted damage vs measured drop; predicted vs measured size and latency (y = x dotted)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
+        "predicted KL vs measured drop", "size (KB): predicted vs measured", "latency (x): predicted vs measured"))
+    colors = {"size": "#ff7f0e", "latency": "#2ca02c"}
+    budgets = list(dict.fromkeys(data.budget))
+    for budget in budgets:
+        keep = [i for i, b in enumerate(data.budget) if b == budget]
+        for col, (xs, ys) in enumerate(((data.predicted_kl, data.drop), (data.predicted_kb, data.size_kb),
+                                        (data.predicted_latency, data.latency)), start=1):
+            fig.add_trace(go.Scatter(x=[xs[i] for i in keep], y=[ys[i] for i in keep], mode="markers",
+                                     name=f"{budget} budget", legendgroup=budget, showlegend=col == 1,
+                                     hovertext=[data.text[i] for i in keep],
+                                     hovertemplate="%{hovertext}<extra></extra>",
+                                     marker={"color": colors.get(budget, "#1f77b4"), "size": 9}), row=1, col=col)
+    for col, (xs, ys) in ((2, (data.predicted_kb, data.size_kb)), (3, (data.predicted_latency, data.latency))):
+        finite = [v for v in (*xs, *ys) if math.isfinite(v) and v > 0]
+        if finite:
+            low, high = min(finite), max(finite)
+            fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="measured = predicted",
+                                     legendgroup="diag", showlegend=col == 2, hoverinfo="skip",
+                                     line={"color": "#888", "dash": "dot", "width": 1}), row=1, col=col)
+    fig.update_xaxes(type="log", title_text="predicted KL (nats, log)", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text="measured accuracy drop (points)", row=1, col=1)
+    for col, name in ((2, "KB"), (3, "x the teacher")):
+        fig.update_xaxes(type="log", title_text=f"predicted ({name}, log)", row=1, col=col)
+        fig.update_yaxes(type="log", title_text=f"measured ({name}, log)", row=1, col=col)
+    fig.update_layout(height=420, margin={"t": 50}, legend={"orientation": "h", "y": -0.3})
     return fig

@@ -25,19 +25,24 @@ from autocomp.study.pareto import OBJECTIVES, front_trials, is_feasible
 from autocomp.study.records import plan_layers, read_study, read_trial
 
 OBJECTIVE_COLUMNS = list(OBJECTIVES)
-_INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs")
+_INT_COLUMNS = ("size_bytes", "params", "nonzero_params", "macs", "promoted_from", "predicted_size_bytes")
+PREDICTED = ("kl", "size_bytes", "latency_ratio")  # a seeded plan's prediction: columns ``predicted_{name}``
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order.
 
-    Columns: ``trial, state, baseline, pareto, feasible``, the objectives, ratios to the
-    teacher (``size_ratio``; ``latency_ratio``, the ratio the latency objective used, with the
-    measured ``latency_ratio_measured`` and its spread ``latency_ratio_low``/``_high``), the
-    stored metrics (``measured_latency_ms`` and ``teacher_latency_ms``: both medians of the
-    trial's interleaved timing; ``teacher_reference_ms``: the study's reference), ``duration_s``,
-    ``seconds.<stage>``, ``fail_reason``, per-layer settings ``{layer}.{knob}`` (layers in
-    model order) and ``distill.*``. ``bits`` is empty where the layer stays float32.
+    Columns: ``trial, state, baseline, seeded, promoted_from, pareto, feasible`` (``seeded``: the
+    budget, ``size`` or ``latency``, of a plan the profile seeded; ``promoted_from``: the trial
+    whose Plan this one re-ran with a longer fine-tune), the objectives, ratios to the teacher
+    (``size_ratio``; ``latency_ratio``, the ratio the latency objective used, with the measured
+    ``latency_ratio_measured`` and its spread ``latency_ratio_low``/``_high``), the stored
+    metrics (``measured_latency_ms`` and ``teacher_latency_ms``: both medians of the trial's
+    interleaved timing; ``teacher_reference_ms``: the study's reference), ``duration_s``,
+    ``seconds.<stage>``, ``fail_reason``, a seeded plan's ``seeded_limit`` and the profile's
+    ``predicted_kl|size_bytes|latency_ratio`` (only in studies with seeded trials), per-layer
+    settings ``{layer}.{knob}`` (layers in model order) and ``distill.*``. ``bits`` is empty
+    where the layer stays float32.
     """
     trials = study.get_trials(deepcopy=False)
     pareto = {t.number for t in front_trials(trials)}
@@ -56,7 +61,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             frame[col] = pd.array(frame[col].tolist(), dtype="Int64")
         except (TypeError, ValueError):  # a non-integral value from a custom metric: keep it as stored
             pass
-    for col in ("baseline", "fail_reason", "state"):
+    for col in ("baseline", "seeded", "fail_reason", "state"):
         frame[col] = frame[col].fillna("").astype(str)
     return frame
 
@@ -70,6 +75,8 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
         "trial": t.number,
         "state": t.state.name,
         "baseline": rec.baseline or "",
+        "seeded": (rec.seeded or {}).get("budget") or "",
+        "promoted_from": rec.promoted_from,
         "pareto": t.number in pareto,
         "feasible": is_feasible(t),
         "accuracy": values[0] if values else math.nan,
@@ -94,6 +101,7 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
     for stage, sec in rec.seconds.items():
         row[f"seconds.{stage}"] = sec
     row["fail_reason"] = rec.failure or ""
+    row.update(_prediction(rec.seeded))
     if rec.plan is not None:
         for layer, lp in rec.plan.layers.items():
             for knob, value in lp.to_dict().items():
@@ -102,6 +110,14 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
             row[f"distill.{knob}"] = value
         row["quant_mode"] = rec.plan.quant_mode
     return row
+
+
+def _prediction(seeded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A seeded plan's budget limit and the profile's prediction for it (empty for other trials)."""
+    if not seeded:
+        return {}
+    predicted = seeded.get("predicted") or {}
+    return {"seeded_limit": seeded.get("limit"), **{f"predicted_{k}": predicted.get(k) for k in PREDICTED}}
 
 
 def _int(value: float) -> float | None:
@@ -239,4 +255,20 @@ def pareto_frame(source: optuna.Study | pd.DataFrame) -> pd.DataFrame:
         "measured x (spread)": [ratio_text(r) for r in front.to_dict("records")],
         "settings": [plan_summary(r) for r in front.to_dict("records")],
     })
+    marks = {"seeded": origin_text(front, "seeded"), "promoted from": origin_text(front, "promoted_from")}
+    for name, column in marks.items():
+        if any(column):  # only in studies that seeded or promoted a point of the front
+            out.insert(out.columns.get_loc("settings"), name, column)
     return out.reset_index(drop=True)
+
+
+def origin_text(frame: pd.DataFrame, column: str) -> list[str]:
+    """Per row, where a point's plan came from: ``size budget`` for a seeded plan (``column``
+    ``seeded``), ``#12`` for a promoted re-run of trial 12 (``promoted_from``); empty otherwise
+    (and for frames without the column)."""
+    if column not in frame:
+        return [""] * len(frame)
+    values = frame[column].tolist()
+    if column == "seeded":
+        return [f"{v} budget" if isinstance(v, str) and v else "" for v in values]
+    return [f"#{int(v)}" if v is not None and pd.notna(v) else "" for v in values]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 
 from autocomp.artifact.container import atomic_write
-from autocomp.report import figures
+from autocomp.report import figures, profile
 from autocomp.report.frame import pareto_frame, teacher_point, trials_frame
 from autocomp.report.hypervolume import ACCURACY_MARGIN, hypervolume_history, reference_point
 from autocomp.report.importance import importance_data
@@ -44,11 +44,11 @@ overflow-x:auto} .figure{margin:8px 0}
 
 def write_report(study: optuna.Study, out_dir: str | Path, *, storage: str | None = None, max_drop: float = 1.0,
                  max_size: int | None = None, max_latency: float | None = None,
-                 prefer: str = "size") -> dict[str, Path]:
+                 prefer: str = "size", allow_slower: bool = False) -> dict[str, Path]:
     """Write ``trials.csv``, ``trials.parquet`` and ``report.html`` under ``out_dir``; return their paths.
 
-    ``storage`` is only used to print the exact export command; the limits and ``prefer`` are
-    those of :func:`autocomp.report.recommend.recommend`.
+    ``storage`` is only used to print the exact export command; the limits, ``prefer`` and
+    ``allow_slower`` are those of :func:`autocomp.report.recommend.recommend`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,13 +57,14 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage: str | Non
     _atomic(paths["csv"], lambda p: frame.to_csv(p, index=False))
     _atomic(paths["parquet"], lambda p: frame.to_parquet(p, index=False))
     page = render_page(study, frame, storage=storage, max_drop=max_drop, max_size=max_size,
-                       max_latency=max_latency, prefer=prefer)
+                       max_latency=max_latency, prefer=prefer, allow_slower=allow_slower)
     _atomic(paths["html"], lambda p: p.write_text(page, encoding="utf-8"))
     return paths
 
 
 def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None = None, max_drop: float = 1.0,
-                max_size: int | None = None, max_latency: float | None = None, prefer: str = "size") -> str:
+                max_size: int | None = None, max_latency: float | None = None, prefer: str = "size",
+                allow_slower: bool = False) -> str:
     """The whole HTML page as a string."""
     import plotly.offline
 
@@ -71,7 +72,8 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
     teacher = teacher_point(study, frame) if not frame.empty else None
     record = read_study(study)
     teacher_acc = teacher["accuracy"] if teacher else record.teacher.accuracy
-    rec = (recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer) if teacher_acc is not None
+    rec = (recommend(frame, teacher_acc, max_drop, max_size, max_latency, prefer, allow_slower=allow_slower)
+           if teacher_acc is not None
            else Recommendation(None, "the study has no teacher accuracy recorded"))
     reference = record.teacher.reference
     measured_on = record.runtime  # None: made before runtimes were recorded (ONNX Runtime, CPU)
@@ -99,6 +101,7 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
         parts.append(_figure("importance", figures.importance_figure(imp)) + f"<p class='note'>Mean decrease in "
                      f"impurity of a random forest over {imp.n_trials} searched trials (size and latency "
                      "in log scale).</p>" if imp.params else f"<p class='note'>{_e(imp.note)}</p>")
+    parts.append(_profile(record.profile, frame))
     parts.append(_failures(frame))
     head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>autocomp report: "
             f"{_e(study.study_name)}</title><style>{CSS}</style>"
@@ -164,6 +167,26 @@ def _hypervolume(frame: pd.DataFrame, teacher: dict[str, float] | None) -> str:
     if not history.trial:
         return note
     return _figure("hypervolume", figures.hypervolume_figure(history)) + note
+
+
+def _profile(record: Mapping[str, Any] | None, frame: pd.DataFrame) -> str:
+    """The per-layer profile: what each value does alone, what was dropped, predicted vs measured."""
+    if not record:
+        return f"<h2>Per-layer profile</h2><p class='note profile-none'>{_e(profile.NO_PROFILE)}</p>"
+    info = profile.sensitivity_data(record)
+    parts = ["<h2>Per-layer profile</h2>", profile.intro_html(record, info, frame)]
+    if info.layers:
+        parts.append(_figure("sensitivity", figures.sensitivity_figure(info)))
+    parts += [profile.dropped_html(record), "<h3>Seeded plans: predicted vs measured</h3>"]
+    seeded = profile.seeded_frame(frame)
+    if seeded.empty:
+        return "\n".join([*parts, f"<p class='note'>{_e(profile.NO_SEEDS)}</p>"])
+    proxy = profile.proxy_data(frame)
+    parts.append(f"<p class='note'>{_e(profile.SEEDED_NOTE)} {_e(profile.trust_line(proxy))}</p>")
+    if proxy.trial:
+        parts.append(_figure("proxy", figures.proxy_figure(proxy)))
+    parts.append(profile.table_html(seeded, "seeded"))
+    return "\n".join(parts)
 
 
 def _failures(frame: pd.DataFrame) -> str:

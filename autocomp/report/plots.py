@@ -43,6 +43,7 @@ class ParetoInfo(NamedTuple):
     groups: dict[str, Points]  # GROUPS: searched on the front, searched off it, baselines
     steps: dict[str, Staircase]  # "size_kb" and "latency_ms"
     recommended: Points | None
+    promoted: Points | None = None  # re-runs of an earlier trial's Plan with a longer fine-tune
 
 
 class PolicyInfo(NamedTuple):
@@ -92,9 +93,24 @@ def hover_text(row: Mapping[str, Any]) -> str:
     size_x, lat_x = row.get("size_ratio"), row.get("latency_ratio")
     if _given(size_x) and _given(lat_x):
         lines.append(f"size {size_x:.3f}x the teacher; latency {latency_words(row)}")
+    lines += _origin_lines(row)
     lines.append(plan_summary(row))
     per_layer = "" if base == "teacher" else layer_settings_text(row)
     return "<br>".join(lines + ([per_layer] if per_layer else []))
+
+
+def _origin_lines(row: Mapping[str, Any]) -> list[str]:
+    """Where the plan came from: a profile seed (its budget and limit), a promotion (the trial re-run)."""
+    lines = []
+    budget, source = row.get("seeded"), row.get("promoted_from")
+    if isinstance(budget, str) and budget:
+        limit = row.get("seeded_limit")
+        bound = "" if not _given(limit) else (f" <= {limit / 1024:.1f} KB" if budget == "size" else
+                                              f" <= {limit:.2f}x the teacher")
+        lines.append(f"seeded by the profile ({budget} budget{bound})")
+    if _given(source):
+        lines.append(f"promoted from #{int(source)}: its plan re-run with a longer fine-tune")
+    return lines
 
 
 def _points(records: list[dict[str, Any]], texts: list[str], keep: list[int]) -> Points:
@@ -114,7 +130,8 @@ def pareto_data(frame: pd.DataFrame, recommended: int | None = None) -> ParetoIn
     ``groups``: searched trials on the front, searched trials off it, and the baselines
     (teacher included), each with hover text. ``steps``: per projection (``size_kb``,
     ``latency_ms``), the points that are best in that 2-D view, as a staircase to draw.
-    ``recommended``: the recommended trial's point, or None.
+    ``recommended``: the recommended trial's point, or None. ``promoted``: the points that
+    re-ran an earlier trial's Plan with a longer fine-tune (drawn ringed), or None.
     """
     records = finished(frame).to_dict("records")
     texts = [hover_text(r) for r in records]
@@ -135,7 +152,8 @@ def pareto_data(frame: pd.DataFrame, recommended: int | None = None) -> ParetoIn
     rec = None
     if recommended is not None and recommended in every.trial:
         rec = _points(records, texts, [every.trial.index(recommended)])
-    return ParetoInfo(groups, steps, rec)
+    promoted = [i for i in n if _given(records[i].get("promoted_from"))]
+    return ParetoInfo(groups, steps, rec, _points(records, texts, promoted) if promoted else None)
 
 
 def policy_data(frame: pd.DataFrame) -> PolicyInfo:
@@ -152,8 +170,8 @@ def policy_data(frame: pd.DataFrame) -> PolicyInfo:
         return PolicyInfo(layers, [], [], {})
     front = done[done["pareto"]].sort_values(["accuracy", "size_bytes", "trial"], ascending=[False, True, True])
     trials = [int(t) for t in front["trial"]]
-    rows = [f"#{int(r.trial)} {r.baseline + ' ' if r.baseline else ''}({r.accuracy:.1f}%, "
-            f"{r.size_bytes / 1024:.1f} KB)" for r in front.itertuples()]
+    rows = [f"#{int(r['trial'])} {r['baseline'] + ' ' if r['baseline'] else ''}{_from(r)}({r['accuracy']:.1f}%, "
+            f"{r['size_bytes'] / 1024:.1f} KB)" for r in front.to_dict("records")]
     matrices = {}
     for name, knob in table.items():
         cols = [f"{layer}.{name}" for layer in layers]
@@ -162,6 +180,11 @@ def policy_data(frame: pd.DataFrame) -> PolicyInfo:
         if varied:
             matrices[name] = [[_shown(r.get(c), knob) for c in cols] for r in front.to_dict("records")]
     return PolicyInfo(layers, trials, rows, matrices)
+
+
+def _from(row: Mapping[str, Any]) -> str:
+    source = row.get("promoted_from")
+    return f"from #{int(source)} " if _given(source) else ""
 
 
 def _shown(value: Any, knob: Any) -> float:
