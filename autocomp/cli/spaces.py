@@ -1,10 +1,11 @@
-"""``autocomp spaces list | show NAME | check FILE --model SPEC``.
+"""``autocomp spaces list | show NAME | check [FILE --model SPEC] [--storage URL --study-name NAME]``.
 
 ``check`` validates a space against a model before any trial runs: which layers each rule
 decides, how many dimensions the search has, and a warning for each rule that decides nothing
 (a name or pattern that matches no layer, or a rule whose every layer is taken by a rule of
 higher precedence); a layer type the model does not have is only a note, since shipped spaces
-name every type.
+name every type. Given a study, it also prints the values the study's per-layer profile
+dropped from the space and why (and the values it could not measure).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING
 from autocomp.errors import AutocompError
 
 if TYPE_CHECKING:
+    import optuna
+
     from autocomp.study.space import Rule, SearchSpace
 
 
@@ -25,12 +28,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     spsub.add_parser("list", help="shipped search spaces")
     show = spsub.add_parser("show", help="print a shipped space's YAML")
     show.add_argument("name")
-    check = spsub.add_parser("check", help="validate a space against a model: layers per rule, dimensions, warnings")
-    check.add_argument("file", help="a YAML file or a shipped name")
+    check = spsub.add_parser("check", help="validate a space against a model: layers per rule, dimensions, warnings; "
+                             "with a study, the values its profile dropped and why")
+    check.add_argument("file", nargs="?", default=None, help="a YAML file or a shipped name")
     check.add_argument("--model", default="digits_cnn", help="model spec as for search (default digits_cnn)")
     check.add_argument("--input-shape", default=None, help="C,H,W of the model input (default from the model)")
     check.add_argument("--num-classes", type=int, default=10)
     check.add_argument("--model-kwargs", default=None, help="KEY=VALUE,... passed to the model's builder")
+    check.add_argument("--storage", default=None, help="Optuna storage URL of a study (with --study-name)")
+    check.add_argument("--study-name", default=None, help="a study whose profile's dropped values to print")
     sp.set_defaults(func=run)
 
 
@@ -50,8 +56,44 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> int:
             raise AutocompError(f"no shipped space {args.name!r} (shipped: {', '.join(spaces)})")
         out(spaces[args.name].read_text(encoding="utf-8").rstrip("\n"))
         return 0
-    return check(args.file, args.model, args.input_shape, args.num_classes, out,
-                 getattr(args, "model_kwargs", None))
+    storage, name = getattr(args, "storage", None), getattr(args, "study_name", None)
+    if (storage is None) != (name is None):
+        raise AutocompError("spaces check: give --storage and --study-name together")
+    if args.file is None and storage is None:
+        raise AutocompError("spaces check: give a space FILE (or shipped name), or --storage and --study-name")
+    study = None
+    if storage is not None:  # read first: a wrong URL or name is refused before the space is checked
+        from autocomp.study.create import load_existing_study
+
+        study = load_existing_study(storage, name)
+    if args.file is not None:
+        check(args.file, args.model, args.input_shape, args.num_classes, out, getattr(args, "model_kwargs", None))
+    if study is not None:
+        profile_drops(study, out)
+    return 0
+
+
+def profile_drops(study: optuna.Study, out: Callable[[str], None] = print) -> None:
+    """Print what the study's per-layer profile dropped from the space and why, and what it could not measure."""
+    from autocomp.study.records import read_study
+
+    profile, study_name = read_study(study).profile, study.study_name
+    if not profile:
+        out(f"study {study_name}: no per-layer profile (searched with --no-profile, or made before the profile "
+            "was measured): it dropped nothing")
+        return
+    entries = profile.get("entries") or []
+    layers = len({e.get("layer") for e in entries})
+    out(f"study {study_name}: per-layer profile of {_n(len(entries), 'value')} on {_n(layers, 'layer')} "
+        f"({profile.get('seconds', 0):g} s, {profile.get('samples', '?')} samples)")
+    dropped, failed = profile.get("dropped") or [], profile.get("failed") or []
+    out(f"dropped {_n(len(dropped), 'value')} from the space" + (":" if dropped else ""))
+    for d in dropped:
+        out(f"  {d['param']} = {d['value']}: {d['why']}")
+    if failed:
+        out(f"could not measure {_n(len(failed), 'value')} (kept in the space, never seeded):")
+        for f in failed:
+            out(f"  {f['layer']}.{f['knob']} = {f['value']}: {f['why']}")
 
 
 def check(file: str, model_spec: str, input_shape: str | None = None, num_classes: int = 10,

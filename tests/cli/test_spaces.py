@@ -149,3 +149,69 @@ def test_the_installed_command_prints_one_line_for_a_bad_file(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"autocomp: error: {path}: not UTF-8 text (byte {bad_byte})\n"
+
+
+def study_with(tmp_path: Path, profile: dict | None, name: str = "s") -> str:
+    """A SQLite study (no trials), with ``profile`` stored as its per-layer profile; returns the URL."""
+    import optuna
+
+    from autocomp.study import records
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line in the captured output
+    try:
+        study = optuna.create_study(storage=url, study_name=name, directions=["maximize", "minimize", "minimize"])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if profile is not None:
+        records.write_profile(study, profile)
+    return url
+
+
+PROFILE = {"version": 1, "samples": 128, "seconds": 4.5, "num_classes": 10, "teacher_bytes": 1000,
+           "entries": [{"layer": "conv1", "knob": "bits", "param": "conv1.bits", "value": v, "kl": 0.0,
+                        "agreement": 100.0, "bytes": 10, "latency": [1.0, 0.9, 1.1]} for v in (4, 8)]
+           + [{"layer": "fc2", "knob": "sparsity", "param": "fc2.sparsity", "value": 0.9, "kl": 3.0,
+               "agreement": 9.0, "bytes": -100, "latency": None}],
+           "failed": [{"layer": "fc1", "knob": "rank", "value": 0.25, "why": "RuntimeError: no kernel"}],
+           "dropped": [{"param": "conv1.bits", "value": 8, "why": "not smaller (+10 bytes) and not faster"},
+                       {"param": "fc2.sparsity", "value": 0.9, "why": "alone it keeps the teacher's top-1 on 9%"}]}
+
+
+def test_check_with_a_study_prints_what_its_profile_dropped_and_why(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    url = study_with(tmp_path, PROFILE)
+    code, out, err = run(capsys, "check", "--storage", url, "--study-name", "s")
+    assert code == 0 and err == ""
+    assert out.splitlines() == [
+        "study s: per-layer profile of 3 values on 2 layers (4.5 s, 128 samples)",
+        "dropped 2 values from the space:",
+        "  conv1.bits = 8: not smaller (+10 bytes) and not faster",
+        "  fc2.sparsity = 0.9: alone it keeps the teacher's top-1 on 9%",
+        "could not measure 1 value (kept in the space, never seeded):",
+        "  fc1.rank = 0.25: RuntimeError: no kernel"]
+    code, out, _ = run(capsys, "check", "default", "--model", "lenet5", "--storage", url, "--study-name", "s")
+    assert code == 0 and "search dimensions: 17" in out and out.rstrip().endswith("RuntimeError: no kernel")
+
+
+def test_check_with_a_study_without_profile_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url = study_with(tmp_path, None)
+    code, out, _ = run(capsys, "check", "--storage", url, "--study-name", "s")
+    assert code == 0 and out == ("study s: no per-layer profile (searched with --no-profile, or made before the "
+                                 "profile was measured): it dropped nothing\n")
+    (tmp_path / "b").mkdir()
+    url = study_with(tmp_path / "b", {**PROFILE, "dropped": [], "failed": []})
+    code, out, _ = run(capsys, "check", "--storage", url, "--study-name", "s")
+    assert code == 0 and out.splitlines()[1:] == ["dropped 0 values from the space"]
+
+
+def test_check_refuses_half_a_study_or_nothing_to_check_in_one_line(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    url = study_with(tmp_path, PROFILE)
+    for argv, problem in ((["--storage", url], "--storage and --study-name together"),
+                          (["--study-name", "s"], "--storage and --study-name together"),
+                          ([], "give a space FILE"),
+                          (["default", "--model", "lenet5", "--storage", url, "--study-name", "t"], "no study 't'")):
+        code, out, err = run(capsys, "check", *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1 and problem in err, err
