@@ -39,8 +39,7 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
         raise
     study = run.study
     limits = ship_limits(space)
-    report_limits = {k: v for k, v in limits.items() if k != "allow_slower"}  # html.py takes no allow_slower yet
-    paths = write_report(study, config.directory, storage=config.storage_url, **report_limits)
+    paths = write_report(study, config.directory, storage=config.storage_url, **limits)
     log(("interrupted: " if run.interrupted else "") + summary(study, config.name, run.log_path))
     for line in teacher_warnings(run.teacher_accuracy, run.chance_accuracy, best_student(study)):
         log(f"warning: {line}")

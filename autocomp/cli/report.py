@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     study = load_existing_study(args.storage, args.study_name)
     limits = ship_limits(args)
-    report_limits = {k: v for k, v in limits.items() if k != "allow_slower"}  # html.py takes no allow_slower yet
-    paths = write_report(study, args.out, storage=args.storage, **report_limits)
+    paths = write_report(study, args.out, storage=args.storage, **limits)
     print(f"report: {paths['html']}\ntrials table: {paths['csv']}")
     print(recommend_text(study, args.storage, **limits))
     return 0

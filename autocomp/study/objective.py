@@ -202,7 +202,12 @@ class Objective:
         room = self.config.n_trials - queued - round(self.config.n_trials * self.config.promote)
         if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
+        template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
+        baselines = [b.baseline_plan(name, template) for name in self.config.baselines]
         for seed in seed_plans(profile, self.space, b.teacher, b.outputs, min(self.config.seeds, room)):
+            plan = self.space.sample(optuna.trial.FixedTrial(seed.params), b.teacher, b.outputs, seed=self.config.seed)
+            if plan in baselines:
+                continue  # a baseline runs it already
             study.enqueue_trial(seed.params, user_attrs=records.seed_marks(seed.budget, seed.level, seed.limit,
                                                                              seed.predicted))
         records.set_system_attr(study, records.SEEDS_QUEUED, True)
