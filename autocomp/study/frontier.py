@@ -7,7 +7,9 @@ A plan's prediction adds its layers' profile entries (``autocomp.study.profile``
 - **bytes**: per layer, each knob keeps a share ``(b + delta) / b`` of the layer's fp32 bytes
   ``b``; the shares multiply (4 bits of half the weights keep about an eighth of ``b``/2 and a
   mask), and the layers' changes add to the teacher artifact's bytes;
-- **latency**: the values' changes of the whole artifact's time ratio add, ``1 + sum(r - 1)``.
+- **latency**: the values' ratios of the whole artifact's time multiply (each saves a share of
+  what is left: cutting conv2's channels also shrinks the fc1 that int8 speeds up), so their
+  logarithms add.
 
 Each layer picks one combination of its knobs' values (multiple-choice knapsack); combinations
 another of the same layer beats on all three are left out first. ``scipy.optimize.milp``
@@ -33,7 +35,7 @@ from torch import nn
 from autocomp.methods.registry import knobs
 from autocomp.study.space import SearchSpace
 
-MIN_LATENCY = 0.05  # a predicted ratio is never taken below this (the additive model can overshoot)
+MIN_LATENCY = 0.05  # the fastest latency budget is never below this ratio
 # The smallest byte budget is at least this share of the teacher's bytes: a channel cut's saving
 # is counted in the layer it cuts and the layer that reads it, so sums overshoot at the far end.
 MIN_SIZE_SHARE = 1 / 128
@@ -46,7 +48,7 @@ class Option:
     values: dict[str, Any]  # knob -> value (only changing knobs)
     damage: float
     bytes: float  # change of the artifact's bytes
-    latency: float  # change of the latency ratio
+    latency: float  # log of the latency ratio
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def layer_options(record: dict[str, Any], allowed: dict[str, set] | None = None)
             options.append(Option(
                 {e["knob"]: e["value"] for e in picked}, float(sum(e["kl"] for e in picked)),
                 float(base * (share - 1.0) if len(picked) > 1 else sum(e["bytes"] for e in picked)),
-                float(sum((e["latency"][0] if e["latency"] else 1.0) - 1.0 for e in picked))))
+                float(sum(np.log(e["latency"][0]) if e["latency"] else 0.0 for e in picked))))
         out[layer] = _undominated(options)
     return out
 
@@ -150,12 +152,12 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
         return []
     teacher = float(record["teacher_bytes"])
     least = teacher + sum(min(o.bytes for o in opts) for opts in options.values())
-    fastest = max(MIN_LATENCY, 1.0 + sum(min(o.latency for o in opts) for opts in options.values()))
+    fastest = max(MIN_LATENCY, float(np.exp(sum(min(o.latency for o in opts) for opts in options.values()))))
     plans: list[Seed] = []
     seen: set = set()
     floor = max(least, teacher * MIN_SIZE_SHARE)
     budgets = [("size", "bytes", lvl, lvl - teacher) for lvl in _levels(floor, teacher, (n + 1) // 2)]
-    budgets += [("latency", "latency", lvl, lvl - 1.0) for lvl in _levels(fastest, 1.0, n // 2)]
+    budgets += [("latency", "latency", lvl, float(np.log(lvl))) for lvl in _levels(fastest, 1.0, n // 2)]
     for level, (name, key, limit, change) in enumerate(budgets):
         chosen = solve(options, key, change)
         if chosen is None:
@@ -167,8 +169,8 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
             continue
         seen.add(key_)
         predicted = {"kl": round(sum(o.damage for o in chosen), 6),
-                     "size_bytes": round(teacher + sum(o.bytes for o in chosen)),
-                     "latency_ratio": round(max(MIN_LATENCY, 1.0 + sum(o.latency for o in chosen)), 4)}
+                     "size_bytes": max(1, round(teacher + sum(o.bytes for o in chosen))),
+                     "latency_ratio": round(float(np.exp(sum(o.latency for o in chosen))), 4)}
         plans.append(Seed(point, name, level, round(limit, 4), predicted))
     return plans
 
