@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import optuna
 
-from autocomp.study.records import constraint_values
+from autocomp.study.records import constraint_values, trial_promoted_from
 
 # autocomp's objectives, in the order trials store them, and whether each is maximized.
 OBJECTIVES = ("accuracy", "size_bytes", "latency_ms")
@@ -78,9 +78,20 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
 
 def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """Complete, feasible trials with finite values that no other such trial dominates (what
-    ``study.best_trials`` returns, without its deep copies and NaN points)."""
+    ``study.best_trials`` returns, without its deep copies and NaN points), with promoted points.
+
+    A trial whose promotion (the same Plan re-run with a longer fine-tune, marked
+    ``promoted_from``: ``autocomp.study.promotion``) is COMPLETE is left out: the promotion
+    stands for it with its own measured accuracy, size and latency, the ones an export gives,
+    and is on the front or not by those. Its original keeps its values in the study; while the
+    promotion runs, failed or was stopped early, the original stands. The report, the trials
+    table, export and the console all ask here, so they show one front.
+    """
+    promoted = {n for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+                and (n := trial_promoted_from(t)) is not None}
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
-            and len(t.values) == len(OBJECTIVES) and all(math.isfinite(v) for v in t.values) and is_feasible(t)]
+            and len(t.values) == len(OBJECTIVES) and all(math.isfinite(v) for v in t.values) and is_feasible(t)
+            and t.number not in promoted]
     if not done:
         return []
     mask = nondominated_mask(to_minimize([t.values for t in done]))

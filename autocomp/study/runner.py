@@ -24,6 +24,7 @@ from autocomp.study.create import check_resume, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
+from autocomp.study.promotion import Schedule, enqueue_promotion, promotable, promoted_or_queued
 from autocomp.study.records import INTERRUPTED, failure_attrs, trial_baseline, trial_failure, write_failure
 from autocomp.study.recovery import fail_dead_trials
 from autocomp.study.space import SearchSpace, load_space
@@ -44,7 +45,9 @@ class SearchRun:
 def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data | None = None,
              space: SearchSpace | None = None, log: Callable[[str], None] = print,
              progress: bool = True) -> SearchRun:
-    """Create or resume the study and run ``config.n_trials`` more trials.
+    """Create or resume the study and run ``config.n_trials`` more trials: ``config.promote`` of
+    them re-run the front's plans with a longer fine-tune after the search, and with
+    ``config.timeout`` the profile, the search and the promotions end within it (``_phases``).
 
     Ctrl-C stops after marking the trial in flight failed; finished trials are kept and the
     run comes back with ``interrupted`` set (``autocomp.run_search`` then writes the report).
@@ -84,26 +87,101 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     if artifact_dir:
         artifact_dir.mkdir(parents=True, exist_ok=True)
     objective = Objective(bench, space, config, artifact_dir, creator=fresh)
-    # The profile, the seeded plans and the teacher's reference, before the first trial (a
-    # joining worker waits for the creator's): no trial's time includes them.
+    # --timeout counts from here. The profile, the seeded plans and the teacher's reference come
+    # before the first trial (a joining worker waits for the creator's): no trial's time includes them.
+    schedule = Schedule.start(config.n_trials, config.promote, config.promote_factor, config.timeout)
     objective.prepare(study)
     bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None
     bench.val.progress = bar.evaluating if bar else None
-    interrupted = False
     logfile = LogFile(run_dir)
-    # After every trial, fail (with the reason) and retry the trials of workers that died meanwhile.
-    callbacks = [_fails_dead_trials(3 * config.heartbeat)] + ([bar] if bar else [])
+    interrupted = _run_trials(study, objective, config, schedule, bar, log, logfile)
+    return SearchRun(study, interrupted, bench.teacher_accuracy, chance, logfile.path)
+
+
+def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
+                bar: ProgressLine | None, log: Callable[[str], None], logfile: LogFile) -> bool:
+    """Run the trials (``_phases``); True when Ctrl-C stopped them."""
     try:
         with logfile:  # failed trials' tracebacks go there, not to the console
-            study.optimize(_marks_interrupts(objective), n_trials=config.n_trials, timeout=config.timeout,
-                           catch=(TrialFailed, MemoryError), callbacks=callbacks, gc_after_trial=False)
+            _phases(study, objective, config, schedule, bar, log)
     except KeyboardInterrupt:
-        interrupted = True
+        return True
     finally:
         if bar:
             bar.close()
-    return SearchRun(study, interrupted, bench.teacher_accuracy, chance, logfile.path)
+    return False
+
+
+def _phases(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
+            bar: ProgressLine | None, log: Callable[[str], None]) -> None:
+    """The search's trials, then promotions of the front it found (``autocomp.study.promotion``):
+    each phase stops where the schedule says the next trial would not fit ``--timeout``.
+
+    Promotion trials the front has no use for (fewer points to promote than trials, or plans
+    still queued: baselines and seeds a short run did not reach, which Optuna would run ahead of
+    any promotion) search instead, first.
+    """
+    run = _marks_interrupts(objective)
+    # After every trial, fail (with the reason) and retry the trials of workers that died meanwhile.
+    callbacks = [_fails_dead_trials(3 * config.heartbeat), _paced(schedule, bar)] + ([bar] if bar else [])
+    _search(study, run, schedule, callbacks, schedule.n_search)
+    extra = schedule.give_back(study.get_trials(deepcopy=False))
+    if extra and not schedule.search_over(study.get_trials(deepcopy=False)):
+        _search(study, run, schedule, callbacks, extra)
+    _promote(study, run, schedule, callbacks, bar, log)
+
+
+def _promote(study: optuna.Study, run: Callable[[optuna.Trial], tuple[float, float, float]], schedule: Schedule,
+             callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]], bar: ProgressLine | None,
+             log: Callable[[str], None]) -> None:
+    """Promote up to ``schedule.n_promote`` front trials in ``promotable``'s order, one at a time:
+    each queued only when it is expected to end before the timeout (the estimate is the measured
+    seconds of the promotions before it), so none is left queued when time is up, and one
+    another worker promoted meanwhile is skipped."""
+    order = promotable(study.get_trials(deepcopy=False))[:schedule.n_promote]
+    schedule.phase, schedule.queued = "promote", len(order)
+    if not order:
+        return
+    numbers = ", ".join(f"#{t.number}" for t in order)
+    log(f"promoting {len(order)} front trial{'s' if len(order) > 1 else ''} ({numbers})"
+        f"{' as the timeout allows' if schedule.deadline is not None else ''}: the same plans, "
+        f"{schedule.factor}x the fine-tune steps")
+    if bar:
+        bar.set_phase("promote", total=bar.tqdm.n + len(order))
+    for t in order:
+        trials = study.get_trials(deepcopy=False)
+        if t.number in promoted_or_queued(trials):
+            schedule.queued -= 1
+            continue
+        if not schedule.promotions_that_fit(trials, 1):
+            break
+        if bar:
+            bar.set_end(schedule.expected_end(trials))
+        enqueue_promotion(study, t)
+        study.optimize(run, n_trials=1, catch=(TrialFailed, MemoryError), callbacks=callbacks, gc_after_trial=False)
+
+
+def _search(study: optuna.Study, run: Callable[[optuna.Trial], tuple[float, float, float]], schedule: Schedule,
+            callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]], n: int) -> None:
+    """Up to ``n`` search trials, none once the timeout is over."""
+    left = schedule.seconds_left()
+    if n and (left is None or left > 0):
+        study.optimize(run, n_trials=n, timeout=left, catch=(TrialFailed, MemoryError), callbacks=callbacks,
+                       gc_after_trial=False)
+
+
+def _paced(schedule: Schedule, bar: ProgressLine | None) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """Stop the phase when the next trial would not fit the timeout; update the expected end."""
+
+    def callback(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        if schedule.after_trial(trials):
+            study.stop()
+        if bar:
+            bar.set_end(schedule.expected_end(trials))
+
+    return callback
 
 
 def check_dimensions(space: SearchSpace, teacher: nn.Module, outputs: frozenset[str], allow_empty: bool,

@@ -85,3 +85,29 @@ def test_front_trials_skip_non_finite_values() -> None:
     study.add_trial(create_trial(values=[99.0, float("inf"), 1.0]))
     study.add_trial(create_trial(values=[90.0, 10.0, 1.0]))
     assert [t.number for t in front_trials(study.trials)] == [1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_complete_promotion_replaces_its_original_on_the_front(seed: int) -> None:
+    from autocomp.study.records import promotion_marks
+
+    rng = random.Random(seed)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    dist = {"x": FloatDistribution(0, 1)}
+    for i in range(40):
+        values = [rng.choice([90.0, 95.0, 98.0]), rng.choice([1e4, 2e4, 5e4]), rng.choice([0.01, 0.02])]
+        promoted = rng.randrange(i) if i > 20 else None  # promotions of earlier trials, some of them repeated
+        state = TrialState.FAIL if i % 9 == 0 else TrialState.COMPLETE
+        study.add_trial(create_trial(state=state, values=values if state == TrialState.COMPLETE else None,
+                                     params={"x": 0.5}, distributions=dist, system_attrs={"constraints": [-1.0]},
+                                     user_attrs=promotion_marks(promoted) if promoted is not None else {}))
+    replaced = {t.user_attrs["promoted_from"] for t in study.trials
+                if t.state == TrialState.COMPLETE and "promoted_from" in t.user_attrs}
+    assert replaced
+    rest = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for t in study.trials:
+        if t.number not in replaced:
+            rest.add_trial(t)
+    # Optuna's own front of the study without the replaced originals (numbers mapped back).
+    kept = [t.number for t in study.trials if t.number not in replaced]
+    assert {t.number for t in front_trials(study.trials)} == {kept[t.number] for t in rest.best_trials}

@@ -1,0 +1,250 @@
+"""Promotion: the Pareto front's points re-run with a longer fine-tune, and the schedule that
+fits a search and its promotions into ``--timeout``.
+
+A search ranks candidates on short fine-tunes (the Plan's ``steps``); the front it finds is
+then confirmed: each front point's own Plan runs again with ``config.promote_factor`` times the
+steps, as a new trial marked ``promoted_from = N`` (``records.promotion_marks``). Trial N keeps
+its values; once its promotion is COMPLETE, the promotion stands for it on the front
+(``autocomp.study.pareto.front_trials``), so the front holds the accuracies an export gives.
+
+Which points, in which order (``promotable``): the feasible front, without the teacher's
+baseline (no fine-tune to lengthen), baselines outside the space (their params do not rebuild
+their Plan), promotions themselves, and trials already promoted or queued for it (a second
+promotion of N would be the same plan). The first is the most accurate point; each next one
+is the point farthest from those already chosen (objectives scaled to [0, 1], size and latency
+on a log scale), so a small budget, or a timeout, confirms the whole trade-off rather than one
+end of it, and the most accurate point, the one a user most often takes, is never left out.
+The order is decided once on the front the search found: promoting one point first and then
+re-reading the front would compare its long fine-tune with the others' short ones.
+
+The schedule (``Schedule``): a ``--timeout`` covers the profile, the seeded plans, the search
+and the promotions, from the moment the profile starts. The search stops starting trials when
+the next one (the median search trial's wall seconds) would eat into the time the promotions
+need (promotions still to run x the median search trial's seconds with its fine-tune
+``promote_factor`` times longer, then the measured median promotion's); a promotion starts only
+when it is expected to end before the timeout. Promotion trials the front cannot use (fewer
+points than trials, or baselines and seeds still queued, which Optuna would run first) search.
+
+Example::
+
+    split_trials(50, 0.2)                        # (40, 10): 40 search trials, then 10 promotions
+    promotable(study.get_trials(deepcopy=False))  # the front's trials to promote, in order
+    enqueue_promotions(study, limit=10)           # [12, 3, 27]: queued, in that order
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from autocomp.study import records
+from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
+
+State = optuna.trial.TrialState
+MIN_TRIALS = 5  # fewer trials in a run: all of them search (a front of 3 points is not worth confirming)
+
+
+def split_trials(n_trials: int, share: float) -> tuple[int, int]:
+    """``n_trials`` as (search trials, promotion trials): ``share`` of them, rounded half up,
+    promote; none when ``share`` is 0 or the run has fewer than ``MIN_TRIALS`` trials.
+
+    Example::
+
+        split_trials(50, 0.2)   # (40, 10)
+        split_trials(4, 0.2)    # (4, 0)
+    """
+    if share <= 0 or n_trials < MIN_TRIALS:
+        return n_trials, 0
+    n_promote = min(n_trials, math.floor(n_trials * share + 0.5))
+    return n_trials - n_promote, n_promote
+
+
+def promoted_or_queued(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """The trials a promotion re-ran, runs or waits to run. A promotion stopped from outside
+    (Ctrl-C, its worker killed) does not count: that trial may be promoted again; one that
+    failed on its own (out of memory ...) counts, or every run would try it again."""
+    taken = set()
+    for t in trials:
+        of = records.trial_promoted_from(t)
+        if of is not None and (t.state != State.FAIL or not records.is_interruption(records.trial_failure(t))):
+            taken.add(of)
+    return taken
+
+
+def queued_plans(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    """Trials waiting in the queue that are not promotions (baselines, seeds, retries)."""
+    return sum(t.state == State.WAITING and records.trial_promoted_from(t) is None for t in trials)
+
+
+def can_promote(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial whose Plan a promotion can re-run with a longer fine-tune: it has a Plan that
+    fine-tunes (not the teacher's baseline), params that rebuild it (not a baseline outside the
+    space) and is not a promotion itself."""
+    rec = records.read_trial(trial)
+    return (rec.promoted_from is None and rec.plan is not None and rec.plan.distill.steps > 0
+            and rec.outside_space is None)
+
+
+def promotable(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The feasible front's trials to promote, in the order to promote them (module docstring)."""
+    taken = promoted_or_queued(trials)
+    return spread_order([t for t in front_trials(trials) if t.number not in taken and can_promote(t)])
+
+
+def spread_order(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Most accurate first (ties: the earlier trial), then each time the trial farthest from
+    those chosen, in objective space scaled to [0, 1] per column (size and latency as logs)."""
+    if len(trials) <= 1:
+        return list(trials)
+    values = np.asarray([t.values for t in trials], dtype=float)
+    values[:, 1:] = np.log(np.maximum(values[:, 1:], 1e-12))  # bytes and ms span orders of magnitude
+    pts = to_minimize(values, MAXIMIZE)
+    span = np.ptp(pts, axis=0)
+    pts = (pts - pts.min(axis=0)) / np.where(span > 0, span, 1.0)
+    first = min(range(len(trials)), key=lambda i: (-trials[i].values[0], trials[i].number))
+    order, dist = [first], np.linalg.norm(pts - pts[first], axis=1)
+    while len(order) < len(trials):
+        dist[order] = -1.0
+        nxt = int(np.argmax(dist))  # the first of equals: the earlier trial
+        order.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+    return [trials[i] for i in order]
+
+
+def enqueue_promotion(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue the re-run of ``trial``'s Plan with a longer fine-tune (``Objective._plan`` makes it)."""
+    study.enqueue_trial(dict(trial.params), user_attrs=records.promotion_marks(trial.number))
+
+
+def enqueue_promotions(study: optuna.Study, limit: int) -> list[int]:
+    """Queue promotions of up to ``limit`` front trials not promoted or queued yet, in
+    ``promotable``'s order; the numbers of the trials queued."""
+    chosen = promotable(study.get_trials(deepcopy=False))[:max(limit, 0)]
+    for t in chosen:
+        enqueue_promotion(study, t)
+    return [t.number for t in chosen]
+
+
+@dataclass
+class Schedule:
+    """A run's trials in two phases, ``search`` then ``promote``, paced by the measured seconds
+    per trial (each trial's wall time, else ``records.read_trial(t).seconds["total"]``; the
+    fine-tune's share from ``seconds["finetune"]``). ``deadline``: the ``time.monotonic()`` at
+    which the run's ``--timeout`` ends, None without one; the counters are this run's trials."""
+
+    deadline: float | None
+    factor: int
+    n_search: int
+    n_promote: int
+    phase: str = "search"
+    searched: int = 0  # search trials finished in this run
+    queued: int = 0  # promotions this run queued
+    promoted: int = 0  # trials finished in the promote phase
+
+    @classmethod
+    def start(cls, n_trials: int, share: float, factor: int, timeout: float | None) -> Schedule:
+        """The schedule of a run of ``n_trials`` (``split_trials``), its timeout counted from now."""
+        n_search, n_promote = split_trials(n_trials, share)
+        return cls(None if timeout is None else time.monotonic() + timeout, factor, n_search, n_promote)
+
+    def seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def trial_seconds(self, trials: Sequence[optuna.trial.FrozenTrial]) -> float | None:
+        """The median seconds of a finished search trial that fine-tunes; None before one finished."""
+        return _median([s["total"] for s in _searched_seconds(trials)])
+
+    def promotion_seconds(self, trials: Sequence[optuna.trial.FrozenTrial]) -> float | None:
+        """The median seconds of a finished promotion; before one finished, the median search
+        trial's with its fine-tune ``factor`` times longer."""
+        done = [_wall_seconds(t) or records.read_trial(t).seconds.get("total") for t in trials
+                if t.state == State.COMPLETE and records.trial_promoted_from(t) is not None]
+        if measured := _median([s for s in done if isinstance(s, int | float)]):
+            return measured
+        return _median([s["total"] + (self.factor - 1) * s.get("finetune", s["total"])
+                        for s in _searched_seconds(trials)])
+
+    def reserve(self, trials: Sequence[optuna.trial.FrozenTrial]) -> float:
+        """Seconds the promotions still to run need: in the search, as many as the front now
+        offers up to ``n_promote``; then the queued ones not finished."""
+        if self.phase == "search":
+            n = min(self.n_promote, len(promotable(trials))) if self.n_promote else 0
+        else:
+            n = max(self.queued - self.promoted, 0)
+        per = self.promotion_seconds(trials) if n else None
+        return n * per if per else 0.0
+
+    def give_back(self, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+        """Move to the search the promotion trials the front has no use for: more than it has
+        points to promote, or all of them while plans other than promotions wait in the queue
+        (Optuna would run those first); how many moved."""
+        usable = 0 if queued_plans(trials) else min(self.n_promote, len(promotable(trials)))
+        extra = self.n_promote - usable
+        self.n_search, self.n_promote = self.n_search + extra, usable
+        return extra
+
+    def search_over(self, trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
+        """The next search trial would end after the time the promotions need begins."""
+        if self.deadline is None:
+            return False
+        per = self.trial_seconds(trials) or 0.0
+        return time.monotonic() + per + self.reserve(trials) > self.deadline
+
+    def promotions_that_fit(self, trials: Sequence[optuna.trial.FrozenTrial], wanted: int) -> int:
+        """How many of ``wanted`` promotions, run one after another from now, are expected to end
+        before the timeout."""
+        left, per = self.seconds_left(), self.promotion_seconds(trials)
+        if left is None or not per:
+            return wanted if left is None or left > 0 else 0
+        return max(0, min(wanted, math.floor(left / per)))
+
+    def after_trial(self, trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
+        """Count a finished trial of the current phase; True when the phase should stop (the
+        next trial would not fit the timeout)."""
+        if self.phase == "search":
+            self.searched += 1
+            return self.search_over(trials)
+        self.promoted += 1
+        return self.promotions_that_fit(trials, 1) == 0
+
+    def expected_end(self, trials: Sequence[optuna.trial.FrozenTrial]) -> float | None:
+        """The wall-clock time (``time.time()``) the run is expected to end, None before any
+        trial's seconds are known; never after the timeout."""
+        per = self.trial_seconds(trials) if self.phase == "search" else self.promotion_seconds(trials)
+        if per is None:
+            return None
+        search_left = max(self.n_search - self.searched, 0) if self.phase == "search" else 0
+        seconds = search_left * per + self.reserve(trials)
+        left = self.seconds_left()
+        return time.time() + (seconds if left is None else min(seconds, max(left, 0.0)))
+
+
+def _searched_seconds(trials: Sequence[optuna.trial.FrozenTrial]) -> list[dict[str, float]]:
+    """The seconds records of finished trials that searched (no promotion) and fine-tuned (no
+    teacher baseline: its trial times no fine-tune); ``total`` is the trial's whole wall time
+    where Optuna recorded it (sampling and storage writes included), else the objective's."""
+    out = []
+    for t in trials:
+        if t.state != State.COMPLETE or records.trial_promoted_from(t) is not None \
+                or records.trial_baseline(t) == "teacher":
+            continue
+        seconds = dict(records.read_trial(t).seconds)
+        total = _wall_seconds(t) or seconds.get("total")
+        if isinstance(total, int | float):
+            out.append({**seconds, "total": float(total)})
+    return out
+
+
+def _wall_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
+    start, end = trial.datetime_start, trial.datetime_complete
+    return (end - start).total_seconds() if start and end else None
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return float(statistics.median(values)) if values else None

@@ -1,0 +1,321 @@
+"""Promotion of the Pareto front (the same Plan, a longer fine-tune) and the schedule that fits
+the search and the promotions into --timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from autocomp.plan import DistillPlan, Plan
+from autocomp.study import records
+from autocomp.study.pareto import front_trials
+from autocomp.study.promotion import (
+    Schedule,
+    enqueue_promotions,
+    promotable,
+    promoted_or_queued,
+    split_trials,
+    spread_order,
+)
+
+DIST = {"x": FloatDistribution(0, 1)}
+
+
+def _plan(steps: int = 2) -> dict:
+    return Plan(distill=DistillPlan(steps=steps)).to_dict()
+
+
+def _add(study: optuna.Study, values: tuple[float, float, float] | None, *, x: float, state=TrialState.COMPLETE,
+         steps: int = 2, seconds: dict | None = None, feasible: bool = True, **attrs) -> int:
+    user = {records.PLAN: _plan(steps), records.SECONDS: seconds or {"total": 10.0, "finetune": 8.0}, **attrs}
+    study.add_trial(create_trial(state=state, values=list(values) if values else None, params={"x": x},
+                                 distributions=DIST, user_attrs=user,
+                                 system_attrs={"constraints": [-1.0 if feasible else 1.0]}))
+    return len(study.trials) - 1
+
+
+def _study() -> optuna.Study:
+    """A teacher baseline, three front points, one dominated point, one infeasible point."""
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _add(study, (99.0, 4000, 1.0), x=0.0, steps=0, baseline="teacher")  # 0: the teacher, nothing to fine-tune
+    _add(study, (98.5, 2000, 0.8), x=0.1)  # 1
+    _add(study, (97.0, 500, 0.5), x=0.2)  # 2
+    _add(study, (98.0, 1000, 0.6), x=0.3)  # 3
+    _add(study, (96.0, 2500, 0.9), x=0.4)  # 4: dominated by 1
+    _add(study, (99.5, 100, 0.1), x=0.5, feasible=False)  # 5: would dominate all, infeasible
+    return study
+
+
+# -- the split -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n, share, expect", [(50, 0.2, (40, 10)), (10, 0.2, (8, 2)), (5, 0.1, (4, 1)),
+                                              (5, 0.05, (5, 0)), (4, 0.5, (4, 0)), (12, 0.0, (12, 0)),
+                                              (7, 0.5, (3, 4)), (6, 1.0, (0, 6)), (0, 0.2, (0, 0))])
+def test_n_trials_split_into_search_and_promotion(n: int, share: float, expect: tuple[int, int]) -> None:
+    assert split_trials(n, share) == expect
+    assert sum(split_trials(n, share)) == n
+
+
+def test_promotion_trials_the_front_cannot_use_search_instead() -> None:
+    study = _study()  # three points to promote
+    schedule = Schedule.start(25, 0.2, 4, None)
+    assert (schedule.n_search, schedule.n_promote) == (20, 5)
+    assert schedule.give_back(study.trials) == 2 and (schedule.n_search, schedule.n_promote) == (22, 3)
+    # Plans still queued (seeds a short run did not reach): Optuna would run them before any promotion.
+    study.enqueue_trial({"x": 0.9}, user_attrs=records.seed_marks("size", 1, 1000.0, {}))
+    schedule = Schedule.start(25, 0.2, 4, None)
+    assert schedule.give_back(study.trials) == 5 and (schedule.n_search, schedule.n_promote) == (25, 0)
+
+
+# -- which trials, in which order ------------------------------------------------------------------------
+def test_the_feasible_front_is_promoted_without_the_teacher_most_accurate_first() -> None:
+    study = _study()
+    order = [t.number for t in promotable(study.trials)]
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
+    assert order[0] == 1 and sorted(order) == [1, 2, 3]  # not 0 (steps 0), 4 (dominated), 5 (infeasible)
+    assert order == [1, 2, 3]  # then the far end of the front (the smallest), then the middle
+
+
+def test_spread_order_covers_the_front_before_filling_it_in() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for i in range(9):  # a staircase: more bytes buy accuracy; 8 is the most accurate
+        _add(study, (90.0 + i, 100 * 2 ** i, 1.0), x=i / 10)
+    order = [t.number for t in spread_order(front_trials(study.trials))]
+    assert order[:3] == [8, 0, 4]  # both ends, then the middle (log bytes)
+    assert sorted(order) == list(range(9))
+
+
+def test_baselines_outside_the_space_and_promotions_are_not_promoted() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _add(study, (98.0, 1000, 0.5), x=0.1, baseline="prune50", outside_space="sparsity 0.5 is not in the space")
+    _add(study, (97.0, 900, 0.5), x=0.2, **records.promotion_marks(5))
+    assert [t.number for t in promotable(study.trials)] == []
+
+
+def test_no_trial_is_promoted_twice() -> None:
+    study = _study()
+    assert enqueue_promotions(study, 2) == [1, 2]
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]  # with the originals' params
+    assert [(t.system_attrs["fixed_params"], records.trial_promoted_from(t)) for t in waiting] == [
+        ({"x": 0.1}, 1), ({"x": 0.2}, 2)]
+    assert promoted_or_queued(study.trials) == {1, 2}
+    # Queued (another worker, or a second run, asks again): only what is left.
+    assert enqueue_promotions(study, 5) == [3]
+    assert enqueue_promotions(study, 5) == []
+    assert len([t for t in study.trials if t.state == TrialState.WAITING]) == 3
+
+
+def test_a_promotion_stopped_from_outside_may_run_again_one_that_failed_may_not() -> None:
+    study = _study()
+    _add(study, None, x=0.1, state=TrialState.FAIL, **records.promotion_marks(1),
+         **records.failure_attrs(records.INTERRUPTED))
+    _add(study, None, x=0.2, state=TrialState.FAIL, **records.promotion_marks(2),
+         **records.failure_attrs("out of memory"))
+    _add(study, None, x=0.3, state=TrialState.PRUNED, **records.promotion_marks(3))
+    assert promoted_or_queued(study.trials) == {2, 3}
+    assert [t.number for t in promotable(study.trials)] == [1]
+
+
+# -- the front uses the promoted accuracy ----------------------------------------------------------------
+def test_a_complete_promotion_stands_for_its_original_on_the_front() -> None:
+    study = _study()
+    # Trial 2's promotion: more accurate, now above trial 3 at half its bytes (3 leaves the front).
+    p = _add(study, (98.2, 500, 0.5), x=0.2, steps=8, **records.promotion_marks(2))
+    front = {t.number for t in front_trials(study.trials)}
+    assert front == {0, 1, p}
+    assert study.trials[2].values == [97.0, 500, 0.5]  # the original keeps its own values
+    assert records.read_trial(study.trials[p]).promoted_from == 2
+    # A promotion still running, or one that failed, leaves the original where it was.
+    study = _study()
+    _add(study, None, x=0.2, state=TrialState.FAIL, **records.promotion_marks(2))
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
+
+
+def test_an_original_whose_promotion_is_infeasible_leaves_the_front_with_it() -> None:
+    study = _study()
+    _add(study, (90.0, 500, 0.5), x=0.2, steps=8, feasible=False, **records.promotion_marks(2))
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, 3}
+
+
+# -- the schedule ----------------------------------------------------------------------------------------
+def test_the_search_stops_when_the_next_trial_would_eat_the_promotions_time() -> None:
+    study = _study()  # search trials take 10 s, 8 of them fine-tuning: a 4x promotion 10 + 3 * 8 = 34 s
+    trials = study.trials
+    schedule = Schedule.start(10, 0.2, 4, timeout=None)
+    assert (schedule.n_search, schedule.n_promote) == (8, 2)
+    assert schedule.trial_seconds(trials) == 10.0 and schedule.promotion_seconds(trials) == 34.0
+    assert schedule.reserve(trials) == 68.0  # two promotions (the front offers three)
+    assert not schedule.search_over(trials)  # no timeout: the search runs its n_search trials
+    schedule.deadline = time.monotonic() + 80  # 10 s for the next trial + 68 s fit
+    assert not schedule.search_over(trials)
+    schedule.deadline = time.monotonic() + 75
+    assert schedule.search_over(trials)
+    assert schedule.promotions_that_fit(trials, 3) == 2  # 75 s: two of 34 s
+    # A finished promotion's own seconds replace the estimate.
+    _add(study, (98.2, 500, 0.5), x=0.2, steps=8, seconds={"total": 50.0}, **records.promotion_marks(2))
+    assert schedule.promotion_seconds(study.trials) == 50.0
+    assert schedule.promotions_that_fit(study.trials, 3) == 1
+
+
+def test_the_expected_end_counts_the_search_left_and_the_promotions() -> None:
+    trials = _study().trials
+    schedule = Schedule.start(10, 0.2, 4, timeout=None)
+    schedule.searched = 5
+    end = schedule.expected_end(trials)
+    assert end == pytest.approx(time.time() + 3 * 10 + 2 * 34, abs=1)
+    schedule.deadline = time.monotonic() + 60  # never after the timeout
+    assert schedule.expected_end(trials) == pytest.approx(time.time() + 60, abs=1)
+    schedule.phase, schedule.queued, schedule.promoted = "promote", 2, 1
+    assert schedule.expected_end(trials) == pytest.approx(time.time() + 34, abs=1)
+    assert Schedule.start(10, 0.2, 4, None).expected_end(trials[:1]) is None  # nothing measured yet
+
+
+def test_the_progress_line_shows_the_phase_and_the_expected_end() -> None:
+    from autocomp.study.progress import ProgressLine, clock
+
+    bar = ProgressLine(10)
+    try:
+        assert bar.head() == "search"
+        bar.set_end(time.time() + 120)
+        bar.set_phase("promote", total=9)
+        assert bar.head() == f"promote, ends ~{clock(bar.ends)}" and bar.tqdm.total == 9
+        assert len(clock(time.time())) == 5 and clock(time.time() + 3 * 86400)[:3].isalpha()
+    finally:
+        bar.close()
+
+
+# -- a whole run ------------------------------------------------------------------------------------------
+SPACE = """\
+version: 1
+layers:
+  - type: Conv2d
+    bits: [null, 8, 4]
+  - type: Linear
+    bits: [null, 8, 4]
+    sparsity: {low: 0.0, high: 0.8, step: 0.2}
+global:
+  steps: 2
+constraints:
+  max_accuracy_drop: 5.0
+"""
+
+
+def _fake_run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
+    """Bytes from the plan's bits and sparsity; accuracy that a longer fine-tune raises."""
+    from autocomp.measure import Metrics
+    from autocomp.pipeline.workbench import TrialResult
+
+    keep = [((lp.bits or 32) / 32) * (1 - (lp.sparsity or 0.0)) for lp in plan.layers.values()] or [1.0]
+    size = int(1000 * sum(keep) / len(keep)) + 10
+    drop = 4.0 * (1 - size / 1010) / (2 if plan.distill.steps > 2 else 1)
+    ratio = 0.5 + size / 2020
+    Path(path).write_bytes(b"artifact %d" % size)
+    m = Metrics(self.teacher_accuracy - drop, size, ratio, ratio, 1.0, 1, 1, 1,
+                latency_ratio=ratio, latency_ratio_low=ratio * 0.99, latency_ratio_high=ratio * 1.01)
+    return TrialResult(plan, m, None, ratio, [], {"finetune": 0.1 * plan.distill.steps})
+
+
+@pytest.mark.slow
+def test_a_search_promotes_its_front_with_a_longer_fine_tune(tmp_path, tiny_data, monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.api import run_search
+    from autocomp.config import SearchConfig
+    from autocomp.pipeline.workbench import Workbench
+    from autocomp.study.space import parse_space
+
+    monkeypatch.setattr(Workbench, "run", _fake_run)
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", storage=f"sqlite:///{tmp_path / 's.db'}",
+                          study_name="s", n_trials=10, promote=0.3, promote_factor=4, run_dir=str(tmp_path / "run"),
+                          keep_artifacts=False, baselines=("teacher", "int8"), profile=False, seeds=0)
+    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE),
+                       progress=False, log=lambda s: None)
+    done = [records.read_trial(t) for t in study.trials]
+    promoted = [r for r in done if r.promoted_from is not None]
+    assert len(study.trials) == 10 and len(promoted) == 3, [(r.number, r.state, r.failure) for r in done]
+    for p in promoted:
+        original = done[p.promoted_from]
+        assert p.state == TrialState.COMPLETE and original.state == TrialState.COMPLETE
+        assert p.plan.distill.steps == 4 * original.plan.distill.steps == 8
+        assert p.plan.layers == original.plan.layers
+        assert p.metrics["accuracy"] > original.metrics["accuracy"]  # both accuracies kept
+        assert original.baseline != "teacher"
+    front = {t.number for t in front_trials(study.trials)}
+    assert {p.number for p in promoted} <= front
+    assert not front & {p.promoted_from for p in promoted}
+
+
+@pytest.mark.slow
+def test_a_timeout_leaves_time_for_the_promotions_and_is_kept(tmp_path, tiny_data, monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.pipeline.workbench import Workbench
+    from autocomp.study import runner
+    from autocomp.study.space import parse_space
+
+    def slow_run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
+        time.sleep(0.1 * plan.distill.steps)  # the fine-tune: 0.2 s in a search trial, 0.8 s in a promotion
+        return _fake_run(self, plan, path)
+
+    starts = []
+    real_start = Schedule.start
+    monkeypatch.setattr(Schedule, "start", classmethod(lambda cls, *a: starts.append(time.monotonic())
+                                                       or real_start(*a)))
+    monkeypatch.setattr(Workbench, "run", slow_run)
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", storage=f"sqlite:///{tmp_path / 's.db'}",
+                          study_name="s", n_trials=200, promote=0.1, promote_factor=4, timeout=8.0,
+                          run_dir=str(tmp_path / "run"), keep_artifacts=False, baselines=("teacher",),
+                          profile=False, seeds=0)
+    run = runner.optimize(config, teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE),
+                          progress=False, log=lambda s: None)
+    took = time.monotonic() - starts[0]
+    done = [records.read_trial(t) for t in run.study.trials]
+    promoted = [r for r in done if r.promoted_from is not None]
+    assert 8 <= len(done) < 180 and not run.interrupted  # the timeout, not n_trials, ended the search
+    assert promoted and all(r.state == TrialState.COMPLETE for r in promoted), [(r.number, r.failure) for r in done]
+    assert took < 8.0 + 1.5, took  # ends at the timeout: no trial started that could not end before it
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_promotion_and_the_resume_that_promotes_it_again(tmp_path, tiny_data, monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.pipeline.workbench import Workbench
+    from autocomp.study import runner
+    from autocomp.study.space import parse_space
+
+    stops = [1]
+
+    def run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, ANN202
+        if plan.distill.steps > 2 and stops:
+            stops.pop()
+            raise KeyboardInterrupt
+        return _fake_run(self, plan, path)
+
+    monkeypatch.setattr(Workbench, "run", run)
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", storage=f"sqlite:///{tmp_path / 's.db'}",
+                          study_name="s", n_trials=10, promote=0.2, run_dir=str(tmp_path / "run"),
+                          keep_artifacts=False, baselines=("teacher",), profile=False, seeds=0)
+    kw = dict(teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE), progress=False, log=lambda s: None)
+    first = runner.optimize(config, **kw)
+    trials = first.study.trials
+    assert first.interrupted and len(trials) == 9  # 8 searched, the first promotion stopped
+    stopped = trials[-1]
+    assert stopped.state == TrialState.FAIL and records.read_trial(stopped).failure == records.INTERRUPTED
+    assert records.trial_promoted_from(stopped) is not None
+    # The next run promotes it again (an interruption does not count), and nothing twice.
+    second = runner.optimize(config, **kw)
+    done = [t for t in second.study.trials if t.state == TrialState.COMPLETE]
+    promoted = [records.trial_promoted_from(t) for t in done if records.trial_promoted_from(t) is not None]
+    assert not second.interrupted and records.trial_promoted_from(stopped) in promoted
+    assert len(promoted) == len(set(promoted)) >= 2
