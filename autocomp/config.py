@@ -118,7 +118,9 @@ class SearchConfig:
         "search space: a shipped name (see `autocomp spaces list`) or a YAML file (default: default)")
     n_trials: int = setting(
         "study", 50, "trials to add in this run (default 50); running again adds more to the same study")
-    timeout: float | None = setting("study", None, "stop starting trials after this many seconds")
+    timeout: float | None = setting(
+        "study", None, "the profile, the seeded plans, the search and the promotions end within this many "
+        "seconds (a trial starts only when it is expected to finish before)")
     trial_timeout: float | None = setting("study", None, "fail a trial that runs longer than this many seconds")
     sampler: str = setting("study", "tpe", "tpe (default) | nsga2 | random")
     profile: bool = setting(

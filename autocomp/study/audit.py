@@ -65,7 +65,9 @@ def audit_study(study: optuna.Study, storage_url: str | None = None,
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == State.COMPLETE]
     failed = [t for t in trials if t.state == State.FAIL]
-    plans = Counter(json.dumps(t.params, sort_keys=True) for t in complete if t.params)
+    # A promotion runs trial N's params with a longer fine-tune: a plan of its own.
+    plans = Counter(json.dumps([t.params, records.trial_promoted_from(t)], sort_keys=True) for t in complete
+                    if t.params)
     checked, mismatch, missing = 0, [], []
     for t in complete:
         art = records.read_trial(t).artifact

@@ -101,10 +101,16 @@ def same_plan_as(study: optuna.Study, trial: optuna.Trial) -> int | None:
     each other and both step aside: no plan runs twice, at worst one sample is lost).
     """
     baseline, params = records.trial_baseline(trial), trial.params
+    promoted = records.trial_promoted_from(trial)
     for t in study.get_trials(deepcopy=False, states=RAN + (State.RUNNING,)):
         if t.number == trial.number or (t.state == State.RUNNING and not records.has_plan(t)):
             continue
-        if baseline:
+        if promoted is not None or records.trial_promoted_from(t) is not None:
+            # A promotion runs trial N's params with a longer fine-tune: the same plan as another
+            # promotion of N only, not N's own nor a sample of the same params.
+            if records.trial_promoted_from(t) == promoted:
+                return t.number
+        elif baseline:
             if records.trial_baseline(t) == baseline:
                 return t.number
         elif t.params == params and (params or not records.trial_baseline(t)):

@@ -188,3 +188,19 @@ def test_the_audit_counts_what_a_multi_worker_run_must_not_leave(tmp_path: Path)
     assert (audit.duplicates, audit.running, audit.fail_without_reason, audit.sha256_mismatch) == (1, 1, (2,), (0,))
     assert audit.baselines == {"teacher": 1} and not audit.clean
     assert "1 duplicate plans among COMPLETE, 1 RUNNING, 1 FAIL without a reason" in audit.line()
+
+
+def test_a_promotion_is_not_the_plan_of_its_original_but_a_second_promotion_is(tmp_path) -> None:
+    from autocomp.study.recovery import same_plan_as
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'p.db'}",
+                                directions=["maximize", "minimize", "minimize"])
+    original = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(original, [1.0, 1.0, 1.0])
+    for _ in range(2):
+        study.enqueue_trial(original.params, user_attrs=records.promotion_marks(original.number))
+    first = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert first.params == original.params and same_plan_as(study, first) is None
+    study.tell(first, [1.0, 1.0, 1.0])
+    second = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert same_plan_as(study, second) == first.number
