@@ -322,7 +322,7 @@ def run_trials(model: nn.Module, data: DataBundle, s: SearchSpace, tmp: Path, n:
     from autocomp.config import SearchConfig
 
     config = SearchConfig(model="python", dataset="python", n_trials=n, storage=f"sqlite:///{tmp}/s.db",
-                          run_dir=str(tmp), baselines=(), keep_artifacts=False)
+                          run_dir=str(tmp), baselines=(), keep_artifacts=False, profile=False)  # the space as timed
     return run_search(config, teacher=model, data=data, space=s, progress=False, log=lambda s: None)
 
 
