@@ -1,15 +1,27 @@
-"""Benchmark: the default sampler against random search and the uniform baselines, side by side.
+"""Benchmark: the default search against random search, the profile alone and the uniform baselines.
 
-One process, one teacher and one ``Workbench`` per config: every run (sampler x seed) is its own
+One process, one teacher and one ``Workbench`` per config: every run (row x seed) is its own
 study with the same trial budget, the same space and the same brief fine-tune, and every
 number is measured on the trial's exported artifact in ONNX Runtime. Each uniform baseline
-(``int8``, ``int4``, ``prune50``, ``prune90``, ``svd50``; plus the uncompressed ``teacher``)
-is a fixed plan, run once.
+(``int8``, ``int4``, ``prune50``, ``prune90``, ``svd50``, ``channels50``; plus the uncompressed
+``teacher``) is a fixed plan, run once.
 
     python experiments/benchmark.py --quick                      # offline digits, about 2 minutes
     python experiments/benchmark.py --config experiments/lenet5.yaml --trials 50 --seeds 0,1,2,3,4
-    python experiments/benchmark.py --config experiments/lenet5.yaml --samplers tpe,random,nsga2 \\
+    python experiments/benchmark.py --config experiments/lenet5.yaml --samplers tpe,random,profile,nsga2 \\
         --storage sqlite:///runs/benchmark/lenet5.db --out runs/benchmark/lenet5
+
+Rows (``--samplers``; every one a study as ``autocomp search --sampler NAME --seed S`` makes it,
+minus the enqueued baselines):
+
+- ``tpe`` (and ``nsga2``, and the candidates of ``variant_sampler``): the default search: the
+  per-layer profile, the space it shapes, its seeded plans first, the front's points promoted
+  to a longer fine-tune at the end (config ``profile``, ``seeds``, ``promote``).
+- ``random``: plain random search, no profile and no promotion: the reference of
+  ``regret/random``, as in every earlier result.
+- ``profile``: the profile's allocation alone: its seeded plans, fine-tuned, and nothing
+  searched or promoted (what a ModelOpt/MCT-style per-layer allocation gives).
+- ``NAME-noprofile`` (``tpe-noprofile``, ``nsga2-noprofile``): that search with ``--no-profile``.
 
 What the columns mean (every search row is the median over its seeds):
 
@@ -18,17 +30,24 @@ What the columns mean (every search row is the median over its seeds):
   teacher's accuracy - 2 points, the fp32 artifact's bytes, the teacher's latency. Latency
   enters as the ratio to the fp32 teacher timed in the same interleaved rounds as the trial,
   so a slow spell of a shared machine hits both and the runs stay comparable.
+- ``HV@20%``: HV of the run's first 20 % of trials (by number) over its final HV, in percent.
+
+A trial whose promotion finished is scored through its promotion only, as ``autocomp search``'s
+front shows it (``pareto.front_trials``); HV@20% takes the early trials with their own values.
 - ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
   minus the run's HV (0 = the run found the whole pooled front).
 - ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact within 0.5 / 1
   point of the teacher's accuracy (Deep Compression's "39x"); ``-`` when none is.
 - ``lat@1``: latency of the fastest artifact within 1 point, as a ratio to the fp32 teacher.
-- ``trials/h``: trials started per hour of wall time (failed and early-stopped ones count).
+- ``trials/h``: trials started per hour of wall time (failed and early-stopped ones count;
+  the wall time includes the profile).
+- ``profile %``: share of the run's wall time spent measuring the per-layer profile.
 - ``outside %``: share of the run's wall time spent outside fine-tuning (building the student
   and its KD steps, including the early-stop accuracy check at mid fine-tune) and evaluation
   (``seconds.measure``: the artifact's accuracy pass, its latency timing beside the teacher's,
-  params and MACs). Everything else counts as outside: export and packing (``export %``), the
-  eager-PyTorch reference numbers (``reference %``), the sampler, storage and Optuna.
+  params and MACs). Everything else counts as outside: the profile, export and packing
+  (``export %``), the eager-PyTorch reference numbers (``reference %``), the sampler, storage
+  and Optuna.
 """
 
 from __future__ import annotations
@@ -54,7 +73,7 @@ import numpy as np
 import optuna
 
 from autocomp.config import SAMPLERS, SearchConfig, read_config_file
-from autocomp.errors import AutocompError, TrialFailed
+from autocomp.errors import AutocompError
 from autocomp.models.zoo import check_fits
 from autocomp.pipeline.setup import prepare
 from autocomp.pipeline.workbench import Workbench
@@ -63,15 +82,19 @@ from autocomp.report.hypervolume import hypervolume, to_minimization
 from autocomp.study.create import open_study, record_workbench
 from autocomp.study.objective import Objective
 from autocomp.study.pareto import dominated_by, to_minimize, unique_front
-from autocomp.study.records import read_trial
+from autocomp.study.promotion import Schedule
+from autocomp.study.records import read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
 
 HERE = Path(__file__).resolve().parent
 UNIFORM_BASELINES = tuple(b for b in BASELINES if b != "teacher")
-DEFAULT_SAMPLERS = ("tpe", "random")
-QUICK = {"config": str(HERE / "default.yaml"), "trials": 20, "seeds": "0,1", "samplers": "tpe,random"}
-COLUMNS = ["run", "seeds", "trials", "HV", "regret", "regret/random", "HV acc+size", "x@0.5", "x@1", "lat@1",
-           "trials/h", "outside %"]
+DEFAULT_SAMPLERS = ("tpe", "random", "profile")
+QUICK = {"config": str(HERE / "default.yaml"), "trials": 20, "seeds": "0,1", "samplers": "tpe,random,profile"}
+COLUMNS = ["run", "seeds", "trials", "HV", "HV@20%", "regret", "regret/random", "HV acc+size", "x@0.5", "x@1",
+           "lat@1", "trials/h", "profile %", "outside %"]
+EARLY_SHARE = 0.2  # HV@20%: the first fifth of a run's trials
+PROFILE_ONLY = "profile"  # the row of the profile's seeded plans alone
+NO_PROFILE = "-noprofile"  # suffix: that search without the profile
 
 
 class TimedWorkbench(Workbench):
@@ -95,12 +118,17 @@ class Run:
 
     label: str
     seed: int | None
-    points: list[dict[str, Any]] = field(default_factory=list)  # one per finished trial
+    points: list[dict[str, Any]] = field(default_factory=list)  # one per finished trial, but those in ``replaced``
+    # Finished trials whose promotion finished too: as on ``autocomp search``'s front
+    # (``pareto.front_trials``), the promotion stands for them, and they are not scored.
+    replaced: list[dict[str, Any]] = field(default_factory=list)
     started: int = 0
     pruned: int = 0
     failed: int = 0
     lost: list[str] = field(default_factory=list)  # "baseline or #trial: why" of unfinished trials
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # from the study's creation to its last trial: the profile included
+    profile_s: float = 0.0  # measuring the per-layer profile (its record's own clock)
+    profiled: bool = False  # the study measured a per-layer profile
     finetune_s: float = 0.0
     export_s: float = 0.0
     measure_s: float = 0.0
@@ -108,7 +136,33 @@ class Run:
 
     @property
     def outside_share(self) -> float:
-        return max(0.0, self.wall_s - self.finetune_s - self.measure_s) / self.wall_s if self.wall_s else math.nan
+        spent = self.finetune_s + self.measure_s + self.profile_s  # the profile has its own column
+        return max(0.0, self.wall_s - spent) / self.wall_s if self.wall_s else math.nan
+
+
+@dataclass(frozen=True)
+class Arm:
+    """How one row's studies are made: the sampler, and the settings of ``autocomp search`` it changes."""
+
+    label: str
+    sampler: str  # an ``autocomp`` sampler or a ``variant_sampler`` candidate
+    profile: bool | None = None  # None: the config's (``autocomp search``'s default: on)
+    promote: bool = True  # False: no promoted re-runs (promote=0)
+    only_seeds: bool = False  # run the profile's seeded plans and nothing else
+
+
+def arm(label: str) -> Arm:
+    """The row ``label`` names: ``random`` is plain random search (no profile, no promotion: the
+    reference of every earlier result), ``profile`` the profile's seeded plans alone, and
+    ``NAME-noprofile`` search NAME with ``--no-profile``; any other name is that sampler's
+    default search (profile, seeded plans, promotion)."""
+    if label == "random":
+        return Arm(label, "random", profile=False, promote=False)
+    if label == PROFILE_ONLY:
+        return Arm(label, "tpe", profile=True, promote=False, only_seeds=True)
+    if label.endswith(NO_PROFILE):
+        return Arm(label, label.removesuffix(NO_PROFILE), profile=False)
+    return Arm(label, label)
 
 
 @dataclass
@@ -127,6 +181,7 @@ def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.Bas
     """
     import warnings
 
+    label = arm(label).sampler
     if label in SAMPLERS:
         return None
     startup = max(4, min(10, n_trials // 3))
@@ -140,31 +195,63 @@ def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.Bas
             return optuna.samplers.NSGAIISampler(population_size=max(2, int(m[1])), seed=seed)
         if label == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    raise AutocompError(f"unknown sampler {label!r}: use {', '.join(SAMPLERS)}, tpe-indep, tpe-sN, nsga2-pN or gp")
+    raise AutocompError(f"unknown sampler {label!r}: use {', '.join(SAMPLERS)}, {PROFILE_ONLY}, tpe-indep, tpe-sN, "
+                        f"nsga2-pN, gp, or one of them + {NO_PROFILE}")
 
 
 # -- running -------------------------------------------------------------------------------------
+def study_config(config: SearchConfig, row: Arm, seed: int | None, baselines: Sequence[str] = ()) -> SearchConfig:
+    """The settings ``autocomp search`` would run ``row`` at ``seed`` with (the fixed baselines'
+    study: no profile, nothing seeded or promoted: each is one fixed plan)."""
+    name = f"bench-{config.name}-{row.label}" + (f"-s{seed}" if seed is not None else "")
+    fixed = bool(baselines)
+    profile = config.profile if row.profile is None else row.profile
+    return replace(config, seed=config.seed if seed is None else seed, study_name=name[:100],
+                   sampler=row.sampler if row.sampler in SAMPLERS else "random", baselines=tuple(baselines),
+                   storage=None, keep_artifacts=False, profile=profile and not fixed,
+                   seeds=0 if fixed else (config.seeds or 8) if row.only_seeds else config.seeds,
+                   promote=config.promote if row.promote and not fixed else 0.0)
+
+
 def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, label: str, seed: int | None,
-              n_trials: int, storage: optuna.storages.BaseStorage, baselines: Sequence[str] = ()) -> Run:
-    """One study on the shared workbench; ``baselines`` enqueues those fixed plans instead of sampling."""
-    name = f"bench-{config.name}-{label}" + (f"-s{seed}" if seed is not None else "")
-    cfg = replace(config, seed=config.seed if seed is None else seed, study_name=name[:100],
-                  sampler=label if label in SAMPLERS else "random", baselines=tuple(baselines),
-                  storage=None, keep_artifacts=False)
+              n_trials: int, storage: optuna.storages.BaseStorage, baselines: Sequence[str] = (),
+              log: Callable[[str], None] = print) -> Run:
+    """One study on the shared workbench; ``baselines`` enqueues those fixed plans instead of sampling.
+
+    The study is prepared (profile, shaped space, seeded plans, the teacher's reference) and
+    searched by the code ``autocomp search`` runs, on the clock of the run's wall time.
+    """
+    row = arm(label)
+    cfg = replace(study_config(config, row, seed, baselines), n_trials=n_trials)
     study, fresh = open_study(cfg, space, storage, bench.teacher, n_trials)
     if not fresh:
-        raise AutocompError(f"study {name!r} already exists in the storage: give the benchmark a new --storage")
+        raise AutocompError(f"study {cfg.study_name!r} already exists in the storage: give the benchmark a new "
+                            "--storage")
     if seed is not None and (sampler := variant_sampler(label, seed, n_trials)) is not None:
         study.sampler = sampler
     record_workbench(study, bench)
     run = Run(label, seed)
     bench.rebuild_seconds = 0.0
     start = time.perf_counter()
-    study.optimize(Objective(bench, space, cfg, None), n_trials=n_trials, catch=(TrialFailed, MemoryError),
-                   gc_after_trial=False)
+    objective = Objective(bench, space, cfg, None)
+    # As in ``runner.optimize``: a --timeout counts from before the profile.
+    schedule = Schedule.start(cfg.n_trials, cfg.promote, cfg.promote_factor, cfg.timeout)
+    objective.prepare(study)
+    if row.only_seeds:  # the seeded plans queued, and no trial more (``promote`` is 0)
+        cfg = replace(cfg, n_trials=len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))))
+        if not cfg.n_trials:
+            raise AutocompError("the profile seeded no plan: the `profile` row has nothing to run")
+        schedule = Schedule.start(cfg.n_trials, 0.0, cfg.promote_factor, schedule.seconds_left())
+    search(study, objective, cfg, schedule, log)
     run.wall_s = time.perf_counter() - start
     run.finetune_s = bench.rebuild_seconds
-    for t in study.get_trials(deepcopy=False):
+    profile = read_study(study).profile
+    run.profiled = profile is not None
+    run.profile_s = float(profile.get("seconds", 0.0)) if profile else 0.0
+    trials = study.get_trials(deepcopy=False)
+    promoted = {rec.promoted_from for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+                and (rec := read_trial(t)).promoted_from is not None}
+    for t in trials:
         run.started += 1
         if t.state == optuna.trial.TrialState.PRUNED:
             run.pruned += 1
@@ -178,7 +265,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
         run.export_s += sec.get("export", 0.0)
         run.measure_s += sec.get("measure", 0.0)
         run.reference_s += sec.get("reference", 0.0)
-        run.points.append({
+        (run.replaced if t.number in promoted else run.points).append({
             "trial": t.number, "baseline": rec.baseline or "",
             "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
             "teacher_latency_ms": m.get("teacher_latency_ms"),
@@ -186,8 +273,18 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
             # studies from before it was stored: the value over the teacher timed beside it (``records``).
             "latency_ratio": rec.latency.ratio if rec.latency.ratio is not None else math.nan,
             "seconds": sec,
+            "seeded": rec.seeded is not None, "promoted_from": rec.promoted_from,
         })
     return run
+
+
+def search(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
+           log: Callable[[str], None]) -> None:
+    """The prepared study's trials, run by the code ``autocomp search`` runs them with
+    (``runner.optimize``'s phases): the search, then promotions of the front it found."""
+    from autocomp.study import runner
+
+    runner._phases(study, objective, config, schedule, None, log)
 
 
 def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, seeds: Sequence[int] = (0,),
@@ -222,14 +319,16 @@ def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, 
     if baselines:
         # A baseline is measured to the end: without the accuracy constraint nothing stops it early.
         fixed = replace(space, constraints=replace(space.constraints, max_accuracy_drop=None))
-        runs.append(run_study(bench, fixed, config, "baselines", None, len(baselines), store, baselines))
+        runs.append(run_study(bench, fixed, config, "baselines", None, len(baselines), store, baselines, log))
         log(f"baselines: {len(baselines)} fixed plans in {runs[-1].wall_s:.1f} s")
     for label in samplers:
         for seed in seeds:
-            runs.append(run_study(bench, space, config, label, seed, n, store))
+            runs.append(run_study(bench, space, config, label, seed, n, store, log=log))
             r = runs[-1]
-            log(f"{label} seed {seed}: {len(r.points)}/{r.started} finished ({r.pruned} stopped early, "
-                f"{r.failed} failed) in {r.wall_s:.1f} s")
+            promoted = sum(p["promoted_from"] is not None for p in r.points)
+            log(f"{label} seed {seed}: {len(r.points) + len(r.replaced)}/{r.started} finished ({r.pruned} stopped "
+                f"early, {r.failed} failed, {promoted} promotions) in {r.wall_s:.1f} s"
+                + (f" (profile {r.profile_s:.1f} s)" if r.profiled else ""))
     lats = [p["teacher_latency_ms"] for r in runs for p in r.points if p["teacher_latency_ms"]]
     info = Teacher(bench.teacher_accuracy, bench.teacher_path.stat().st_size,
                    float(np.median(lats)) if lats else math.nan)
@@ -263,6 +362,18 @@ def dominated(point: dict[str, Any], front: list[dict[str, Any]]) -> bool:
     return dominated_by(p, to_minimize(_matrix(front)))
 
 
+def early_volume(run: Run, teacher: Teacher, share: float = EARLY_SHARE) -> float:
+    """HV of the run's first ``share`` of its trials (by number; at least one) over its final HV,
+    in percent: how much of what it finds a run has found early. NaN when the final HV is 0."""
+    final = front_volume(run.points, teacher)
+    if not final or run.started == 0:
+        return math.nan
+    first = max(1, round(share * run.started))
+    # The points as they stood then: a trial promoted later counts with its own values.
+    early = [p for p in run.points + run.replaced if p.get("trial", math.inf) < first]
+    return 100 * front_volume(early, teacher) / final
+
+
 def run_scores(run: Run, teacher: Teacher, best_volume: float) -> dict[str, float]:
     pts = run.points
     volume = front_volume(pts, teacher)
@@ -273,12 +384,14 @@ def run_scores(run: Run, teacher: Teacher, best_volume: float) -> dict[str, floa
     small05, small1 = within(0.5), within(1.0)
     return {
         "HV": volume,
+        "HV@20%": early_volume(run, teacher) if run.started > 1 else math.nan,
         "regret": max(0.0, best_volume - volume),
         "HV acc+size": front_volume(pts, teacher, objectives=2),
         "x@0.5": teacher.size_bytes / min(p["size_bytes"] for p in small05) if small05 else math.nan,
         "x@1": teacher.size_bytes / min(p["size_bytes"] for p in small1) if small1 else math.nan,
         "lat@1": min(p["latency_ratio"] for p in small1) if small1 else math.nan,
         "trials/h": run.started / run.wall_s * 3600 if run.wall_s else math.nan,
+        "profile %": 100 * run.profile_s / run.wall_s if run.wall_s and run.profiled else math.nan,
         "outside %": 100 * run.outside_share,
         "export %": 100 * run.export_s / run.wall_s if run.wall_s else math.nan,
         "reference %": 100 * run.reference_s / run.wall_s if run.wall_s else math.nan,
@@ -301,7 +414,8 @@ def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[s
     for r in runs:
         if r.label == "baselines":
             continue
-        per_seed.append({"run": r.label, "seed": r.seed, "trials": r.started, "finished": len(r.points),
+        per_seed.append({"run": r.label, "seed": r.seed, "trials": r.started,
+                         "finished": len(r.points) + len(r.replaced),
                          "stopped early": r.pruned, "failed": r.failed, "wall s": r.wall_s,
                          **run_scores(r, teacher, best)})
     seeds = pd.DataFrame(per_seed)
@@ -330,7 +444,8 @@ def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[s
                          measure_s=sec.get("measure", 0.0), reference_s=sec.get("reference", 0.0))
             s = run_scores(single, teacher, best)
             rows.append({"run": f"baseline {p['baseline']}", "seeds": math.nan, "trials": 1,
-                         **{c: s[c] for c in COLUMNS[3:] if c in s}, "regret/random": math.nan})
+                         **{c: s[c] for c in COLUMNS[3:] if c in s}, "regret/random": math.nan,
+                         "profile %": math.nan})
             if p["baseline"] not in UNIFORM_BASELINES:
                 continue
             entry = {"baseline": p["baseline"], "accuracy": p["accuracy"], "drop": teacher.accuracy - p["accuracy"],
@@ -342,7 +457,62 @@ def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[s
             dominance.append(entry)
     table = pd.DataFrame(rows, columns=COLUMNS)
     return {"table": table, "per_seed": seeds, "dominance": pd.DataFrame(dominance), "best_hv": best,
-            "default": default, "notes": notes}
+            "default": default, "notes": notes, "findings": findings(teacher, runs, seeds, default)}
+
+
+def findings(teacher: Teacher, runs: list[Run], per_seed: Any, default: str) -> list[str]:
+    """Issue 21's done-means as sentences: the default search's fronts against the uniform
+    baselines, each search's lat@1 against ``channels50``, and the full search against the
+    profile's allocation alone."""
+    fixed = {p["baseline"]: p for r in runs if r.label == "baselines" for p in r.points}
+    fronts = [r.points for r in runs if r.label == default]
+    lines = []
+    if fronts and (uniform := [b for b in UNIFORM_BASELINES if b in fixed]):
+        counts = ", ".join(f"{b} {sum(dominated(fixed[b], f) for f in fronts)}/{len(fronts)}" for b in uniform)
+        lines.append(f"{default}'s front dominates the uniform baselines in k of n seeds: {counts}")
+    if "channels50" in fixed:
+        lines.append(channels_line(teacher, fixed["channels50"], per_seed))
+    if default != PROFILE_ONLY and (only := [r for r in runs if r.label == PROFILE_ONLY]) and fronts:
+        lines.append(profile_line(teacher, [p for f in fronts for p in f], [p for r in only for p in r.points],
+                                  per_seed, default))
+    return lines
+
+
+def channels_line(teacher: Teacher, channels: dict[str, Any], per_seed: Any) -> str:
+    """Per search row: in how many seeds the fastest point within 1 point is at least as fast as
+    the ``channels50`` baseline (which may itself be more than 1 point down: its drop is shown)."""
+    limit = channels["latency_ratio"]
+    parts = []
+    for label in dict.fromkeys(per_seed["run"]) if not per_seed.empty else ():
+        lat = per_seed[per_seed["run"] == label]["lat@1"].tolist()
+        faster = sum(math.isfinite(v) and v <= limit + 1e-9 for v in lat)
+        parts.append(f"{label} {faster}/{len(lat)} (median {_cell('lat@1', _median(lat))}x)")
+    drop = teacher.accuracy - channels["accuracy"]
+    return (f"lat@1 vs channels50 ({limit:.2f}x at {drop:.1f} points down): the fastest point within 1 point is "
+            f"at least as fast in k of n seeds: " + (", ".join(parts) or "no search run"))
+
+
+def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
+    """``dominated`` / ``matched`` (a front point equal in every objective) / ``no``."""
+    if dominated(point, front):
+        return "dominated"
+    p = to_minimize([[point["accuracy"], point["size_bytes"], point["latency_ratio"]]])[0]
+    return "matched" if any(np.array_equal(p, q) for q in to_minimize(_matrix(front))) else "no"
+
+
+def profile_line(teacher: Teacher, full: list[dict[str, Any]], only: list[dict[str, Any]], per_seed: Any,
+                 default: str) -> str:
+    """Does the full search's front, pooled over its seeds, dominate or match the points of the
+    profile's allocation alone (pooled over its seeds), and by how much HV."""
+    verdicts = [covered(p, full) for p in only]
+    hv_full, hv_only = front_volume(full, teacher), front_volume(only, teacher)
+    two_full, two_only = front_volume(full, teacher, 2), front_volume(only, teacher, 2)
+    med = {label: _median(per_seed[per_seed["run"] == label]["HV"].tolist()) for label in (default, PROFILE_ONLY)}
+    return (f"profile-only vs full search: {default}'s pooled front dominates {verdicts.count('dominated')} and "
+            f"matches {verdicts.count('matched')} of the {len(only)} points of `{PROFILE_ONLY}` "
+            f"({verdicts.count('no')} neither); pooled HV {hv_full:.4f} vs {hv_only:.4f} "
+            f"(difference {hv_full - hv_only:+.4f}; HV acc+size {two_full:.4f} vs {two_only:.4f}, "
+            f"{two_full - two_only:+.4f}); median HV over seeds {med[default]:.4f} vs {med[PROFILE_ONLY]:.4f}")
 
 
 # -- printing ------------------------------------------------------------------------------------
@@ -355,6 +525,8 @@ def _cell(col: str, v: Any) -> str:
         return "yes" if v else "no"
     if col in ("seeds", "trials", "seed", "finished", "stopped early", "failed"):
         return str(int(v))
+    if col == "HV@20%":
+        return f"{v:.0f}"
     if col in ("HV", "regret", "HV acc+size"):
         return f"{v:.4f}"
     if col in ("x@0.5", "x@1", "x smaller"):
@@ -395,6 +567,8 @@ def report_text(config: SearchConfig, teacher: Teacher, summary: dict[str, Any],
                      "HV is 0 for every run; compare `HV acc+size`.")
     if lines[-1] != "":
         lines.append("")
+    if summary.get("findings"):
+        lines += [*(f"- {line}" for line in summary["findings"]), ""]
     if not summary["dominance"].empty:
         lines += ["Uniform baselines, and in how many seeds each search's front dominates them:", "",
                   markdown(summary["dominance"]), ""]
@@ -427,16 +601,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="experiments/NAME.yaml (SearchConfig keys); default experiments/default.yaml")
     parser.add_argument("--trials", type=int, help="trials per run (default: the config's n_trials)")
     parser.add_argument("--seeds", help="comma list of seeds (default 0,1,2,3,4)")
-    parser.add_argument("--samplers", help=f"comma list (default {','.join(DEFAULT_SAMPLERS)}); also nsga2, "
+    parser.add_argument("--samplers", help=f"comma list of rows (default {','.join(DEFAULT_SAMPLERS)}): tpe = "
+                        "autocomp search's default (profile, seeded plans, promotion), random = plain random "
+                        "search, profile = the seeded plans alone; also nsga2, NAME-noprofile (tpe-noprofile), "
                         "tpe-indep, tpe-sN, nsga2-pN, gp")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list of fixed plans run once "
-                        "(default all: teacher,int8,int4,prune50,prune90,svd50); '' for none")
+                        f"(default all: {','.join(BASELINES)}); '' for none")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key (repeatable), e.g. --set train_samples=12000")
     parser.add_argument("--storage", help="keep every study in this Optuna storage URL (default: in memory)")
     parser.add_argument("--out", help="directory for results.md and runs.json")
     parser.add_argument("--quick", action="store_true", help="smoke run: default config, 20 trials, seeds 0,1, "
-                        "tpe and random (about 2 minutes on 2 cores)")
+                        "tpe, random and profile (about 2 minutes on 2 cores)")
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():

@@ -49,27 +49,98 @@ def test_scores_of_known_points(bench) -> None:  # noqa: ANN001
     assert bench.front_volume([worse], teacher) == 0.0
     assert bench.dominated(worse, [point]) and not bench.dominated(point, [worse])
     assert not bench.dominated(point, [point])  # equal is not dominated
-    run = bench.Run("tpe", 0, [point, worse], started=2, wall_s=10.0, finetune_s=6.0, measure_s=3.0)
+    run = bench.Run("tpe", 0, [point, worse], started=2, wall_s=10.0, finetune_s=5.0, measure_s=3.0,
+                    profile_s=1.0, profiled=True)
     scores = bench.run_scores(run, teacher, best_volume=0.5)
     assert scores["regret"] == pytest.approx(0.5 - 1 / 12)
     assert math.isnan(scores["x@0.5"])  # 1 point down is not within 0.5
     assert scores["x@1"] == pytest.approx(2.0) and scores["lat@1"] == pytest.approx(0.5)
-    assert scores["trials/h"] == pytest.approx(720.0) and scores["outside %"] == pytest.approx(10.0)
+    assert scores["trials/h"] == pytest.approx(720.0)
+    # The profile has its own column, and is not counted again as outside.
+    assert scores["profile %"] == pytest.approx(10.0) and scores["outside %"] == pytest.approx(10.0)
+    assert math.isnan(bench.run_scores(bench.Run("random", 0, [point], started=1, wall_s=1.0), teacher,
+                                       0.5)["profile %"])
+
+
+def _pt(trial: int, accuracy: float, size: int, latency: float, baseline: str = "") -> dict:
+    return {"trial": trial, "accuracy": accuracy, "size_bytes": size, "latency_ratio": latency,
+            "baseline": baseline, "seconds": {}, "seeded": False, "promoted_from": None}
+
+
+def test_hv_of_the_first_fifth(bench) -> None:  # noqa: ANN001
+    teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
+    late = _pt(9, 98.0, 500, 0.5)  # box 1/3 x 1/2 x 1/2 = 1/12
+    early = _pt(1, 98.0, 500, 0.75)  # half of it in latency: 1/24
+    run = bench.Run("tpe", 0, [early, late], started=10)
+    assert bench.early_volume(run, teacher) == pytest.approx(50.0)  # trials 0 and 1 of 10
+    # Trial 1 promoted later (trial 9 re-ran it): at 20 % the run had trial 1's own point.
+    replaced = bench.Run("tpe", 0, [late], replaced=[early], started=10)
+    assert bench.early_volume(replaced, teacher) == pytest.approx(50.0)
+    assert math.isnan(bench.early_volume(bench.Run("tpe", 0, [_pt(0, 90.0, 900, 1.0)], started=5), teacher))
+
+
+def test_rows_are_the_searches_autocomp_runs(bench) -> None:  # noqa: ANN001
+    config = SearchConfig(seeds=6, promote=0.2)
+    tpe = bench.study_config(config, bench.arm("tpe"), 3)
+    assert (tpe.sampler, tpe.profile, tpe.seeds, tpe.promote, tpe.seed, tpe.baselines) == ("tpe", True, 6, 0.2, 3, ())
+    random = bench.study_config(config, bench.arm("random"), 0)
+    assert (random.sampler, random.profile, random.promote) == ("random", False, 0.0)
+    only = bench.arm("profile")
+    assert only.only_seeds and bench.study_config(config, only, 0).profile
+    assert bench.study_config(config, only, 0).promote == 0.0
+    noprofile = bench.study_config(config, bench.arm("tpe-noprofile"), 0)
+    assert (noprofile.sampler, noprofile.profile, noprofile.promote) == ("tpe", False, 0.2)
+    nsga = bench.study_config(config, bench.arm("nsga2-noprofile"), 0)
+    assert (nsga.sampler, nsga.profile) == ("nsga2", False)
+    fixed = bench.study_config(config, bench.arm("baselines"), None, ["int8"])
+    assert (fixed.profile, fixed.seeds, fixed.promote, fixed.baselines) == (False, 0, 0.0, ("int8",))
+    assert bench.variant_sampler("tpe-indep-noprofile", 0, 20) is not None
+    with pytest.raises(bench.AutocompError, match="unknown sampler 'bogus'"):
+        bench.variant_sampler("bogus-noprofile", 0, 20)
+
+
+def test_done_means_lines(bench) -> None:  # noqa: ANN001
+    teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
+    fixed = [_pt(0, 98.7, 250, 1.2, "int8"), _pt(1, 98.5, 500, 0.6, "channels50")]
+    tpe = [bench.Run("tpe", s, [_pt(0, 98.8, 200, 0.5), _pt(1, 98.9, 240, 0.9)], started=2) for s in (0, 1)]
+    tpe[1].points[0]["latency_ratio"] = 0.7  # seed 1: slower than channels50, which it no longer dominates
+    only = [bench.Run("profile", 0, [_pt(0, 98.8, 200, 0.5), _pt(1, 98.0, 300, 0.8)], started=2)]
+    runs = [bench.Run("baselines", None, fixed, started=2), *tpe, *only]
+    summary = bench.summarize(teacher, runs)
+    lines = summary["findings"]
+    assert lines[0] == "tpe's front dominates the uniform baselines in k of n seeds: int8 2/2, channels50 1/2"
+    assert lines[1].startswith("lat@1 vs channels50 (0.60x at 0.5 points down)")
+    assert "tpe 1/2 (median 0.60x)" in lines[1] and "profile 1/1 (median 0.50x)" in lines[1]
+    # The profile's first point is tpe seed 0's own (matched), its second is dominated.
+    assert lines[2].startswith("profile-only vs full search: tpe's pooled front dominates 1 and matches 1 of the "
+                               "2 points of `profile` (0 neither)")
+    text = bench.report_text(SearchConfig(), teacher, summary, "benchmark", 1.0)
+    assert "- profile-only vs full search" in text and "| profile | 1 | 2 |" in text
 
 
 def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN001
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    config = SearchConfig(teacher_epochs=5, space=str(space))
-    teacher, runs = bench.benchmark(config, samplers=["tpe", "random"], seeds=[0], n_trials=4,
-                                    baselines=["teacher", "int8", "prune90"], log=lambda s: None)
-    assert [r.label for r in runs] == ["baselines", "tpe", "random"]
-    assert all(r.started == 4 for r in runs[1:]) and runs[0].started == 3
+    config = SearchConfig(teacher_epochs=5, space=str(space), seeds=2, promote=0.2)
+    teacher, runs = bench.benchmark(config, samplers=["tpe", "random", "profile"], seeds=[0], n_trials=5,
+                                    baselines=["teacher", "int8", "prune90", "channels50"], log=lambda s: None)
+    assert [r.label for r in runs] == ["baselines", "tpe", "random", "profile"]
+    assert runs[0].started == 4 and runs[1].started == runs[2].started == 5
+    tpe, random, only = runs[1:]
+    # tpe as `autocomp search` runs it: the seeded plans first, the search, one front point promoted.
+    finished = sorted(tpe.points + tpe.replaced, key=lambda p: p["trial"])
+    assert [p["seeded"] for p in finished[:2]] == [True, True] and tpe.profiled and tpe.profile_s > 0
+    assert sum(p["promoted_from"] is not None for p in tpe.points) == 1
+    assert [p["trial"] for p in tpe.replaced] == [p["promoted_from"] for p in tpe.points if p["promoted_from"]
+                                                  is not None]  # scored through its promotion only
+    assert not random.profiled and all(not p["seeded"] and p["promoted_from"] is None for p in random.points)
+    assert only.started == 2 and all(p["seeded"] for p in only.points)  # the seeded plans, nothing else
     assert 90.0 < teacher.accuracy <= 100.0 and teacher.size_bytes > 0 and teacher.latency_ms > 0
     summary = bench.summarize(teacher, runs)
     table = summary["table"]
     assert list(table.columns) == bench.COLUMNS
-    assert table["run"].tolist() == ["tpe", "random", "baseline teacher", "baseline int8", "baseline prune90"]
+    assert table["run"].tolist() == ["tpe", "random", "profile", "baseline teacher", "baseline int8",
+                                     "baseline prune90", "baseline channels50"]
     assert 0.0 <= summary["best_hv"] <= 1.0
     assert (table["regret"] >= 0).all() and (table["HV"] <= summary["best_hv"] + 1e-12).all()
     assert (table["HV"] + table["regret"] - summary["best_hv"]).abs().max() < 1e-9
@@ -77,15 +148,18 @@ def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN0
         finite = table[col][table[col].notna()]
         assert (finite > 0).all(), col
     assert ((table["outside %"] >= 0) & (table["outside %"] <= 100)).all()
+    shares = table.set_index("run")["profile %"]
+    assert 0 < shares["tpe"] < 100 and 0 < shares["profile"] < 100 and math.isnan(shares["random"])
     fp32 = table.set_index("run").loc["baseline teacher"]
     assert fp32["x@1"] == pytest.approx(1.0) and 0.5 < fp32["lat@1"] < 2.0
     assert fp32["HV"] == 0.0  # the teacher itself sits on the reference's size and latency
     # Baselines run to the end (no early stop), and each is checked against the searches' fronts.
-    assert set(summary["dominance"]["baseline"]) == {"int8", "prune90"}
-    assert {"dominated by tpe", "dominated by random"} <= set(summary["dominance"].columns)
+    assert set(summary["dominance"]["baseline"]) == {"int8", "prune90", "channels50"}
+    assert {"dominated by tpe", "dominated by random", "dominated by profile"} <= set(summary["dominance"].columns)
+    assert [line.split(" ")[0] for line in summary["findings"]] == ["tpe's", "lat@1", "profile-only"]
     text = bench.report_text(config, teacher, summary, "python experiments/benchmark.py --quick", 1.0)
     header = "| " + " | ".join(bench.COLUMNS) + " |"
-    assert header in text and "| tpe | 1 | 4 |" in text
+    assert header in text and "| tpe | 1 | 5 |" in text and "| profile | 1 | 2 |" in text
 
 
 def test_unknown_sampler_is_one_line_error(bench, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
