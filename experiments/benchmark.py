@@ -81,7 +81,7 @@ from autocomp.plan import BASELINES
 from autocomp.report.hypervolume import hypervolume, to_minimization
 from autocomp.study.create import open_study, record_workbench
 from autocomp.study.objective import Objective
-from autocomp.study.pareto import dominated_by, to_minimize, unique_front
+from autocomp.study.pareto import dominated_by, promoted_originals, to_minimize, unique_front
 from autocomp.study.promotion import Schedule
 from autocomp.study.records import read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
@@ -249,8 +249,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
     run.profiled = profile is not None
     run.profile_s = float(profile.get("seconds", 0.0)) if profile else 0.0
     trials = study.get_trials(deepcopy=False)
-    promoted = {rec.promoted_from for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-                and (rec := read_trial(t)).promoted_from is not None}
+    promoted = promoted_originals(trials)
     for t in trials:
         run.started += 1
         if t.state == optuna.trial.TrialState.PRUNED:
@@ -284,7 +283,7 @@ def search(study: optuna.Study, objective: Objective, config: SearchConfig, sche
     (``runner.optimize``'s phases): the search, then promotions of the front it found."""
     from autocomp.study import runner
 
-    runner._phases(study, objective, config, schedule, None, log)
+    runner.run_phases(study, objective, config, schedule, None, log)
 
 
 def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, seeds: Sequence[int] = (0,),

@@ -137,7 +137,7 @@ def _levels(low: float, high: float, n: int) -> list[float]:
 def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, outputs: frozenset[str],
                n: int) -> list[Seed]:
     """Up to ``n`` distinct plans: ``ceil(n/2)`` under byte budgets, the rest under latency
-    budgets, each a point of ``space`` (unprofiled knobs at their no-op value where the space
+    budgets, alternating from the tightest, each a point of ``space`` (unprofiled knobs at their no-op value where the space
     offers it, global knobs at the baselines' values)."""
     params = space.params(model, outputs)
     allowed = {}
@@ -156,8 +156,10 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     plans: list[Seed] = []
     seen: set = set()
     floor = max(least, teacher * MIN_SIZE_SHARE)
-    budgets = [("size", "bytes", lvl, lvl - teacher) for lvl in _levels(floor, teacher, (n + 1) // 2)]
-    budgets += [("latency", "latency", lvl, float(np.log(lvl))) for lvl in _levels(fastest, 1.0, n // 2)]
+    sizes = [("size", "bytes", lvl, lvl - teacher) for lvl in _levels(floor, teacher, (n + 1) // 2)]
+    speeds = [("latency", "latency", lvl, float(np.log(lvl))) for lvl in _levels(fastest, 1.0, n // 2)]
+    # Alternating, most compressed first: a run that reaches only some seeds has both ends.
+    budgets = [b for pair in itertools.zip_longest(sizes, speeds) for b in pair if b is not None]
     for level, (name, key, limit, change) in enumerate(budgets):
         chosen = solve(options, key, change)
         if chosen is None:

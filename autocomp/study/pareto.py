@@ -76,6 +76,12 @@ def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in constraint_values(trial))
 
 
+def promoted_originals(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials whose promotion is COMPLETE: their promotion stands for them."""
+    return {n for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+            and (n := trial_promoted_from(t)) is not None}
+
+
 def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """Complete, feasible trials with finite values that no other such trial dominates (what
     ``study.best_trials`` returns, without its deep copies and NaN points), with promoted points.
@@ -87,8 +93,7 @@ def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.tria
     promotion runs, failed or was stopped early, the original stands. The report, the trials
     table, export and the console all ask here, so they show one front.
     """
-    promoted = {n for t in trials if t.state == optuna.trial.TrialState.COMPLETE
-                and (n := trial_promoted_from(t)) is not None}
+    promoted = promoted_originals(trials)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.values
             and len(t.values) == len(OBJECTIVES) and all(math.isfinite(v) for v in t.values) and is_feasible(t)
             and t.number not in promoted]

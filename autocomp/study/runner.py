@@ -47,7 +47,7 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
              progress: bool = True) -> SearchRun:
     """Create or resume the study and run ``config.n_trials`` more trials: ``config.promote`` of
     them re-run the front's plans with a longer fine-tune after the search, and with
-    ``config.timeout`` the profile, the search and the promotions end within it (``_phases``).
+    ``config.timeout`` the profile, the search and the promotions end within it (``run_phases``).
 
     Ctrl-C stops after marking the trial in flight failed; finished trials are kept and the
     run comes back with ``interrupted`` set (``autocomp.run_search`` then writes the report).
@@ -101,10 +101,10 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
 
 def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
                 bar: ProgressLine | None, log: Callable[[str], None], logfile: LogFile) -> bool:
-    """Run the trials (``_phases``); True when Ctrl-C stopped them."""
+    """Run the trials (``run_phases``); True when Ctrl-C stopped them."""
     try:
         with logfile:  # failed trials' tracebacks go there, not to the console
-            _phases(study, objective, config, schedule, bar, log)
+            run_phases(study, objective, config, schedule, bar, log)
     except KeyboardInterrupt:
         return True
     finally:
@@ -113,8 +113,8 @@ def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig,
     return False
 
 
-def _phases(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
-            bar: ProgressLine | None, log: Callable[[str], None]) -> None:
+def run_phases(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
+               bar: ProgressLine | None, log: Callable[[str], None]) -> None:
     """The search's trials, then promotions of the front it found (``autocomp.study.promotion``):
     each phase stops where the schedule says the next trial would not fit ``--timeout``.
 
