@@ -25,6 +25,7 @@ from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import Plan
 from autocomp.study import records
 from autocomp.study.failures import TRIAL_LOG, failure_reason
+from autocomp.study.promotion import split_trials
 from autocomp.study.recovery import same_plan_as
 from autocomp.study.space import SearchSpace
 from autocomp.study.storage import enqueued_params
@@ -199,7 +200,7 @@ class Objective:
         # As many seeds as this run has room for after the queued trials and the promotions: a run
         # of N trials runs N. With no room they wait for a run that has some.
         queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
-        room = self.config.n_trials - queued - round(self.config.n_trials * self.config.promote)
+        room = split_trials(self.config.n_trials, self.config.promote)[0] - queued
         if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
         template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
