@@ -137,8 +137,8 @@ def _levels(low: float, high: float, n: int) -> list[float]:
 def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, outputs: frozenset[str],
                n: int) -> list[Seed]:
     """Up to ``n`` distinct plans: ``ceil(n/2)`` under byte budgets, the rest under latency
-    budgets, alternating from the tightest, each a point of ``space`` (unprofiled knobs at their no-op value where the space
-    offers it, global knobs at the baselines' values)."""
+    budgets, alternating from the tightest, each a point of ``space`` (unprofiled knobs at their
+    no-op value where the space offers it, global knobs at the baselines' values)."""
     params = space.params(model, outputs)
     allowed = {}
     from autocomp.study.costs import domain_values

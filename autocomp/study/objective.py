@@ -187,16 +187,23 @@ class Objective:
     def _profiled(self, study: optuna.Study, rec: records.StudyRecord) -> None:
         """The space shaped by the study's profile (measured here if none is stored), and the
         profile's seeded plans enqueued once per study, after the baselines."""
+        from autocomp.study.baselines import baseline_points
         from autocomp.study.frontier import seed_plans
         from autocomp.study.profile import dropped_values, measure_profile, shaped_space
 
         b = self.bench
+        # The values the baselines stand on stay, so each baseline is a point of the space.
+        kept: dict[str, set] = {}
+        points = baseline_points(self.space, b.teacher, b.outputs, self.config)
+        for baseline in self.config.baselines:
+            for name, value in points[baseline][0].items():
+                kept.setdefault(name, set()).add(value)
         profile = rec.profile
         if profile is None:
             profile = measure_profile(b, self.space, progress=b.progress)
-            profile["dropped"] = dropped_values(profile)
+            profile["dropped"] = dropped_values(profile, kept)
             records.write_profile(study, profile)
-        self.space = shaped_space(self.space, b.teacher, b.outputs, profile)
+        self.space = shaped_space(self.space, b.teacher, b.outputs, profile, kept)
         # As many seeds as this run has room for after the queued trials and the promotions: a run
         # of N trials runs N. With no room they wait for a run that has some.
         queued = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,35 +175,36 @@ def drop_reason(entry: dict[str, Any], floor: float) -> str | None:
     return None
 
 
-def dropped_values(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """``[{"param", "value", "why"}]``: the values ``shaped_space`` removes, in profile order."""
+def dropped_values(record: dict[str, Any], kept: Mapping[str, set] | None = None) -> list[dict[str, Any]]:
+    """``[{"param", "value", "why"}]``: the values ``shaped_space`` removes, in profile order.
+    ``kept`` (``{param: values}``): values the study's baselines stand on, never dropped, so
+    every baseline stays a point of the space Optuna's tools see."""
     floor = catastrophic_agreement(record.get("num_classes", 10))
     out = []
     for e in record["entries"]:
-        why = drop_reason(e, floor)
+        why = None if e["value"] in (kept or {}).get(e["param"], ()) else drop_reason(e, floor)
         if why:
             out.append({"param": e["param"], "value": e["value"], "why": why})
     return out
 
 
 def shaped_space(space: SearchSpace, model: nn.Module, outputs: frozenset[str],
-                 record: dict[str, Any]) -> SearchSpace:
+                 record: dict[str, Any], kept: Mapping[str, set] | None = None) -> SearchSpace:
     """The space without the values the profile shows cannot pay (``dropped_values``).
 
     A list of choices loses those values. A stepped range keeps its order: it ends below the
     smallest value that wrecks the model alone (values that are not smaller or faster are
     never the end of a range: sparsity and channel cuts always shrink the file). The no-op
-    value always stays; a knob left with it alone is no longer searched.
+    value and the ``kept`` values always stay; a knob left with one value is no longer searched.
     """
     dropped: dict[str, list] = {}
     wrecks: dict[str, list] = {}
     floor = catastrophic_agreement(record.get("num_classes", 10))
+    for d in dropped_values(record, kept):
+        dropped.setdefault(d["param"], []).append(d["value"])
     for e in record["entries"]:
-        why = drop_reason(e, floor)
-        if why:
-            dropped.setdefault(e["param"], []).append(e["value"])
-            if e["agreement"] < floor:
-                wrecks.setdefault(e["param"], []).append(e["value"])
+        if e["value"] in dropped.get(e["param"], ()) and e["agreement"] < floor:
+            wrecks.setdefault(e["param"], []).append(e["value"])
     overrides = dict(space.overrides)
     table = knobs()
     for p in space.params(model, outputs):
@@ -215,7 +216,7 @@ def shaped_space(space: SearchSpace, model: nn.Module, outputs: frozenset[str],
         elif p.name in wrecks and spec.step is not None:
             values = domain_values(spec) or ()
             first_bad = min(wrecks[p.name])
-            keep = tuple(v for v in values if v < first_bad)
+            keep = tuple(v for v in values if v < first_bad or v in (kept or {}).get(p.name, ()))
             if len(keep) > 1:
                 overrides[p.name] = dataclasses.replace(spec, high=keep[-1])
                 continue

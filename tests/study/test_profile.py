@@ -143,3 +143,18 @@ def test_a_study_measures_its_profile_once_and_a_resume_or_second_worker_reads_i
                        config, None, creator=False)
     joiner.prepare(study)
     assert len(calls) == 1
+
+
+def test_values_a_baseline_stands_on_are_never_dropped(bench) -> None:
+    space = parse_space(SPACE)
+    entries = [{"layer": "0", "knob": "bits", "param": "0.bits", "value": 8, "kl": 0.0, "agreement": 100.0,
+                "bytes": 50, "latency": [1.3, 1.2, 1.4]},  # bigger and slower, but int8 runs it
+               {"layer": "7", "knob": "sparsity", "param": "7.sparsity", "value": 0.45, "kl": 3.0, "agreement": 12.0,
+                "bytes": -1500, "latency": [1.0, 0.97, 1.03]}]
+    record = {"entries": entries, "num_classes": 10}
+    kept = {"0.bits": {8}, "7.sparsity": {0.5}}
+    assert [(d["param"], d["value"]) for d in dropped_values(record, kept)] == [("7.sparsity", 0.45)]
+    shaped = {p.name: p.spec for p in shaped_space(space, bench.teacher, bench.outputs, record, kept).params(
+        bench.teacher, bench.outputs)}
+    assert shaped["0.bits"].choices == (None, 8, 2)
+    assert shaped["7.sparsity"].high == pytest.approx(0.5)  # prune50's 0.5 stays in the range

@@ -306,7 +306,7 @@ def test_a_real_search_looks_the_same_in_optuna_dashboard(tmp_path: Path) -> Non
     from autocomp.cli import main
 
     assert main(["search", "--run-dir", str(tmp_path / "run"), "--study-name", "d", "--teacher-epochs", "3",
-                 "--n-trials", "8", "--no-progress"]) == 0
+                 "--n-trials", "8", "--no-progress", "--promote", "0"]) == 0  # the dashboard knows no promotion
     url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     study = optuna.load_study(study_name="d", storage=url)
     storage = optuna.storages.get_storage(url)
