@@ -25,7 +25,15 @@ from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
 from autocomp.study.promotion import Schedule, enqueue_promotion, promotable, promoted_or_queued
-from autocomp.study.records import INTERRUPTED, failure_attrs, trial_baseline, trial_failure, write_failure
+from autocomp.study.records import (
+    INTERRUPTED,
+    failure_attrs,
+    read_study,
+    read_trial,
+    trial_baseline,
+    trial_failure,
+    write_failure,
+)
 from autocomp.study.recovery import fail_dead_trials
 from autocomp.study.space import SearchSpace, load_space
 from autocomp.study.storage import fail_running_trial, open_storage, probe_storage, storage_file
@@ -91,12 +99,25 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     # before the first trial (a joining worker waits for the creator's): no trial's time includes them.
     schedule = Schedule.start(config.n_trials, config.promote, config.promote_factor, config.timeout)
     objective.prepare(study)
+    _log_profile(study, fresh, log)
     bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None
     bench.val.progress = bar.evaluating if bar else None
     logfile = LogFile(run_dir)
     interrupted = _run_trials(study, objective, config, schedule, bar, log, logfile)
     return SearchRun(study, interrupted, bench.teacher_accuracy, chance, logfile.path)
+
+
+def _log_profile(study: optuna.Study, fresh: bool, log: Callable[[str], None]) -> None:
+    """One line on what the profile measured, dropped and seeded (a new study only)."""
+    profile = read_study(study).profile
+    if not fresh or profile is None:
+        return
+    seeded = sum(bool(read_trial(t).seeded) for t in study.get_trials(deepcopy=False))
+    layers = len({e["layer"] for e in profile["entries"]})
+    log(f"per-layer profile: {len(profile['entries'])} values on {layers} layers in {profile['seconds']:.1f} s, "
+        f"{len(profile.get('dropped', []))} dropped from the space, {seeded} seeded plan{'s' * (seeded != 1)} queued "
+        f"(docs/search.md)")
 
 
 def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
