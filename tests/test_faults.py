@@ -27,7 +27,7 @@ from autocomp.errors import StorageFault, storage_fault
 from autocomp.pipeline.workbench import Workbench
 from autocomp.study.records import read_trial
 
-TINY = ["--teacher-epochs", "1", "--no-progress"]
+TINY = ["--teacher-epochs", "1", "--no-progress", "--no-profile"]
 
 
 def _one_line(capfd: pytest.CaptureFixture, code: int, expected: int = 1) -> str:

@@ -141,7 +141,7 @@ def hostile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-SEARCH = ["search", "--run-dir", "run", "--study-name", "s", "--teacher-epochs", "1", "--n-trials", "1",
+SEARCH = ["search", "--run-dir", "run", "--study-name", "s", "--no-profile", "--teacher-epochs", "1", "--n-trials", "1",
           "--no-progress"]
 SEARCH_CASES: dict[str, tuple[list[str], str]] = {
     # models

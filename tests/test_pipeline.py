@@ -222,7 +222,8 @@ def test_peak_memory_does_not_follow_the_dataset_size(tmp_path: Path) -> None:
     peaks = {}
     for n in (60, 300):  # images per class: 300 and 1,500 training images
         folder = make_image_folder(tmp_path / f"d{n}", per_class=n, val_per_class=20, sizes=(40, 64), classes=5)
-        argv = ["search", "--dataset", str(folder), "--image-size", "96", "--workers", "0", "--teacher-epochs", "1",
+        argv = ["search", "--dataset", str(folder), "--image-size", "96", "--workers", "0", "--no-profile",
+                "--teacher-epochs", "1",
                 "--space", str(tmp_path / "space.yaml"), "--n-trials", "2", "--baselines", "teacher",
                 "--run-dir", str(tmp_path / f"run{n}"), "--no-progress", "--train-threads", "1"]
         out = subprocess.run([sys.executable, "-c", _PEAK, *argv], capture_output=True, text=True,

@@ -16,7 +16,7 @@ from autocomp.cli import main
 from autocomp.config import SearchConfig
 from autocomp.errors import AutocompError
 
-TINY = ["--teacher-epochs", "1", "--n-trials", "1", "--no-progress", "--baselines", "teacher"]
+TINY = ["--no-profile", "--teacher-epochs", "1", "--n-trials", "1", "--no-progress", "--baselines", "teacher"]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:

@@ -68,8 +68,8 @@ def test_run_files_take_a_mapping_or_the_command_line_form(tmp_path: Path) -> No
 def test_search_records_model_kwargs_and_refuses_to_resume_with_others(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "net.py").write_text(BUILDER)
-    args = ["search", "--model", f"{tmp_path / 'net.py'}:build", "--teacher-epochs", "1", "--n-trials", "1",
-            "--baselines", "teacher", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    args = ["search", "--model", f"{tmp_path / 'net.py'}:build", "--no-profile", "--teacher-epochs", "1",
+            "--n-trials", "1", "--baselines", "teacher", "--run-dir", str(tmp_path / "run"), "--no-progress"]
     assert main(args + ["--model-kwargs", "width=12"]) == 0
     study = optuna.load_study(study_name="net.build-digits", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert study_attr(study, "config")["model_kwargs"] == {"width": 12}

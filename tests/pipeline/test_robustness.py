@@ -22,7 +22,8 @@ from autocomp.pipeline import workbench as trial_module
 from autocomp.pipeline.workbench import Workbench
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-CLI = [sys.executable, "-m", "autocomp.cli", "search", "--teacher-epochs", "2", "--no-progress", "--train-threads", "1"]
+CLI = [sys.executable, "-m", "autocomp.cli", "search", "--no-profile", "--teacher-epochs", "2", "--no-progress",
+       "--train-threads", "1"]
 
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:

@@ -146,7 +146,7 @@ def test_identity_keeps_runtimes_apart_and_old_studies_resumable() -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------------
-SEARCH = ["search", "--run-dir", "run", "--study-name", "s", "--teacher-epochs", "1", "--n-trials", "1",
+SEARCH = ["search", "--run-dir", "run", "--study-name", "s", "--no-profile", "--teacher-epochs", "1", "--n-trials", "1",
           "--no-progress"]
 
 
