@@ -33,6 +33,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from autocomp.methods.registry import knobs
+from autocomp.study.baselines import in_domain
+from autocomp.study.costs import domain_values
 from autocomp.study.space import SearchSpace
 
 MIN_LATENCY = 0.05  # the fastest latency budget is never below this ratio
@@ -141,8 +143,6 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     no-op value where the space offers it, global knobs at the baselines' values)."""
     params = space.params(model, outputs)
     allowed = {}
-    from autocomp.study.costs import domain_values
-
     for p in params:
         values = domain_values(p.spec)
         if values is not None:
@@ -179,8 +179,6 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
 
 def _params(space: SearchSpace, params: list, values: dict[tuple[str, str], Any]) -> dict[str, Any]:
     """The Optuna params of a plan: chosen values, else the no-op where the domain has it."""
-    from autocomp.study.baselines import in_domain
-
     table = knobs()
     out: dict[str, Any] = {}
     for p in params:

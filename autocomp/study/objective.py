@@ -125,7 +125,7 @@ class Objective:
         promoted = records.trial_promoted_from(trial)
         if promoted is not None:
             # A promotion re-runs trial N's own Plan with a longer fine-tune: its params are N's.
-            original = records.read_trial(trial.study.trials[promoted]).plan
+            original = records.read_trial(trial.study.get_trials(deepcopy=False)[promoted]).plan
             self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
             return original.with_distill(steps=original.distill.steps * self.config.promote_factor)
         if not baseline:
@@ -192,10 +192,12 @@ class Objective:
         from autocomp.study.profile import dropped_values, measure_profile, shaped_space
 
         b = self.bench
-        # The values the baselines stand on stay, so each baseline is a point of the space.
+        # The values the baselines stand on stay, so each baseline is a point of the space. The
+        # study's own baselines, not this run's --baselines: every process shapes the same space.
         kept: dict[str, set] = {}
         points = baseline_points(self.space, b.teacher, b.outputs, self.config)
-        for baseline in self.config.baselines:
+        stored = (rec.config or {}).get("baselines")
+        for baseline in self.config.baselines if stored is None else stored:
             for name, value in points[baseline][0].items():
                 kept.setdefault(name, set()).add(value)
         profile = rec.profile
