@@ -75,6 +75,7 @@ def test_sigkill_at_random_moments_loses_no_finished_trial(tmp_path: Path) -> No
     assert all(t.user_attrs.get("fail_reason") for t in failed), "a FAIL trial without its reason"
 
 
+@pytest.mark.e2e  # a whole search with two faults injected (7 s): with the e2e tests
 def test_nan_loss_and_export_error_fail_their_trials_only(tmp_path: Path, tiny_data, monkeypatch) -> None:
     from tiny_models import tiny_cnn
 
@@ -200,6 +201,7 @@ def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> N
     assert len(rows) - 1 == len(_trials(url, "c"))
 
 
+@pytest.mark.e2e  # a whole search (6 s): with the e2e tests
 def test_trial_timeout_fails_the_trial_with_its_reason(tmp_path: Path, tiny_data) -> None:
     from tiny_models import tiny_cnn
 

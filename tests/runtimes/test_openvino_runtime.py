@@ -246,6 +246,7 @@ print("forked fine")
 """
 
 
+@pytest.mark.e2e  # a whole search in a child process (6 s): with the e2e tests
 def test_the_caller_never_loads_openvino_so_it_may_fork(tmp_path: Path) -> None:
     """Open, run, describe, time and save on OpenVINO, then fork DataLoader workers and a child:
     OpenVINO ran in its own process, so none of it is in this one (a fresh interpreter, so no

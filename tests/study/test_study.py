@@ -48,6 +48,7 @@ def test_storage_file_of_a_url(url: str, path: str | None) -> None:
                                  "nonexistent/dir/x.journal"])
 def test_a_storage_file_needs_its_folder_and_none_is_created(url: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("autocomp.study.storage.time.sleep", lambda s: None)  # open_storage's retries
     with pytest.raises(AutocompError, match="folder nonexistent/dir does not exist"):
         probe_storage(url)
     probe_storage(url, make_folder=True)  # the default storage in the run directory, which the runner makes
