@@ -27,13 +27,12 @@ Example::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from autocomp.runtimes import beside
+from autocomp.runtimes import beside, device_timing
 
 MIN_SPREAD = 0.03  # the spread of a ratio is at least +-3 % of its median (see above)
 WARMUP_RUNS = 5  # untimed calls of each competitor before the first timed round
@@ -117,28 +116,10 @@ def time_rounds(
     """Time each zero-argument callable: rounds of ``round_size`` calls each, order shuffled per round.
 
     Stops once every callable ran ``min_runs`` times and ``min_seconds`` passed, or at ``max_runs``.
+    The loop is ``autocomp.runtimes.device_timing``'s, the file a measuring device runs.
     """
-    rng = np.random.default_rng(seed)
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    rounds: list[list[float]] = []
-    start = time.perf_counter()
-    while True:
-        row = [0.0] * len(fns)
-        for i in rng.permutation(len(fns)):
-            fn, out = fns[i], []
-            for _ in range(round_size):
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
-            samples[i] += out
-            row[i] = float(np.median(out))
-        rounds.append(row)
-        n = len(samples[0])
-        if n >= max_runs or (n >= min_runs and time.perf_counter() - start >= min_seconds):
-            return Rounds([np.asarray(s) for s in samples], np.asarray(rounds))
+    samples, rounds = device_timing.time_rounds(fns, warmup, min_runs, min_seconds, max_runs, round_size, seed)
+    return Rounds([np.asarray(s) for s in samples], np.asarray(rounds))
 
 
 def time_calls(fns: list[Callable[[], object]], **kw: float) -> list[Timing]:
@@ -152,21 +133,27 @@ def timing_input(input_shape: tuple[int, ...], batch: int = 1) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
 
 
-def _timed(sessions: list, x: np.ndarray, **kw: float) -> Rounds:
+def _timed(sessions: list, x: np.ndarray, **kw: float) -> tuple[list, list]:
     """Every session on ``x``, interleaved in shuffled rounds; run where the sessions live
-    (``autocomp.runtimes.beside``: OpenVINO's process for OpenVINO sessions), so no request
-    round trip is inside the timed region."""
+    (``autocomp.runtimes.beside``: OpenVINO's process for OpenVINO sessions, the device for a
+    study measured on one), so no request round trip is inside the timed region. Gives the
+    loop's raw lists, which every host can send back."""
     runners = [_runner(s) for s in sessions]
-    return time_rounds([lambda r=r: r(x) for r in runners], **kw)
+    return device_timing.time_rounds([lambda r=r: r(x) for r in runners], **kw)
+
+
+def _rounds(sessions: list, x: np.ndarray, **kw: float) -> Rounds:
+    samples, rounds = beside(_timed, sessions, x, **kw)
+    return Rounds([np.asarray(s) for s in samples], np.asarray(rounds))
 
 
 def session_latency(session, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Timing:  # noqa: ANN001
-    return beside(_timed, [session], timing_input(input_shape, batch), **kw).timings()[0]
+    return _rounds([session], timing_input(input_shape, batch), **kw).timings()[0]
 
 
 def paired_rounds(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> Rounds:  # noqa: ANN001
     """Several sessions on the same input, timed interleaved in shuffled rounds."""
-    return beside(_timed, sessions, timing_input(input_shape, batch), **kw)
+    return _rounds(sessions, timing_input(input_shape, batch), **kw)
 
 
 def paired_latency(sessions: list, input_shape: tuple[int, ...], batch: int = 1, **kw: float) -> list[Timing]:  # noqa: ANN001

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import importlib.util
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from autocomp.errors import AutocompError
+from autocomp.runtimes.device_timing import ISA_FLAGS, cpu_record  # noqa: F401 - ISA_FLAGS: base.NAME too
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DEFAULT = "onnxruntime"
 PRECISIONS = ("fp32", "bf16", "fp16")
-# CPU features that decide which kernels a runtime picks (int8 dot products, bf16, AMX tiles).
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8",
-             "amx_bf16", "amx_fp16", "asimddp", "sve", "i8mm")
 
 
 @dataclass(frozen=True)
@@ -152,20 +149,9 @@ def format_runtime(fmt: str) -> Runtime | None:
 
 @lru_cache(maxsize=1)
 def host_cpu() -> dict[str, Any]:
-    """The CPU the host reports: model name, architecture and the ISA flags that pick kernels."""
-    name, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and value.strip():
-                name = value.strip()
-            elif key in ("flags", "Features"):
-                flags |= set(value.split())
-            if key in ("flags", "Features") and name:
-                break
-    return {"cpu": name, "arch": platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags]}
+    """The CPU the host reports: model name, architecture and the ISA flags that pick kernels
+    (read as a measuring device reads its own: ``device_timing.cpu_record``)."""
+    return cpu_record()
 
 
 def summary(record: dict[str, Any] | str | None) -> str:
