@@ -31,12 +31,19 @@ def run_search(config: SearchConfig, teacher: nn.Module | None = None, data: Dat
     report is still written, then the ``KeyboardInterrupt`` goes on.
     """
     space = space or load_space(config.space)
+    if config.measure_on:  # a device that cannot measure is refused before anything is written
+        from autocomp.runtimes.remote import close_devices, open_device
+
+        open_device(config.measure_on, config.runtime, config.measure.options)
     undo = claim_run_dir(config.directory, config.overwrite)
     try:
         run = optimize(config, teacher, data, space, log, progress)
     except AutocompError:  # refused: the run directory is left as it was
         undo()
         raise
+    finally:
+        if config.measure_on:
+            close_devices()  # the device's private folder goes with the run
     study = run.study
     limits = ship_limits(space)
     paths = write_report(study, config.directory, storage=config.storage_url, **limits)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autocomp.errors import AutocompError
+from autocomp.model_kwargs import check_model_kwargs, parse_model_kwargs  # noqa: F401 - config.NAME too
 
 if TYPE_CHECKING:
     from autocomp.data import DataSpec
@@ -112,6 +113,8 @@ class SearchConfig:
         "less), or the runtime's reduced bf16 | fp16; int8 layers run int8 either way")
     batch: int = setting("measurement", 1, "batch size of the latency measurement (default 1)")
     threads: int = setting("measurement", 1, "the runtime's intra-op threads for latency (default 1)")
+    measure_on: str | None = setting("measurement", None, "time latency on this device: ssh://[user@]host[:port] "
+                                     "(docs/devices.md; accuracy stays measured here, on the same bytes)")
     # --- study: the search itself
     space: str = setting(
         "study", "default",
@@ -200,6 +203,11 @@ class SearchConfig:
              f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None, "device",
              f"must be cpu or cuda[:N], got {self.device!r}")
+        if self.measure_on is not None:  # refused in one line: not ssh://, a password, an option as host
+            from autocomp.runtimes.remote import parse_device
+
+            parse_device(self.measure_on)
+            need(self.runtime in ("onnxruntime", "openvino"), "measure_on", f"a device cannot time {self.runtime}")
         for b in self.baselines:
             need(b in BASELINES, "baselines", f"unknown baseline {b!r} (expected {', '.join(BASELINES)})")
         if self.study_name is not None:
@@ -248,7 +256,7 @@ class SearchConfig:
         from autocomp.measure.protocol import MeasureConfig
 
         return MeasureConfig(batch=self.batch, threads=self.threads, device=self.device, runtime=self.runtime,
-                             precision=self.precision)
+                             precision=self.precision, measure_on=self.measure_on)
 
     def identity(self) -> dict[str, Any]:
         """What defines the study: resuming with a different identity is refused."""
@@ -263,6 +271,7 @@ class SearchConfig:
         # which is what a study made before runtimes were selectable reads (it ran ONNX Runtime, fp32).
         out["runtime"] = None if self.runtime == DEFAULT_RUNTIME else self.runtime
         out["precision"] = None if self.precision == "fp32" else self.precision
+        out["measure_on"] = self.measure_on  # a device's latencies never mix with another's
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -277,56 +286,6 @@ class SearchConfig:
         """Back from ``to_dict`` (a study's stored config): lists become tuples again."""
         return cls(**{k: tuple(v) if k in ("baselines", "mean", "std") and v is not None else v
                       for k, v in stored.items()})
-
-
-def parse_model_kwargs(text: str) -> dict[str, Any]:
-    """``"image_size=32,input_size=[224,224]"`` -> ``{"image_size": 32, "input_size": [224, 224]}``.
-
-    Values are read as YAML scalars or flow lists; commas inside brackets do not split.
-    """
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(text + ","):
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            if text[start:i].strip():
-                items.append(text[start:i].strip())
-            start = i + 1
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise AutocompError(f"model_kwargs: {item!r} is not KEY=VALUE")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw.strip()
-        out[key.strip()] = value
-    return out
-
-
-def check_model_kwargs(value: Any) -> dict[str, Any]:
-    """A mapping of identifier keys to plain values (numbers, strings, booleans, null, lists)."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        value = parse_model_kwargs(value)
-    if not isinstance(value, dict):
-        raise AutocompError(f"model_kwargs: must be a mapping or KEY=VALUE,..., got {type(value).__name__}")
-
-    def plain(v: Any) -> bool:
-        if isinstance(v, (list, tuple)):
-            return all(plain(x) for x in v)
-        return v is None or isinstance(v, (bool, int, float, str))
-
-    for key, v in value.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise AutocompError(f"model_kwargs: {key!r} is not a keyword argument name")
-        if not plain(v):
-            raise AutocompError(f"model_kwargs: {key}: values are numbers, strings, booleans, null or lists")
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
 
 
 def read_config_file(path: str) -> dict[str, Any]:

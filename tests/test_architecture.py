@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autocomp"
 FLOORS = {
     "cli": 7, "api": 6, "export": 5, "report": 5, "study": 4, "pipeline": 3, "config": 2,
     "methods": 1, "models": 1, "data": 1, "artifact": 1, "measure": 1, "runtimes": 1, "plan": 1,
-    "_cache": 0, "_user_code": 0, "_device": 0, "errors": -1,
+    "_cache": 0, "_user_code": 0, "_device": 0, "model_kwargs": 0, "errors": -1,
 }
 # What report may read of the study: its stored records and the Pareto geometry, not the objective.
 REPORT_READS = {"autocomp.study.records", "autocomp.study.pareto"}

@@ -223,6 +223,11 @@ SEARCH_CASES: dict[str, tuple[list[str], str]] = {
     "journal folder missing": (["--storage", "journal:nonexistent/x.log"], "folder nonexistent does not exist"),
     "storage is a folder": (["--storage", "sqlite:///empty"], "empty is not a file"),
     "in-memory storage": (["--storage", "sqlite:///"], "an in-memory database keeps nothing"),
+    # measuring devices (the device's own refusals: tests/runtimes/test_remote.py)
+    "password in the device URL": (["--measure-on", "ssh://pi:secret@board"], "a password in it is refused"),
+    "ssh option as the device": (["--measure-on", "ssh://-oProxyCommand=touch {tmp}/pwned"], "device URL 'ssh://-o"),
+    "device not ssh": (["--measure-on", "http://board"], "expected ssh://[user@]host[:port]"),
+    "device with tensorrt": (["--measure-on", "ssh://board", "--runtime", "tensorrt"], "a device cannot time"),
 }
 
 

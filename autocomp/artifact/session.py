@@ -15,10 +15,17 @@ from autocomp.artifact.container import to_bytes
 
 
 def open_session(path: str | Path, threads: int = 1, device: str = "cpu", runtime: str = "onnxruntime",  # noqa: ANN201
-                 precision: str = "fp32", batch: int = 1):
+                 precision: str = "fp32", batch: int = 1, measure_on: str | None = None):
     """A session over the expanded artifact in ``runtime`` (``autocomp.runtimes``): ``threads``
-    intra-op threads, float parts in ``precision``, prepared for latency at ``batch``."""
+    intra-op threads, float parts in ``precision``, prepared for latency at ``batch``; with
+    ``measure_on`` (``ssh://host``), its latency is timed on that device (``runtimes.remote``)."""
     from autocomp.runtimes import RuntimeOptions, require
 
     options = RuntimeOptions(threads=threads, device=device, precision=precision, batch=batch)
-    return require(runtime, options).open(to_bytes(path), options)
+    model = to_bytes(path)
+    session = require(runtime, options).open(model, options)
+    if measure_on is None:
+        return session
+    from autocomp.runtimes.remote import RemoteSession, open_device
+
+    return RemoteSession(session, model, open_device(measure_on, runtime, options))

@@ -1,4 +1,4 @@
-"""Command line: ``autocomp search | report | export | spaces``, one module per command.
+"""Command line: ``autocomp search | report | export | spaces | device``, one module per command.
 
 Each command's module (``autocomp.cli.search`` ...) holds its parser setup (``add_parser``) and
 its handler (``run``); this one assembles them and turns a user's mistake into one line
@@ -17,10 +17,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from autocomp.cli import export, report, search, spaces
+from autocomp.cli import device, export, report, search, spaces
 from autocomp.errors import AutocompError, StorageFault, storage_fault
 
-COMMANDS = (search, report, export, spaces)  # in the order ``autocomp --help`` lists them
+COMMANDS = (search, report, export, spaces, device)  # in the order ``autocomp --help`` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,7 @@ class MeasureConfig:
     reference_seconds: float = 2.0  # the teacher's reference time, once per study (long protocol)
     runtime: str = "onnxruntime"  # where accuracy and latency are measured (autocomp.runtimes)
     precision: str = "fp32"  # float parts in fp32 unless the runtime's reduced precision is asked for
+    measure_on: str | None = None  # ssh://host: latency timed on that device (autocomp.runtimes.remote)
 
     @property
     def options(self) -> RuntimeOptions:
@@ -96,7 +97,7 @@ def session_for(path: str | Path, config: MeasureConfig = MeasureConfig()):  # n
         teacher = session_for("teacher.acz", MeasureConfig(runtime="openvino"))
     """
     return open_session(path, config.threads, config.device, runtime=config.runtime, precision=config.precision,
-                        batch=config.batch)
+                        batch=config.batch, measure_on=config.measure_on)
 
 
 def measure_artifact(

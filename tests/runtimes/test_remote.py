@@ -1,0 +1,207 @@
+"""Latency timed on a device over SSH (issue 22's first part): the URL, the device script, a
+loopback sshd as the device, its refusals, and a search whose every timing ran there."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from loopback_sshd import Sshd, free_port, make_sshd
+from onnx import TensorProto, helper
+
+from autocomp.errors import AutocompError
+from autocomp.measure.latency import paired_rounds
+from autocomp.runtimes import RuntimeOptions, device_timing, require
+from autocomp.runtimes.remote import DeviceError, RemoteDevice, RemoteSession, close_devices, open_device, parse_device
+
+SCRIPT = Path(device_timing.__file__)
+
+
+@pytest.mark.parametrize(("url", "host", "user", "port"), [
+    ("ssh://pi", "pi", None, None), ("ssh://pi@raspberrypi:2222", "raspberrypi", "pi", 2222),
+    ("ssh://board.local/", "board.local", None, None)])
+def test_a_device_url_names_host_user_and_port(url: str, host: str, user: str | None, port: int | None) -> None:
+    d = parse_device(url)
+    assert (d.host, d.user, d.port) == (host, user, port)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("ssh://pi:secret@board", "a password in it is refused"),
+    ("http://board", "expected ssh://"),
+    ("ssh://-oProxyCommand=touch%20x", "is not a host name"),
+    ("ssh://board:0", "the port must be 1-65535"),
+    ("ssh://", "is not a host name")])
+def test_a_bad_device_url_is_one_line(url: str, problem: str) -> None:
+    with pytest.raises(AutocompError, match=problem):
+        parse_device(url)
+
+
+def _model(scale: float, size: int = 64) -> bytes:
+    """A Gemm chain on ``input``: ``scale`` times the work of the smallest."""
+    nodes, inits, prev = [], [], "input"
+    for i in range(max(1, int(scale))):
+        w = helper.make_tensor(f"w{i}", TensorProto.FLOAT, [size, size], np.eye(size, dtype=np.float32).ravel())
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, size])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, size])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _run_script(tmp_path: Path, *args: str, stdin: str = "") -> tuple[int, dict]:
+    copy = tmp_path / "device_timing.py"
+    copy.write_bytes(SCRIPT.read_bytes())  # the device gets this one file, nothing else of autocomp
+    done = subprocess.run([sys.executable, "-I", str(copy), *args], input=stdin, capture_output=True, text=True,
+                          cwd=tmp_path)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_the_device_script_runs_alone_and_times_what_it_is_sent(tmp_path: Path) -> None:
+    rc, me = _run_script(tmp_path, "identify", "onnxruntime")
+    assert rc == 0 and me["runtime"] == "onnxruntime" and me["version"] and me["cores"] >= 1 and me["cpu"]
+    x = np.ones((1, 64), np.float32)
+    files = {"a.onnx": base64.b64encode(_model(1)).decode(), "b.onnx": base64.b64encode(_model(8)).decode()}
+    request = {"runtime": "onnxruntime", "threads": 1, "models": ["a.onnx", "b.onnx"], "files": files,
+               "input": {"shape": [1, 64], "base64": base64.b64encode(x.tobytes()).decode()},
+               "kw": {"min_runs": 20, "min_seconds": 0.0, "warmup": 2}}
+    rc, out = _run_script(tmp_path, "time", stdin=json.dumps(request))
+    assert rc == 0 and len(out["samples"]) == 2 and len(out["samples"][0]) == len(out["per_round"]) == 20
+    per_round = np.asarray(out["per_round"])
+    assert np.median(per_round[:, 1] / per_round[:, 0]) > 1.5  # eight MatMuls take longer than one
+    rc, out = _run_script(tmp_path, "time", stdin=json.dumps(dict(request, files={"../x.onnx": ""})))
+    assert rc == 2 and out == {"error": "refusing file name '../x.onnx'"}
+    rc, out = _run_script(tmp_path, "identify", "no_such_runtime")
+    assert rc == 2 and "no_such_runtime is not installed on the device" in out["error"]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    server = make_sshd(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def device_env(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> Sshd:
+    for key, value in sshd.env().items():
+        monkeypatch.setenv(key, value)
+    yield sshd
+    close_devices()
+
+
+def _folders() -> set[str]:
+    return {str(p.parent) for p in Path("/tmp").glob("tmp.*/device_timing.py")}
+
+
+def test_a_device_times_in_its_private_folder_and_the_folder_goes(device_env: Sshd) -> None:
+    before = _folders()
+    options = RuntimeOptions(threads=1)
+    device = open_device(device_env.url, "onnxruntime", options)
+    assert device.folder and Path(device.folder).stat().st_mode & 0o777 == 0o700
+    assert device.describe()["measured_on"] == "ssh://autocomp-test"
+    assert device.describe()["device_record"]["cores"] >= 1
+    ort = require("onnxruntime")
+    a, b = _model(1), _model(8)
+    sessions = [RemoteSession(ort.open(m, options), m, device) for m in (a, b)]
+    rounds = paired_rounds(sessions, (64,), min_runs=20, min_seconds=0.0)
+    assert rounds.per_round.shape == (20, 2) and rounds.ratio(1, 0).median > 1.5
+    assert sorted(p.name for p in Path(device.folder).iterdir()) == sorted([*(s.name for s in sessions),
+                                                                            "device_timing.py"])
+    np.testing.assert_array_equal(sessions[0].run(None, {"input": np.ones((1, 64), np.float32)})[0],
+                                  np.ones((1, 64), np.float32))  # accuracy: the local session of the same bytes
+    close_devices()
+    assert _folders() == before
+
+
+def test_a_device_that_cannot_measure_is_one_line(sshd: Sshd, tmp_path: Path, monkeypatch) -> None:
+    options = RuntimeOptions()
+    for key, value in sshd.env().items():
+        monkeypatch.setenv(key, value)
+    unknown = tmp_path / "ssh_config"  # the same host, a known_hosts file that does not know it
+    (tmp_path / "empty_known_hosts").write_text("")
+    unknown.write_text(sshd.config.read_text().replace(str(sshd.folder / "known_hosts"),
+                                                       str(tmp_path / "empty_known_hosts")))
+    monkeypatch.setenv("AUTOCOMP_SSH_CONFIG", str(unknown))
+    with pytest.raises(DeviceError, match="its host key is unknown or changed"):
+        RemoteDevice(parse_device(sshd.url), "onnxruntime", options).open()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other_key")], check=True)
+    unknown.write_text(sshd.config.read_text().replace(str(sshd.folder / "client_key"), str(tmp_path / "other_key")))
+    with pytest.raises(DeviceError, match="the login was refused"):
+        RemoteDevice(parse_device(sshd.url), "onnxruntime", options).open()
+    monkeypatch.setenv("AUTOCOMP_SSH_CONFIG", str(sshd.config))
+    no_ort = tmp_path / "python_without_onnxruntime"
+    no_ort.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"import sys, runpy; sys.modules['onnxruntime'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\" \"$@\"\n")
+    no_ort.chmod(0o755)
+    monkeypatch.setenv("AUTOCOMP_DEVICE_PYTHON", str(no_ort))
+    before = _folders()
+    with pytest.raises(DeviceError, match="onnxruntime is not installed on the device"):
+        RemoteDevice(parse_device(sshd.url), "onnxruntime", options).open()
+    assert _folders() == before  # the folder made for it is gone
+
+
+def test_a_device_that_is_down_refuses_the_search_before_anything_is_written(tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    config = folder / "ssh_config"
+    config.write_text(f"Host autocomp-down\n  HostName 127.0.0.1\n  Port {free_port()}\n  ConnectTimeout 5\n")
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "autocomp.cli", "search", "--measure-on", "ssh://autocomp-down",
+                           "--run-dir", str(run), "--n-trials", "4"], capture_output=True, text=True,
+                          env=dict(os.environ, AUTOCOMP_SSH_CONFIG=str(config)), timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == ("autocomp: error: device ssh://autocomp-down: the connection was refused "
+                                   "(is sshd running?)")
+    assert not run.exists()
+
+
+@pytest.mark.e2e
+def test_a_search_times_every_trial_on_the_device(device_env: Sshd, tmp_path: Path, monkeypatch) -> None:
+    """Every timed loop of the artifacts ran on the device: here it raises, and the search still
+    finishes (the eager PyTorch time, a reference column, is the one timing taken here)."""
+    from autocomp.api import run_search
+    from autocomp.config import SearchConfig
+    from autocomp.measure import latency
+    from autocomp.study import records
+
+    def _timed(*a, **k):  # noqa: ANN002, ANN003, ANN202 - what beside() would run here
+        raise AssertionError("timed locally")
+
+    monkeypatch.setattr(latency, "_timed", _timed)
+    before = _folders()
+    config = SearchConfig(run_dir=str(tmp_path / "run"), n_trials=6, measure_on=device_env.url, train_threads=1)
+    study = run_search(config, progress=False, log=lambda s: None)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6
+    assert all("ssh://autocomp-test" in t.user_attrs["metrics"]["runtime"] for t in done if "metrics" in t.user_attrs)
+    rec = records.read_study(study)
+    assert rec.runtime["measured_on"] == "ssh://autocomp-test" and rec.runtime["device_record"]["runtime"] == \
+        "onnxruntime"
+    assert rec.identity["measure_on"] == "ssh://autocomp-test"
+    assert _folders() == before  # the device's private folder went with the run
+
+
+def test_device_check_reports_the_device_its_runtimes_and_its_noise_floor(device_env: Sshd, capsys) -> None:
+    from autocomp.cli.main import main
+
+    before = _folders()
+    assert main(["device", "check", device_env.url, "--seconds", "0.3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("device ssh://autocomp-test: Linux ") and " cores, Python " in out[0]
+    assert out[1].startswith("  onnxruntime ") and out[1].endswith(": can time")
+    aa = next(line for line in out if line.startswith("  A/A timing, digits CNN on onnxruntime"))
+    low, high = (float(v) for v in aa.split("(spread ")[1].split(")")[0].split("-"))
+    assert low <= 1.0 <= high  # the same model against itself
+    assert out[-1] == "it can measure a study: autocomp search --measure-on ssh://autocomp-test"
+    assert _folders() == before
+    assert main(["device", "check", "ssh://user:pw@host"]) == 2
+    assert capsys.readouterr().err.startswith("autocomp: error: device URL: a password in it is refused")
