@@ -57,6 +57,11 @@ class StorageFault(BaseException):  # noqa: N818 (a fault, like KeyboardInterrup
         self.exit_code = exit_code
 
 
+class DeviceLost(StorageFault):
+    """The measuring device (``--measure-on``) stayed unreachable: the run ends in one line, like
+    a full disk, since every later trial would fail the same way; finished trials are kept."""
+
+
 def os_fault(exc: OSError, what: str | None = None) -> StorageFault | None:
     """A ``StorageFault`` naming the file and the fix, when ``exc`` is a full, read-only or
     forbidden place; None for any other ``OSError`` (a bug or a missing file is not a disk fault)."""

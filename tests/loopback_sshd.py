@@ -4,8 +4,10 @@ installs openssh-server; CI must have it, elsewhere the tests skip without it.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,7 +43,11 @@ class Sshd:
         raise RuntimeError("sshd did not start")
 
     def stop(self) -> None:
+        """Kill the server and every connection it serves (its children), as a crash would."""
         if self.proc is not None:
+            for child in _children(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
             self.proc.kill()
             self.proc.wait()
             self.proc = None
@@ -50,6 +56,21 @@ class Sshd:
         """The environment a client process needs: this config, and the device's Python (this one,
         which has numpy and onnxruntime)."""
         return dict(os.environ, AUTOCOMP_SSH_CONFIG=str(self.config), AUTOCOMP_DEVICE_PYTHON=python)
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid``, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
 
 
 def _sshd() -> str:

@@ -77,9 +77,13 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
            else Recommendation(None, "the study has no teacher accuracy recorded"))
     reference = record.teacher.reference
     measured_on = record.runtime  # None: made before runtimes were recorded (ONNX Runtime, CPU)
+    device = (measured_on or {}).get("measured_on")  # a study timed on a device over SSH
+    where = (f"Latency of every point is its artifact's, timed on the device {device}; accuracy is measured here, "
+             "on the same artifact bytes." if device else
+             "Accuracy and latency of every point are its artifact's on this runtime.")
     parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference),
-             f"<p class='runtime'>Measured on: {_e(summary(measured_on))}. Accuracy and latency of every point are "
-             "its artifact's on this runtime.</p>"]
+             f"<p class='runtime'>Measured on: {_e(summary(measured_on))}. {_e(where)}</p>"]
+    axis = (measured_on or {}).get("label", "ONNX Runtime") + (f" on {device}" if device else "")
     parts.append(_recommendation(rec, study.study_name, storage))
     if done.empty:
         parts.append("<p class='note'>No finished trials yet: nothing to plot.</p>")
@@ -88,7 +92,7 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
         parts += ["<h2>Pareto front</h2>", "<p class='note'>Every point is measured on its own artifact. Blue: "
                   "Pareto-optimal in accuracy, size and latency together; the dotted staircase is what is best in "
                   "each 2-D view. Hover a point for its trial number and settings.</p>",
-                  _figure("pareto-2d", figures.pareto_figure(pdata, (measured_on or {}).get("label", "ONNX Runtime"))),
+                  _figure("pareto-2d", figures.pareto_figure(pdata, axis)),
                   "<h3>All three objectives</h3>", _figure("pareto-3d", figures.pareto3d_figure(pdata)),
                   "<h2>Pareto points</h2>", _pareto_table(frame, rec.trial)]
         parts += ["<h2>Is the search still improving?</h2>", _hypervolume(frame, teacher)]

@@ -14,7 +14,8 @@ Commands (one JSON object on stdout each; an error is ``{"error": "one line"}`` 
 A ``time`` request: ``{"runtime", "threads", "precision", "models": [file names in this folder],
 "files": {name: base64 bytes to write first}, "input": {"shape", "base64"} (float32, C order),
 "kw": time_rounds' keyword arguments}``. The reply: ``{"samples": [[seconds, ...] per model],
-"per_round": [[seconds per model] per round]}``.
+"per_round": [[seconds per model] per round], "window": [start, end]}`` (wall clock). Timings of
+one user on one device take turns through a lock file in its temporary folder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 try:
@@ -140,8 +142,13 @@ def time_request(request, folder):  # noqa: ANN001, ANN201
         if not os.path.isfile(path):
             raise Refused(f"model {name} is not on the device")
         runners.append(_open(request["runtime"], path, int(request["threads"]), request.get("precision", "fp32")))
-    samples, rounds = time_rounds([lambda r=r: r(x) for r in runners], **request["kw"])
-    return {"samples": samples, "per_round": rounds}
+    with open(os.path.join(tempfile.gettempdir(), f"autocomp-device-{os.getuid()}.lock"), "a") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)  # workers sharing this device take turns: no timing overlaps another
+        start = time.time()
+        samples, rounds = time_rounds([lambda r=r: r(x) for r in runners], **request["kw"])
+        return {"samples": samples, "per_round": rounds, "window": [start, time.time()]}
 
 
 def main(argv):  # noqa: ANN001, ANN201

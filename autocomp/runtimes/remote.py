@@ -37,14 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from autocomp.errors import AutocompError
+from autocomp.errors import AutocompError, DeviceLost
 from autocomp.runtimes import device_timing
 from autocomp.runtimes.base import RuntimeOptions, get_runtime
 
 HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}")  # a name or alias: never an option (-o...)
 USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 CONNECT_SECONDS = 10
-TRIES = 3  # a dropped connection is retried after 1 s and 2 s before the measurement fails
+TRIES = 4  # a dropped connection is retried after 1, 2 and 4 s before the measurement fails
+GONE_SECONDS = 120.0  # unreachable for this long (AUTOCOMP_DEVICE_GONE_SECONDS): the run stops
 SCRIPT = "device_timing.py"
 
 
@@ -127,22 +128,34 @@ class RemoteDevice:
         self.folder: str | None = None
         self.identity: dict[str, Any] = {}
         self.sent: set[str] = set()
+        self.down_since: float | None = None  # monotonic time of the first failure in a row
 
     def ssh(self, command: str, stdin: bytes = b"", timeout: float = 600) -> str:
-        """``command``'s stdout on the device; a dropped connection is retried (``TRIES``)."""
+        """``command``'s stdout on the device. A dropped connection is retried (``TRIES``), then
+        this measurement fails (``DeviceError``: the trial fails, the study goes on); a device
+        still unreachable ``GONE_SECONDS`` after its first failure ends the run (``DeviceLost``)."""
+        failed_at = None
         for attempt in range(TRIES):
             try:
                 done = subprocess.run(ssh_argv(self.url, command), input=stdin, capture_output=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 problem = f"device {self.url}: no answer in {timeout:.0f} s"
+                failed_at = failed_at or time.monotonic() - timeout
             else:
                 if done.returncode != 255:
+                    self.down_since = None
                     return self._answer(done)
                 problem = ssh_problem(self.url, done.stderr.decode(errors="replace"))
+                failed_at = failed_at or time.monotonic()
                 if "host key" in problem or "login was refused" in problem:
                     break  # retrying cannot help
             if attempt < TRIES - 1:
                 time.sleep(2 ** attempt)
+        now, gone = time.monotonic(), float(os.environ.get("AUTOCOMP_DEVICE_GONE_SECONDS", GONE_SECONDS))
+        self.down_since = self.down_since or failed_at
+        if self.folder is not None and now - self.down_since >= gone:
+            raise DeviceLost(f"{problem}, for {now - self.down_since:.0f} s: the run stops; its finished trials are "
+                             "kept (run the same command again when the device is back)")
         raise DeviceError(problem)
 
     def _answer(self, done: subprocess.CompletedProcess) -> str:

@@ -69,8 +69,9 @@ def test_every_flag_the_docs_name_exists() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices.values()
     known = {o for c in commands for a in c._actions for o in a.option_strings}
-    spaces_actions = parser._subparsers._group_actions[0].choices["spaces"]._subparsers._group_actions[0]
-    known |= {o for c in spaces_actions.choices.values() for a in c._actions for o in a.option_strings}
+    for nested in ("spaces", "device"):  # commands with actions: spaces check, device check
+        actions = parser._subparsers._group_actions[0].choices[nested]._subparsers._group_actions[0]
+        known |= {o for c in actions.choices.values() for a in c._actions for o in a.option_strings}
     root = Path(__file__).resolve().parents[2]
     for doc in ("README.md", "docs/cli.md"):
         lines = (root / doc).read_text(encoding="utf-8").splitlines()

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,21 @@ def test_the_device_script_runs_alone_and_times_what_it_is_sent(tmp_path: Path) 
     assert rc == 2 and out == {"error": "refusing file name '../x.onnx'"}
     rc, out = _run_script(tmp_path, "identify", "no_such_runtime")
     assert rc == 2 and "no_such_runtime is not installed on the device" in out["error"]
+
+
+def test_two_workers_timing_on_one_device_take_turns(tmp_path: Path) -> None:
+    copy = tmp_path / "device_timing.py"
+    copy.write_bytes(SCRIPT.read_bytes())
+    x = np.ones((1, 64), np.float32)
+    request = json.dumps({"runtime": "onnxruntime", "threads": 1, "models": ["a.onnx"],
+                          "files": {"a.onnx": base64.b64encode(_model(1)).decode()},
+                          "input": {"shape": [1, 64], "base64": base64.b64encode(x.tobytes()).decode()},
+                          "kw": {"min_runs": 10, "min_seconds": 0.5, "warmup": 1}})
+    procs = [subprocess.Popen([sys.executable, "-I", str(copy), "time"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(request, timeout=60)[0] for p in procs]
+    (a0, a1), (b0, b1) = (json.loads(o)["window"] for o in outs)
+    assert a1 <= b0 or b1 <= a0  # one timed while the other waited on the device's lock
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +203,9 @@ def test_a_search_times_every_trial_on_the_device(device_env: Sshd, tmp_path: Pa
     assert rec.runtime["measured_on"] == "ssh://autocomp-test" and rec.runtime["device_record"]["runtime"] == \
         "onnxruntime"
     assert rec.identity["measure_on"] == "ssh://autocomp-test"
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "timed on the device ssh://autocomp-test; accuracy is measured here" in page
+    assert "latency (ms, ONNX Runtime on ssh:\\u002f\\u002fautocomp-test)" in page  # the axis, as plotly escapes it
     assert _folders() == before  # the device's private folder went with the run
 
 
@@ -205,3 +224,79 @@ def test_device_check_reports_the_device_its_runtimes_and_its_noise_floor(device
     assert _folders() == before
     assert main(["device", "check", "ssh://user:pw@host"]) == 2
     assert capsys.readouterr().err.startswith("autocomp: error: device URL: a password in it is refused")
+
+
+def _search(server: Sshd, tmp_path: Path, n_trials: int, **env: str) -> tuple[subprocess.Popen, str]:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cmd = [sys.executable, "-m", "autocomp.cli", "search", "--measure-on", server.url, "--storage", url,
+           "--study-name", "d", "--run-dir", str(tmp_path / "run"), "--n-trials", str(n_trials), "--no-profile",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(server.env(), **env))
+    return proc, url
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="d", storage=url).trials
+    except Exception:  # noqa: BLE001 - not made yet, or the database busy for a moment
+        return []
+
+
+def _wait(cond, seconds: float = 240) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_sshd_killed_mid_search_fails_that_trial_and_the_study_goes_on_once_it_is_back(tmp_path: Path) -> None:
+    (tmp_path / "sshd_files").mkdir()
+    server = make_sshd(tmp_path / "sshd_files")
+    server.start()
+    before = _folders()
+    try:
+        proc, url = _search(server, tmp_path, 8)
+        complete = optuna.trial.TrialState.COMPLETE
+        _wait(lambda: sum(t.state == complete for t in _trials(url)) >= 2)
+        server.stop()  # the server and the connections it serves: mid-trial, or before the next timing
+        _wait(lambda: any(t.state == optuna.trial.TrialState.FAIL for t in _trials(url)))
+        server.start()
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-2000:]
+    finally:
+        server.stop()
+    trials = _trials(url)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all(t.user_attrs["fail_reason"].startswith("measure failed: DeviceError: device "
+                                                                 "ssh://autocomp-test: the connection was refused")
+                          for t in failed), [t.user_attrs.get("fail_reason") for t in failed]
+    assert any(t.state == complete and t.number > failed[-1].number for t in trials)  # measured again once back
+    assert sum(t.state == complete for t in trials) + len(failed) == 8
+    assert _folders() == before  # the device's folder went with the run
+
+
+@pytest.mark.e2e
+def test_a_device_that_stays_gone_stops_the_run_in_one_line_keeping_finished_trials(tmp_path: Path) -> None:
+    (tmp_path / "sshd_files").mkdir()
+    server = make_sshd(tmp_path / "sshd_files")
+    server.start()
+    try:
+        proc, url = _search(server, tmp_path, 20, AUTOCOMP_DEVICE_GONE_SECONDS="0")
+        _wait(lambda: sum(t.state == optuna.trial.TrialState.COMPLETE for t in _trials(url)) >= 2)
+        server.stop()
+        _, err = proc.communicate(timeout=400)
+    finally:
+        server.stop()
+    assert proc.returncode == 1, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("autocomp: error: device ssh://autocomp-test: the connection was refused "
+                           "(is sshd running?), for ")
+    assert int(last.split(", for ")[1].split(" s:")[0]) >= 6  # retried after 1, 2 and 4 s first
+    assert last.endswith("s: the run stops; its finished trials are kept (run the same command again when the device "
+                         "is back)")
+    trials = _trials(url)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert [t.user_attrs["fail_reason"] for t in trials if t.state == optuna.trial.TrialState.FAIL] == [last[17:]]
