@@ -165,6 +165,7 @@ def test_a_device_that_cannot_measure_is_one_line(sshd: Sshd, tmp_path: Path, mo
     assert _folders() == before  # the folder made for it is gone
 
 
+@pytest.mark.e2e  # a whole CLI run that retries the connection for 7 s
 def test_a_device_that_is_down_refuses_the_search_before_anything_is_written(tmp_path: Path) -> None:
     folder = tmp_path / "keys"
     folder.mkdir()
@@ -209,6 +210,7 @@ def test_a_search_times_every_trial_on_the_device(device_env: Sshd, tmp_path: Pa
     assert _folders() == before  # the device's private folder went with the run
 
 
+@pytest.mark.e2e  # exports a model and times it on the device for a few seconds
 def test_device_check_reports_the_device_its_runtimes_and_its_noise_floor(device_env: Sshd, capsys) -> None:
     from autocomp.cli.main import main
 
@@ -248,6 +250,24 @@ def _wait(cond, seconds: float = 240) -> None:  # noqa: ANN001
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_a_device_times_openvino_when_the_study_runs_openvino(device_env: Sshd, tmp_path: Path) -> None:
+    """A second kind of device: the same loopback timing OpenVINO; the study and its report say so."""
+    pytest.importorskip("openvino")
+    from autocomp.api import run_search
+    from autocomp.config import SearchConfig
+    from autocomp.study import records
+
+    config = SearchConfig(run_dir=str(tmp_path / "run"), n_trials=4, measure_on=device_env.url, runtime="openvino",
+                          train_threads=1, profile=False)
+    study = run_search(config, progress=False, log=lambda s: None)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    rec = records.read_study(study).runtime
+    assert rec["runtime"] == "openvino" and rec["device_record"]["runtime"] == "openvino"
+    assert rec["measured_on"] == "ssh://autocomp-test"
+    assert "latency (ms, OpenVINO on ssh:\\u002f\\u002fautocomp-test)" in (tmp_path / "run" / "report.html").read_text()
 
 
 @pytest.mark.e2e
