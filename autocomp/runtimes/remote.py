@@ -185,8 +185,9 @@ class RemoteDevice:
             self.identity = json.loads(self.ssh(self.script("identify", self.runtime)))
         except DeviceError as exc:
             self.close()
-            missing = "not found" in str(exc) or "No such file" in str(exc)
-            raise DeviceError(f"device {self.url}: no Python there ({exc})" if missing else str(exc)) from None
+            reason = str(exc).removeprefix(f"device {self.url}: ")
+            missing = "not found" in reason or "No such file" in reason
+            raise DeviceError(f"device {self.url}: no Python there ({reason})" if missing else str(exc)) from None
         return self
 
     def close(self) -> None:
@@ -194,7 +195,7 @@ class RemoteDevice:
         folder, self.folder = self.folder, None
         if folder:
             try:
-                subprocess.run(ssh_argv(self.url, f"rm -rf {folder}"), capture_output=True, timeout=30)
+                subprocess.run(ssh_argv(self.url, f"rm -rf {shlex.quote(folder)}"), capture_output=True, timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 pass
 
