@@ -163,6 +163,10 @@ def test_a_device_that_cannot_measure_is_one_line(sshd: Sshd, tmp_path: Path, mo
     with pytest.raises(DeviceError, match="onnxruntime is not installed on the device"):
         RemoteDevice(parse_device(sshd.url), "onnxruntime", options).open()
     assert _folders() == before  # the folder made for it is gone
+    monkeypatch.setenv("AUTOCOMP_DEVICE_PYTHON", str(tmp_path / "no_python_here"))
+    with pytest.raises(DeviceError, match=r"^device ssh://autocomp-test: no Python there \(.*no_python_here: No such"):
+        RemoteDevice(parse_device(sshd.url), "onnxruntime", options).open()
+    assert _folders() == before
 
 
 @pytest.mark.e2e  # a whole CLI run that retries the connection for 7 s
