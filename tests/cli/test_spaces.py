@@ -140,6 +140,7 @@ def test_every_shipped_space_checks_clean_on_torchvision(arch: str, capsys: pyte
         assert int(re.search(r"search dimensions: (\d+)", out).group(1)) > 0
 
 
+@pytest.mark.e2e  # the installed command in a child process (4 s): with the e2e tests
 def test_the_installed_command_prints_one_line_for_a_bad_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     raw = b"version: 1\nlayers:\n  - type: Conv2d\n    bits: [8, \xff]\n"

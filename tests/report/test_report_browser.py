@@ -63,6 +63,7 @@ def figure_sections(dom: str) -> dict[str, str]:
     return {name: dom[start:end] for (start, name), end in zip(marks, ends, strict=True)}
 
 
+@pytest.mark.e2e  # headless Chromium on a whole report (5 s): with the e2e tests
 def test_report_opens_without_errors_and_draws_every_figure(make_study, tmp_path):
     paths = write_report(make_study(n=40), tmp_path / "report", storage="sqlite:///study.db")
     source = paths["html"].read_text(encoding="utf-8")
