@@ -7,6 +7,9 @@ a 1 x 1 conv becomes two 1 x 1 convs. A grouped conv is factorized group by grou
 left alone: at most a 3x3 becomes 3x1 + 1x3 (6 MACs instead of 9), and the channel-multiplier
 pair it would need ties channels in a way structured pruning cannot follow.
 
+The same ``rank`` knob also takes words that pick a tensor decomposition of a conv instead:
+``tucker2:0.5`` (``autocomp.methods.tucker``) and ``cp:0.25`` (``autocomp.methods.cp``).
+
 ``rank`` is a fraction of the full rank of the matrix that is split (of one group's, for a
 grouped conv). A layer is left alone when the factorized pair would not cut MACs. Cutting MACs
 is not enough to be faster: a study also times each layer against its factorized pair on the
@@ -35,33 +38,63 @@ import torch
 from torch import nn
 
 from autocomp.errors import AutocompError
+from autocomp.methods.cp import CPConfig
 from autocomp.methods.registry import Knob, MethodContext, register
+from autocomp.methods.tucker import Tucker2Config
 
 
 @dataclass(frozen=True)
 class LowRankConfig:
     rank: float  # fraction of full rank kept, in (0, 1]
     KNOB: ClassVar[Knob] = Knob("rank", noop=1.0, kind="float", low=0.01, high=1.0, stage=10,
-                                title="rank kept", label="rank kept", short="r", colorscale="Greens_r")
+                                title="rank kept", label="rank kept", short="r", colorscale="Greens_r", words=True)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.rank <= 1.0:
-            raise AutocompError(f"rank must be in (0, 1], got {self.rank}")
+        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, float)) or not 0.0 < self.rank <= 1.0:
+            raise AutocompError(f"rank must be a fraction in (0, 1] or {WORDS_HINT}, got {self.rank!r}")
 
     @classmethod
-    def from_value(cls, value: Any, plan: Any = None) -> LowRankConfig:
-        return cls(value)
+    def from_value(cls, value: Any, plan: Any = None) -> LowRankConfig | Tucker2Config | CPConfig:
+        """A number is SVD's rank; a word picks a tensor decomposition (``tucker2:0.5``, ``cp:0.25``)."""
+        return decomposition(value) if isinstance(value, str) else cls(value)
+
+    @property
+    def value(self) -> float:
+        return self.rank
+
+    @property
+    def fraction(self) -> float:
+        return self.rank
 
     @classmethod
-    def variant(cls, layer: nn.Module, value: float) -> nn.Module | None:
-        """``layer`` as this method leaves it at rank ``value`` (None when it stays as it is).
+    def variant(cls, layer: nn.Module, value: float | str) -> nn.Module | None:
+        """``layer`` as this knob's value leaves it (None when it stays as it is).
 
         What ``autocomp.measure.layer_cost`` times against the original layer.
         """
+        if isinstance(value, str):
+            outcome = decomposition(value).outcome(layer)
+            return None if outcome is None else outcome.chain
         if value >= 1.0 or not isinstance(layer, (nn.Linear, nn.Conv2d)):
             return None
         rank = kept_rank(layer, value)
         return factorize(layer, rank) if factorizable(layer, rank) else None
+
+
+WORDS_HINT = "tucker2:F[:F] or cp:F (F a fraction in (0, 1])"
+
+
+def decomposition(word: str) -> Tucker2Config | CPConfig:
+    """The config a word of the rank knob spells: ``tucker2:0.5``, ``tucker2:0.25:0.5``, ``cp:0.25``."""
+    method, *parts = word.strip().split(":")
+    kinds = {c.WORD: c for c in (Tucker2Config, CPConfig)}
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if method not in kinds or not numbers:
+        raise AutocompError(f"rank must be a fraction in (0, 1] or {WORDS_HINT}, got {word!r}")
+    return kinds[method].parse(numbers)
 
 
 def full_rank(layer: nn.Module) -> int:

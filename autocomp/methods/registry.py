@@ -9,6 +9,8 @@ module and nothing else.
 
 A handler takes the model, a mapping ``{layer name: config}`` for the layers the plan
 targets, and a context with an example input; it edits the model in place or returns a new one.
+One knob may read several configs (``rank``: SVD, or the words ``tucker2:...`` and ``cp:...``);
+``apply`` calls each config type's own handler.
 
 Example::
 
@@ -65,6 +67,7 @@ class Knob:
     colorscale: str = "Blues"
     shown_noop: float | None = None  # what a heatmap cell shows for a layer left alone (bits: 32)
     shown_range: tuple[float, float] = (0.0, 1.0)
+    words: bool = False  # values may also be words the config reads, like rank's "tucker2:0.5" (lists only)
     method: type | None = field(default=None, compare=False)  # the config class, set by ``register``
 
     def __post_init__(self) -> None:
@@ -83,12 +86,23 @@ class Knob:
     def display_noop(self) -> float:
         return float(self.noop if self.shown_noop is None else self.shown_noop)
 
+    def number(self, value: Any) -> float:
+        """The value as a plot shows it: a word shows the fraction its config keeps."""
+        return float(self.config(value).fraction) if isinstance(value, str) else float(value)
+
+    def text(self, value: Any) -> str:
+        """The value in a one-line plan summary: ``4b``, ``sp0.50``, ``tucker2:0.5``."""
+        if isinstance(value, str):
+            return value
+        return f"{int(value)}{self.short}" if self.kind == "bits" else f"{self.short}{value:.2f}"
+
 
 @dataclass
 class MethodContext:
     example_input: torch.Tensor
     output_layers: frozenset[str] = frozenset()  # layers whose outputs are the model's outputs
     called_layers: frozenset[str] | None = None  # layers the model calls as modules (None: unknown, all)
+    notes: dict[str, dict] = field(default_factory=dict)  # per layer, what a method wants recorded
 
 
 def register(config_type: type) -> Callable[[Handler], Handler]:

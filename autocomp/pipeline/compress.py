@@ -34,8 +34,12 @@ def _private_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Module:
+def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor,
+          notes: dict[str, dict] | None = None) -> nn.Module:
     """Return a compressed copy of ``teacher``; the teacher itself is never modified.
+
+    ``notes``, when given, receives per layer what a method recorded (a decomposition's seconds,
+    error, or why it was refused).
 
     Example::
 
@@ -47,13 +51,17 @@ def apply(teacher: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Mod
         raise AutocompError(f"plan names layers the model does not have: {', '.join(unknown[:5])}")
     student = _private_copy(teacher).eval()
     outputs, called = trace_layers(student, example_input)
-    ctx = MethodContext(example_input=example_input, output_layers=outputs, called_layers=called)
+    ctx = MethodContext(example_input=example_input, output_layers=outputs, called_layers=called,
+                        notes={} if notes is None else notes)
     changed = False
     for name, knob in knobs().items():
-        configs = {layer: knob.config(lp.active[name], plan)
-                   for layer, lp in plan.active_layers.items() if name in lp.active}
-        if configs:
-            result = handler_for(knob.method)(student, configs, ctx)
+        by_type: dict[type, dict[str, object]] = {}
+        for layer, lp in plan.active_layers.items():
+            if name in lp.active:
+                config = knob.config(lp.active[name], plan)
+                by_type.setdefault(type(config), {})[layer] = config
+        for config_type, configs in by_type.items():  # one knob, several methods (rank: SVD, Tucker-2, CP)
+            result = handler_for(config_type)(student, configs, ctx)
             if result is not None:
                 student = result
             changed = True

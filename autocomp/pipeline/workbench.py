@@ -51,6 +51,7 @@ class TrialResult:
     losses: list[float]
     seconds: dict[str, float] = field(default_factory=dict)
     sha256: str = ""  # of the artifact file the metrics were measured on
+    decomposed: dict[str, dict] = field(default_factory=dict)  # per layer: a decomposition's outcome
 
 
 def file_sha256(path: str | Path) -> str:
@@ -129,10 +130,11 @@ class Workbench:
             batches.close()  # stops the DataLoader workers now, not at garbage collection
 
     def rebuild(self, plan: Plan, steps: int | None = None, deadline: float | None = None,
-                on_step: Callable[[int, nn.Module], None] | None = None) -> tuple[nn.Module, list[float]]:
-        """Teacher + Plan + seed -> fine-tuned student (deterministic on CPU)."""
+                on_step: Callable[[int, nn.Module], None] | None = None, notes: dict[str, dict] | None = None,
+                ) -> tuple[nn.Module, list[float]]:
+        """Teacher + Plan + seed -> fine-tuned student (deterministic on CPU); ``notes`` as ``apply``'s."""
         torch.manual_seed(plan.seed)
-        student = apply(self.teacher, plan, self.example)
+        student = apply(self.teacher, plan, self.example, notes)
         losses = self.finetune(student, plan, steps=steps, deadline=deadline, on_step=on_step)
         return student, losses
 
@@ -144,8 +146,11 @@ class Workbench:
             on_step: Callable[[int, nn.Module], None] | None = None) -> TrialResult:
         seconds: dict[str, float] = {}
         t0 = time.perf_counter()
-        student, losses = self.rebuild(plan, deadline=deadline, on_step=on_step)
-        seconds["finetune"] = time.perf_counter() - t0
+        notes: dict[str, dict] = {}
+        student, losses = self.rebuild(plan, deadline=deadline, on_step=on_step, notes=notes)
+        if notes:  # decompositions are timed apart from the fine-tune (a cached one cost nothing this time)
+            seconds["decompose"] = sum(n["seconds"] for n in notes.values() if not n["cached"])
+        seconds["finetune"] = time.perf_counter() - t0 - seconds.get("decompose", 0.0)
         t1 = time.perf_counter()
         try:
             info = export(student, self.example, self.calibration, path, plan.quant_mode)
@@ -168,4 +173,4 @@ class Workbench:
         eager = eager_latency(student, self.data.input_shape, self.measure.batch, self.measure.threads,
                               min_runs=20, min_seconds=0.05)
         seconds["reference"] = time.perf_counter() - t3
-        return TrialResult(plan, metrics, info, eager.median_ms, losses, seconds, file_sha256(path))
+        return TrialResult(plan, metrics, info, eager.median_ms, losses, seconds, file_sha256(path), notes)

@@ -196,11 +196,12 @@ def plan_summary(row: Mapping[str, Any]) -> str:
         active = [row[c] for c in cols if pd.notna(row[c]) and knob.active(row[c])]
         if not active:
             continue
-        mean = sum(active) / len(active)
+        mean = sum(knob.number(v) for v in active) / len(active)
         if knob.kind == "bits":  # "2/4 quantized ~5.0b": how many layers, and their mean width
             parts.append(f"{len(active)}/{len(cols)} quantized ~{mean:.1f}b")
-        else:
-            parts.append(f"{len(active)} {knob.label or name} {mean:.2f}")
+        else:  # a knob's words name their method: "3 rank kept 0.42 (cp, tucker2)"
+            words = sorted({v.partition(":")[0] for v in active if isinstance(v, str)})
+            parts.append(f"{len(active)} {knob.label or name} {mean:.2f}" + (f" ({', '.join(words)})" if words else ""))
     temperature = row.get("distill.temperature")
     if temperature is not None and pd.notna(temperature):
         parts.append(f"T={temperature:.1f}")

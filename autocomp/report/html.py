@@ -55,11 +55,20 @@ def write_report(study: optuna.Study, out_dir: str | Path, *, storage: str | Non
     frame = trials_frame(study)
     paths = {"csv": out / "trials.csv", "parquet": out / "trials.parquet", "html": out / "report.html"}
     _atomic(paths["csv"], lambda p: frame.to_csv(p, index=False))
-    _atomic(paths["parquet"], lambda p: frame.to_parquet(p, index=False))
+    _atomic(paths["parquet"], lambda p: _one_type_per_column(frame).to_parquet(p, index=False))
     page = render_page(study, frame, storage=storage, max_drop=max_drop, max_size=max_size,
                        max_latency=max_latency, prefer=prefer, allow_slower=allow_slower)
     _atomic(paths["html"], lambda p: p.write_text(page, encoding="utf-8"))
     return paths
+
+
+def _one_type_per_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet holds one type per column: a knob whose values mix numbers and words (``rank``:
+    ``0.5``, ``cp:0.25``) is written as text there (the CSV keeps each value as it is)."""
+    mixed = {c: frame[c].map(lambda v: v if v is None or pd.isna(v) else str(v)) for c in frame.columns
+             if frame[c].dtype == object and frame[c].map(type).isin([str]).any()
+             and frame[c].map(lambda v: isinstance(v, (int, float)) and not pd.isna(v)).any()}
+    return frame.assign(**mixed) if mixed else frame
 
 
 def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None = None, max_drop: float = 1.0,

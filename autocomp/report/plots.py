@@ -73,7 +73,7 @@ def layer_settings_text(row: Mapping[str, Any]) -> str:
         for name, knob in table.items():
             value = row.get(f"{layer}.{name}")
             if _given(value) and knob.active(value):
-                words.append(f"{int(value)}{knob.short}" if knob.kind == "bits" else f"{knob.short}{value:.2f}")
+                words.append(knob.text(value))
         if words:
             parts.append(f"{layer}: {' '.join(words)}")
     if len(parts) > MAX_HOVER_LAYERS:
@@ -188,4 +188,4 @@ def _from(row: Mapping[str, Any]) -> str:
 
 
 def _shown(value: Any, knob: Any) -> float:
-    return knob.display_noop if not _given(value) or not knob.active(value) else float(value)
+    return knob.display_noop if not _given(value) or not knob.active(value) else knob.number(value)

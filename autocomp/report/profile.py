@@ -66,7 +66,9 @@ def _columns(entries: list[Mapping[str, Any]]) -> list[tuple[str, Any]]:
     """``(knob, value)`` pairs: knobs in the registry's order (unknown ones after), values ascending."""
     order = {name: i for i, name in enumerate(knobs())}
     pairs = {(e["knob"], e["value"]) for e in entries}
-    return sorted(pairs, key=lambda kv: (order.get(kv[0], len(order)), kv[0], float(kv[1])))
+    table = knobs()
+    return sorted(pairs, key=lambda kv: (order.get(kv[0], len(order)), kv[0], isinstance(kv[1], str),
+                                         table[kv[0]].number(kv[1]) if kv[0] in table else 0.0, str(kv[1])))
 
 
 def _saved_words(saved: int, teacher_bytes: float | None) -> str:

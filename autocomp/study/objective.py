@@ -98,7 +98,8 @@ class Objective:
         records.write_outcome(
             trial, m.to_dict(), records.Latency(ratio, reference_ms, result.eager_latency_ms),
             records.Artifact(str(path) if self.artifact_dir else None, result.sha256),
-            {**result.seconds, "total": time.monotonic() - started}, result.losses[-1] if result.losses else None)
+            {**result.seconds, "total": time.monotonic() - started}, result.losses[-1] if result.losses else None,
+            result.decomposed)
         records.write_constraints(trial, self._constraints(m, latency))
         if not self.artifact_dir:
             path.unlink(missing_ok=True)

@@ -2,10 +2,8 @@
 
 Every attr key autocomp stores is spelled in this module and nowhere else; the rest of the
 package reads a study through ``read_study`` and a trial through ``read_trial`` (frozen
-records), and writes through the ``write_*`` functions. The on-disk names are unchanged from
-earlier versions (Optuna's tools, old studies and other scripts read them), and reading a study
-made by an older version (everything in user attrs, no stored latency ratio, Optuna 4's
-constraint list) is handled here only.
+records), and writes through the ``write_*`` functions. On-disk names never change (Optuna's
+tools and scripts read them); older layouts are read here only.
 
 Where things live: trial user attrs (``plan``, ``metrics``, ``fail_reason`` ...); the study's
 user attrs for what a table cell of ``optuna studies`` or optuna-dashboard may show (the
@@ -46,6 +44,7 @@ ARTIFACT = "artifact"
 ARTIFACT_SHA256 = "artifact_sha256"
 SEEDED = "seeded"  # a profile-seeded trial: its budget and the profile's prediction (``autocomp.study.frontier``)
 PROMOTED_FROM = "promoted_from"  # the trial whose Plan this one re-ran with a longer fine-tune
+DECOMPOSED = "decomposed"  # per layer: a tensor decomposition's method, seconds, error or refusal
 # -- trial system attr: Optuna's own key for constraint values (its samplers' ``constraints_func``)
 CONSTRAINTS = "constraints"
 # -- study user attrs
@@ -127,6 +126,7 @@ class TrialRecord:
     constraints: tuple[float, ...] = ()  # feasible when every value <= 0
     seeded: Mapping[str, Any] | None = None  # {"budget", "level", "limit", "predicted"} of a seeded plan
     promoted_from: int | None = None  # the trial whose Plan this one re-ran with a longer fine-tune
+    decomposed: Mapping[str, Any] = field(default_factory=dict)  # ``autocomp.methods._chain``'s notes
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def read_trial(trial: optuna.trial.FrozenTrial) -> TrialRecord:
         artifact=Artifact(u.get(ARTIFACT), u.get(ARTIFACT_SHA256)), failure=u.get(FAIL_REASON) or None,
         baseline=u.get(BASELINE) or None, outside_space=u.get(OUTSIDE_SPACE), seconds=u.get(SECONDS) or {},
         final_loss=u.get(FINAL_LOSS), constraints=constraint_values(trial), seeded=u.get(SEEDED),
-        promoted_from=u.get(PROMOTED_FROM))
+        promoted_from=u.get(PROMOTED_FROM), decomposed=u.get(DECOMPOSED) or {})
 
 
 def _latency_ratio(trial: optuna.trial.FrozenTrial, metrics: Mapping[str, Any]) -> float | None:
@@ -374,8 +374,10 @@ def is_interruption(reason: str | None) -> bool:
 
 
 def write_outcome(trial: optuna.Trial, metrics: Mapping[str, Any], latency: Latency, artifact: Artifact,
-                  seconds: Mapping[str, float], final_loss: float | None) -> None:
+                  seconds: Mapping[str, float], final_loss: float | None, decomposed: Mapping[str, Any]) -> None:
     """A finished trial's measurements (its objective values are Optuna's ``trial.values``)."""
+    if decomposed:
+        trial.set_user_attr(DECOMPOSED, dict(decomposed))
     trial.set_user_attr(METRICS, dict(metrics))
     trial.set_user_attr(LATENCY_RATIO, latency.ratio)
     trial.set_user_attr(TEACHER_REFERENCE_MS, latency.reference_ms)

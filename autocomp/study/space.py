@@ -55,6 +55,7 @@ import yaml
 
 from autocomp.errors import AutocompError
 from autocomp.methods.quantize import MODE_WORDS, QUANT_MODES
+from autocomp.methods.registry import knobs
 from autocomp.study.space_model import (
     CONSTRAINTS,
     GLOBAL_KNOBS,
@@ -298,7 +299,7 @@ class _Validator:
                 self.fail(key, "empty list of choices")
             if len(raw) > MAX_CHOICES:
                 self.fail(key, f"{len(raw)} choices; at most {MAX_CHOICES}")
-            values = [self.value(f"{key}[{i}]", kind, lo, hi, x) for i, x in enumerate(raw)]
+            values = [self.choice(f"{key}[{i}]", name, kind, lo, hi, x) for i, x in enumerate(raw)]
             if len(set(values)) != len(values):
                 self.fail(key, "choices repeat a value")
             return Domain(choices=tuple(values))
@@ -306,7 +307,17 @@ class _Validator:
             if kind == "bits":
                 self.fail(key, "bits take a list of choices like [null, 8, 4], not a range")
             return self.range(key, kind, lo, hi, raw)
-        return Domain(fixed=self.value(key, kind, lo, hi, raw))
+        return Domain(fixed=self.choice(key, name, kind, lo, hi, raw))
+
+    def choice(self, key: str, name: str, kind: str, lo: float, hi: float, x: Any) -> Any:
+        """One value of a list (or a fixed value): a number, or a word the knob's config reads."""
+        knob = knobs().get(name)  # None for a global setting (temperature, steps ...)
+        if isinstance(x, str) and knob is not None and knob.words:
+            try:
+                return knob.config(x).value  # spelled one way, so two spellings never make two choices
+            except AutocompError as exc:
+                self.fail(key, str(exc))
+        return self.value(key, kind, lo, hi, x)
 
     def range(self, key: str, kind: str, lo: float, hi: float, raw: dict) -> Domain:
         self.keys(key, raw, ("low", "high", "step", "log"))

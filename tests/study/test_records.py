@@ -60,7 +60,9 @@ def test_trial_records_round_trip_through_sqlite(tmp_path: Path) -> None:
     records.write_plan(trial, plan)
     metrics = {"accuracy": 97.0, "size_bytes": 4000, "latency_ms": 0.02, "teacher_latency_ms": 0.04}
     records.write_outcome(trial, metrics, records.Latency(0.5, 0.04, 0.3),
-                          records.Artifact("runs/a/trial_00000.acz", "ab" * 32), {"total": 1.5}, 0.25)
+                          records.Artifact("runs/a/trial_00000.acz", "ab" * 32), {"total": 1.5}, 0.25,
+                          {"conv1": {"method": "cp:0.25", "seconds": 0.1, "error": None,
+                                     "refused": "did not converge"}})
     records.write_constraints(trial, {"accuracy_drop": -0.5, "size_bytes": 2.0})
     study.tell(trial, [97.0, 4000.0, 0.02])
     failed = study.ask()
@@ -74,6 +76,7 @@ def test_trial_records_round_trip_through_sqlite(tmp_path: Path) -> None:
     assert done.artifact == records.Artifact("runs/a/trial_00000.acz", "ab" * 32)
     assert done.seconds == {"total": 1.5} and done.final_loss == 0.25 and done.failure is None
     assert done.constraints == (-0.5, 2.0)
+    assert done.decomposed["conv1"]["refused"] == "did not converge" and lost.decomposed == {}
     assert lost.failure == "export failed: X" and lost.plan is None and lost.baseline is None
     assert lost.state == optuna.trial.TrialState.FAIL and lost.metrics == {}
     with pytest.raises(AttributeError):  # frozen
