@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--steps", type=int, default=None, help="as --epochs, in optimizer steps")
     e.add_argument("--force", action="store_true",
                    help="replace --out (and its card, and an IR's .bin) when it already exists; refused otherwise")
+    e.add_argument("--measure-on", default=None, metavar="URL",
+                   help="time the exported file on this device, ssh://[user@]host[:port], or `here` on this "
+                   "machine (default: where the study timed its trials; docs/devices.md)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=run)
 
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from autocomp.pipeline.setup import task_bar
 
     card = export_trial(args.storage, args.study_name, args.trial, args.out, args.format, args.epochs, args.steps,
-                        progress=None if args.no_progress else task_bar, force=args.force)
+                        progress=None if args.no_progress else task_bar, force=args.force,
+                        measure_on=args.measure_on)
     print(card)
     return 0

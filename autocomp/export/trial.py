@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from autocomp.errors import AutocompError
@@ -35,10 +36,12 @@ from autocomp.runtimes import format_runtime, require
 
 def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str | None = None,
                  epochs: float | None = None, steps: int | None = None, progress: Callable | None = None,
-                 force: bool = False) -> str:
+                 force: bool = False, measure_on: str | None = None) -> str:
     """Write trial ``number``'s file and card; return a summary line.
 
     An existing ``out`` (or its card, or an IR's ``.bin``) is replaced only with ``force``.
+    ``measure_on`` (``ssh://host``, or ``here``) times the file there instead of where the study
+    timed its trials.
 
     Example::
 
@@ -49,9 +52,15 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     out_path = _checked_out(out, epochs, steps)
     _refuse_existing(out_path, fmt, force)
     src = load_trial(storage, study_name, number)
+    if measure_on is not None:  # validated as the search's flag is: one line for a bad URL
+        src = replace(src, config=replace(src.config, measure_on=None if measure_on == "here" else measure_on))
     config, plan = src.config, src.trial.plan
     options = config.measure.options
     require(own.name if own else config.runtime, options)
+    if config.measure_on:  # a device that cannot time the file is refused before anything is rebuilt
+        from autocomp.runtimes.remote import open_device
+
+        open_device(config.measure_on, own.name if own else config.runtime, options)
     bench, measure_cfg = rebuild_bench(src, own.name if own else config.runtime, progress)
     data = bench.data
     extra = extra_steps(epochs, steps, data.n_train, plan.distill.batch_size)

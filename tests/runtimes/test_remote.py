@@ -212,6 +212,20 @@ def test_a_search_times_every_trial_on_the_device(device_env: Sshd, tmp_path: Pa
     assert "timed on the device ssh://autocomp-test; accuracy is measured here" in page
     assert "latency (ms, ONNX Runtime on ssh:\\u002f\\u002fautocomp-test)" in page  # the axis, as plotly escapes it
     assert _folders() == before  # the device's private folder went with the run
+    # export times the file where the study did (its card keeps the device record), or where it is told
+    from autocomp.export.trial import export_trial
+
+    storage, number = config.storage_url, done[-1].number
+    export_trial(storage, study.study_name, number, str(tmp_path / "a.acz"))
+    card = json.loads((tmp_path / "a.acz.card.json").read_text())
+    assert card["runtime"]["measured_on"] == "ssh://autocomp-test" and card["runtime"]["device_record"]["cpu"]
+    monkeypatch.undo()
+    export_trial(storage, study.study_name, number, str(tmp_path / "b.acz"), measure_on="here")
+    card = json.loads((tmp_path / "b.acz.card.json").read_text())
+    assert "measured_on" not in card["runtime"] and card["measured_now"]["latency_ms"] > 0
+    with pytest.raises(AutocompError, match="device URL"):
+        export_trial(storage, study.study_name, number, str(tmp_path / "c.acz"), measure_on="http://x")
+    assert not (tmp_path / "c.acz").exists()
 
 
 @pytest.mark.e2e  # exports a model and times it on the device for a few seconds
