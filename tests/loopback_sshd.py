@@ -1,5 +1,6 @@
 """A loopback OpenSSH server for the device tests: its own host key, a client key made for the
-test, and an ssh config naming it ``autocomp-test`` (``AUTOCOMP_SSH_CONFIG``). ``.ci/run``
+test, and an ssh config naming it ``autocomp-test`` and ``autocomp-test-twin`` (the same server
+under a second URL: a second device of the same model) (``AUTOCOMP_SSH_CONFIG``). ``.ci/run``
 installs openssh-server; CI must have it, elsewhere the tests skip without it."""
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def make_sshd(folder: Path) -> Sshd:
     (folder / "known_hosts").write_text(f"{ALIAS} {host_pub}")
     config = folder / "ssh_config"
     config.write_text(
-        f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User {_user()}\n  HostKeyAlias {ALIAS}\n"
+        f"Host {ALIAS} {ALIAS}-twin\n  HostName 127.0.0.1\n  Port {port}\n  User {_user()}\n  HostKeyAlias {ALIAS}\n"
         f"  IdentityFile {folder / 'client_key'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
         "  StrictHostKeyChecking yes\n")
     return Sshd(folder, port, config)

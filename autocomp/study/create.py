@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def _check_directions(study: optuna.Study, name: str) -> None:
         raise AutocompError(f"study {name!r} exists and was not made by autocomp; use another --study-name")
 
 
+# What makes two devices the same model, for one study's ratios (``check_device_model``).
+DEVICE_MODEL = ("cpu", "arch", "isa", "machine", "cores", "runtime", "version")
+
+
 def check_resume(config: SearchConfig, space: SearchSpace, storage: optuna.storages.BaseStorage) -> None:
     """Before any work (no data loaded, no teacher trained): refuse to resume a study made with
     other settings (model, data, seed ...) or another space, naming what differs. The teacher's
@@ -124,6 +129,12 @@ def _check_settings(config: SearchConfig, space: SearchSpace, rec: records.Study
     """Refuse to resume a study made with other settings or another space, naming each setting."""
     mine = json.loads(json.dumps(config.identity()))
     diff = [k for k in mine if rec.identity.get(k) != mine[k]]
+    if diff == ["measure_on"] and rec.identity.get("measure_on") and config.measure_on:
+        from autocomp.runtimes.remote import open_device  # opened already: the run's first check
+
+        diff = []  # another device may serve the study if it is the same model
+        device = open_device(config.measure_on, config.runtime, config.measure.options)
+        check_device_model(config.name, rec.runtime, device.describe())
     if diff:
         values = "; ".join(f"another {k}: {rec.identity.get(k)!r}, this run {mine[k]!r}" for k in diff)
         raise AutocompError(f"study {config.name!r} was made with other settings ({', '.join(diff)}): {values}; "
@@ -131,6 +142,20 @@ def _check_settings(config: SearchConfig, space: SearchSpace, rec: records.Study
     if rec.space_text != space.text:
         raise AutocompError(f"study {config.name!r} was made with another search space "
                             f"({rec.space_source}, this run {space.source}); use another --study-name")
+
+
+def check_device_model(name: str, study: Mapping[str, Any] | None, mine: Mapping[str, Any]) -> None:
+    """Refuse a device of another model than the one the study is timed on (its CPU, ISA, cores,
+    runtime and version): ratios timed on two models would mix on one front. A study whose
+    creator has not recorded its device yet passes (``record_workbench`` checks again)."""
+    theirs = (study or {}).get("device_record")
+    if theirs is None or mine.get("measured_on") in (None, study.get("measured_on")):
+        return
+    differ = [k for k in DEVICE_MODEL if theirs.get(k) != mine["device_record"].get(k)]
+    if differ:
+        shown = "; ".join(f"{k} {theirs.get(k)!r} there, {mine['device_record'].get(k)!r} here" for k in differ)
+        raise AutocompError(f"study {name!r} is timed on {study['measured_on']}, a device of another model than "
+                            f"{mine['measured_on']} ({shown}); time it on the same model, or use another --study-name")
 
 
 def _check_teacher(config: SearchConfig, rec: records.StudyRecord, weights: str, source: str | None) -> None:
@@ -193,6 +218,10 @@ def record_workbench(study: optuna.Study, bench: Workbench) -> None:
     from autocomp.runtimes import summary
 
     record = bench.teacher_session.describe()
+    stored = records.read_study(study).runtime
+    check_device_model(study.study_name, stored, record)
+    if stored and stored.get("measured_on") not in (None, record.get("measured_on")):
+        record = stored  # another device of the same model: the study keeps naming the first (each trial its own)
     # The whole input transform (resize, crop, normalization and where it came from, augmentation,
     # the validation subset the accuracies are measured on): what a device must reproduce. Where
     # every number of the study is measured: the runtime, its version, device, ISA, precision and

@@ -338,3 +338,36 @@ def test_a_device_that_stays_gone_stops_the_run_in_one_line_keeping_finished_tri
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert [t.user_attrs["fail_reason"] for t in trials if t.state == optuna.trial.TrialState.FAIL] == [last[17:]]
+
+
+@pytest.mark.e2e
+def test_devices_of_one_model_serve_one_study_and_another_model_is_refused(device_env: Sshd, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """``autocomp-test-twin`` reaches the same loopback device under another URL: a second worker."""
+    from autocomp.api import run_search
+    from autocomp.config import SearchConfig
+    from autocomp.runtimes.remote import RemoteDevice
+    from autocomp.study import records
+
+    def config(url: str, n: int) -> SearchConfig:
+        return SearchConfig(run_dir=str(tmp_path / "run"), storage=f"sqlite:///{tmp_path / 's.db'}", n_trials=n,
+                            measure_on=url, train_threads=1, profile=False, promote=0.0)
+
+    run_search(config(device_env.url, 3), progress=False, log=lambda s: None)
+    study = run_search(config("ssh://autocomp-test-twin", 2), progress=False, log=lambda s: None)
+    lines = [t.user_attrs["metrics"]["runtime"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(lines) == 5 and sum("ssh://autocomp-test-twin" in line for line in lines) == 2
+    assert records.read_study(study).runtime["measured_on"] == "ssh://autocomp-test"  # the study names the first
+    describe = RemoteDevice.describe
+
+    def other_model(self):  # noqa: ANN001, ANN202 - the twin reports another CPU
+        record = describe(self)
+        if "twin" in record["measured_on"]:
+            record = dict(record, device_record=dict(record["device_record"], cpu="Cortex-A72"))
+        return record
+
+    monkeypatch.setattr(RemoteDevice, "describe", other_model)
+    with pytest.raises(AutocompError, match=r"is timed on ssh://autocomp-test, a device of another model than "
+                                            r"ssh://autocomp-test-twin \(cpu '.+' there, 'Cortex-A72' here\)"):
+        run_search(config("ssh://autocomp-test-twin", 2), progress=False, log=lambda s: None)
+    assert len(optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 5
