@@ -115,6 +115,9 @@ class SearchConfig:
     threads: int = setting("measurement", 1, "the runtime's intra-op threads for latency (default 1)")
     measure_on: str | None = setting("measurement", None, "time latency on this device: ssh://[user@]host[:port] "
                                      "(docs/devices.md; accuracy stays measured here, on the same bytes)")
+    device_accuracy: bool = setting("measurement", False, "run the validation pass on the --measure-on device "
+                                    "too, for runtimes whose numerics differ there (one SSH call per 256 "
+                                    "images)", flag="--device-accuracy")
     # --- study: the search itself
     space: str = setting(
         "study", "default",
@@ -208,6 +211,8 @@ class SearchConfig:
 
             parse_device(self.measure_on)
             need(self.runtime in ("onnxruntime", "openvino"), "measure_on", f"a device cannot time {self.runtime}")
+        need(not self.device_accuracy or self.measure_on is not None, "device_accuracy",
+             "needs --measure-on ssh://... (the device to run the validation pass on)")
         for b in self.baselines:
             need(b in BASELINES, "baselines", f"unknown baseline {b!r} (expected {', '.join(BASELINES)})")
         if self.study_name is not None:
@@ -256,7 +261,8 @@ class SearchConfig:
         from autocomp.measure.protocol import MeasureConfig
 
         return MeasureConfig(batch=self.batch, threads=self.threads, device=self.device, runtime=self.runtime,
-                             precision=self.precision, measure_on=self.measure_on)
+                             precision=self.precision, measure_on=self.measure_on,
+                             device_accuracy=self.device_accuracy)
 
     def identity(self) -> dict[str, Any]:
         """What defines the study: resuming with a different identity is refused."""
@@ -272,6 +278,7 @@ class SearchConfig:
         out["runtime"] = None if self.runtime == DEFAULT_RUNTIME else self.runtime
         out["precision"] = None if self.precision == "fp32" else self.precision
         out["measure_on"] = self.measure_on  # a device's latencies never mix with another's
+        out["device_accuracy"] = self.device_accuracy or None  # None: what a study made before the flag reads
         return out
 
     def to_dict(self) -> dict[str, Any]:

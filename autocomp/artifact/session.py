@@ -15,10 +15,11 @@ from autocomp.artifact.container import to_bytes
 
 
 def open_session(path: str | Path, threads: int = 1, device: str = "cpu", runtime: str = "onnxruntime",  # noqa: ANN201
-                 precision: str = "fp32", batch: int = 1, measure_on: str | None = None):
+                 precision: str = "fp32", batch: int = 1, measure_on: str | None = None, device_accuracy: bool = False):
     """A session over the expanded artifact in ``runtime`` (``autocomp.runtimes``): ``threads``
     intra-op threads, float parts in ``precision``, prepared for latency at ``batch``; with
-    ``measure_on`` (``ssh://host``), its latency is timed on that device (``runtimes.remote``)."""
+    ``measure_on`` (``ssh://host``), its latency is timed on that device (``runtimes.remote``),
+    and with ``device_accuracy`` its outputs are computed there too."""
     from autocomp.runtimes import RuntimeOptions, require
 
     options = RuntimeOptions(threads=threads, device=device, precision=precision, batch=batch)
@@ -28,4 +29,4 @@ def open_session(path: str | Path, threads: int = 1, device: str = "cpu", runtim
         return session
     from autocomp.runtimes.remote import RemoteSession, open_device
 
-    return RemoteSession(session, model, open_device(measure_on, runtime, options))
+    return RemoteSession(session, model, open_device(measure_on, runtime, options), on_device=device_accuracy)

@@ -55,6 +55,7 @@ class MeasureConfig:
     runtime: str = "onnxruntime"  # where accuracy and latency are measured (autocomp.runtimes)
     precision: str = "fp32"  # float parts in fp32 unless the runtime's reduced precision is asked for
     measure_on: str | None = None  # ssh://host: latency timed on that device (autocomp.runtimes.remote)
+    device_accuracy: bool = False  # and the validation pass run there too
 
     @property
     def options(self) -> RuntimeOptions:
@@ -97,7 +98,7 @@ def session_for(path: str | Path, config: MeasureConfig = MeasureConfig()):  # n
         teacher = session_for("teacher.acz", MeasureConfig(runtime="openvino"))
     """
     return open_session(path, config.threads, config.device, runtime=config.runtime, precision=config.precision,
-                        batch=config.batch, measure_on=config.measure_on)
+                        batch=config.batch, measure_on=config.measure_on, device_accuracy=config.device_accuracy)
 
 
 def measure_artifact(

@@ -87,8 +87,10 @@ def render_page(study: optuna.Study, frame: pd.DataFrame, *, storage: str | None
     reference = record.teacher.reference
     measured_on = record.runtime  # None: made before runtimes were recorded (ONNX Runtime, CPU)
     device = (measured_on or {}).get("measured_on")  # a study timed on a device over SSH
-    where = (f"Latency of every point is its artifact's, timed on the device {device}; accuracy is measured here, "
-             "on the same artifact bytes." if device else
+    on_device = device and (measured_on or {}).get("accuracy_on") == device  # --device-accuracy
+    where = (f"Accuracy and latency of every point are its artifact's, run and timed on the device {device}."
+             if on_device else f"Latency of every point is its artifact's, timed on the device {device}; accuracy "
+             "is measured here, on the same artifact bytes." if device else
              "Accuracy and latency of every point are its artifact's on this runtime.")
     parts = [f"<h1>autocomp report: {_e(study.study_name)}</h1>", _summary(frame, teacher, reference),
              f"<p class='runtime'>Measured on: {_e(summary(measured_on))}. {_e(where)}</p>"]

@@ -127,8 +127,8 @@ def _open(runtime, path, threads, precision):  # noqa: ANN001, ANN202
     # The settings are autocomp.runtimes' own (_onnxruntime.open, _openvino.compile_config).
 
 
-def time_request(request, folder):  # noqa: ANN001, ANN201
-    """Write the request's new files into ``folder``, open every model, time them interleaved."""
+def _load(request, folder):  # noqa: ANN001, ANN202
+    """Write the request's new files into ``folder``; the input and a runner per model."""
     for name, data in request.get("files", {}).items():
         if os.path.basename(name) != name or not name.endswith(".onnx"):
             raise Refused(f"refusing file name {name!r}")
@@ -142,13 +142,37 @@ def time_request(request, folder):  # noqa: ANN001, ANN201
         if not os.path.isfile(path):
             raise Refused(f"model {name} is not on the device")
         runners.append(_open(request["runtime"], path, int(request["threads"]), request.get("precision", "fp32")))
-    with open(os.path.join(tempfile.gettempdir(), f"autocomp-device-{os.getuid()}.lock"), "a") as lock:
+    return x, runners
+
+
+def _turn():  # noqa: ANN202
+    """The lock workers sharing this device take turns on: no timing overlaps another's work."""
+    return open(os.path.join(tempfile.gettempdir(), f"autocomp-device-{os.getuid()}.lock"), "a")
+
+
+def time_request(request, folder):  # noqa: ANN001, ANN201
+    """Open every model of the request, time them interleaved."""
+    x, runners = _load(request, folder)
+    with _turn() as lock:
         import fcntl
 
-        fcntl.flock(lock, fcntl.LOCK_EX)  # workers sharing this device take turns: no timing overlaps another
+        fcntl.flock(lock, fcntl.LOCK_EX)
         start = time.time()
         samples, rounds = time_rounds([lambda r=r: r(x) for r in runners], **request["kw"])
         return {"samples": samples, "per_round": rounds, "window": [start, time.time()]}
+
+
+def run_request(request, folder):  # noqa: ANN001, ANN201
+    """The first output of the request's one model on its input (``--device-accuracy``)."""
+    x, (runner,) = _load(request, folder)
+    with _turn() as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = runner(x)
+    y = np.ascontiguousarray(out[0] if isinstance(out, (list, tuple)) else next(iter(out.values())),
+                             dtype=np.float32)
+    return {"shape": list(y.shape), "base64": base64.b64encode(y.tobytes()).decode()}
 
 
 def main(argv):  # noqa: ANN001, ANN201
@@ -157,10 +181,11 @@ def main(argv):  # noqa: ANN001, ANN201
             raise Refused("numpy is not installed on the device (pip install numpy onnxruntime)")
         if argv[:1] == ["identify"] and len(argv) == 2:
             out = identify(argv[1])
-        elif argv == ["time"]:
-            out = time_request(json.load(sys.stdin), os.path.dirname(os.path.abspath(__file__)))
+        elif argv in (["time"], ["run"]):
+            handle = time_request if argv == ["time"] else run_request
+            out = handle(json.load(sys.stdin), os.path.dirname(os.path.abspath(__file__)))
         else:
-            raise Refused("usage: device_timing.py identify RUNTIME | time < request.json")
+            raise Refused("usage: device_timing.py identify RUNTIME | time < request.json | run < request.json")
     except Refused as exc:
         print(json.dumps({"error": str(exc)}))
         return 2

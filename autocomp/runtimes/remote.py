@@ -207,42 +207,56 @@ class RemoteDevice:
                 "arch": i.get("arch"), "isa": i.get("isa", []), "precision": self.options.precision,
                 "threads": self.options.threads, "device_record": i}
 
-    def call(self, fn: Any, sessions: list[RemoteSession], x: np.ndarray, _again: bool = True, **kw: Any) -> Any:
+    def call(self, fn: Any, sessions: list[RemoteSession], x: np.ndarray, **kw: Any) -> Any:
         """``beside``'s entry: the timed loop of ``autocomp.measure.latency`` (nothing else runs
         there), on the device, on the same input: its raw lists, as it gives them locally."""
         if getattr(fn, "__name__", "") != "_timed":
             raise AssertionError(f"a device runs the timed loop only, not {fn!r}")
+        out = self.request("time", sessions, x, kw=kw)
+        return out["samples"], out["per_round"]
+
+    def infer(self, session: RemoteSession, x: np.ndarray) -> np.ndarray:
+        """``session``'s first output on ``x``, computed on the device (``--device-accuracy``)."""
+        out = self.request("run", [session], x)
+        return np.frombuffer(base64.b64decode(out["base64"]), dtype=np.float32).reshape(out["shape"])
+
+    def request(self, command: str, sessions: list[RemoteSession], x: np.ndarray, _again: bool = True,
+                **extra: Any) -> dict[str, Any]:
+        """One call of the device script; each graph is sent once (by its sha256)."""
         if self.folder is None:
             self.open()
         files = {s.name: base64.b64encode(s.model).decode() for s in sessions if s.name not in self.sent}
         x = np.ascontiguousarray(x, dtype=np.float32)
         request = {"runtime": self.runtime, "threads": self.options.threads, "precision": self.options.precision,
-                   "models": [s.name for s in sessions], "files": files, "kw": kw,
+                   "models": [s.name for s in sessions], "files": files, **extra,
                    "input": {"shape": list(x.shape), "base64": base64.b64encode(x.tobytes()).decode()}}
         try:
-            out = json.loads(self.ssh(self.script("time"), json.dumps(request).encode()))
+            out = json.loads(self.ssh(self.script(command), json.dumps(request).encode()))
         except DeviceError as exc:
             if _again and ("is not on the device" in str(exc) or "can't open file" in str(exc)):
                 self.folder, self.sent = None, set()  # rebooted, /tmp emptied: a new folder, everything sent again
-                return self.call(fn, sessions, x, _again=False, **kw)
+                return self.request(command, sessions, x, _again=False, **extra)
             raise
         self.sent |= set(files)
-        return out["samples"], out["per_round"]
+        return out
 
 
 class RemoteSession:
-    """A local session over the artifact's bytes (accuracy is measured here) whose timed loops run
-    on ``device`` (its ``host``, which ``autocomp.runtimes.beside`` asks)."""
+    """A local session over the artifact's bytes whose timed loops run on ``device`` (its
+    ``host``, which ``autocomp.runtimes.beside`` asks). ``run`` (what accuracy calls) runs here,
+    or on the device with ``on_device`` (``--device-accuracy``: its first output only)."""
 
-    def __init__(self, local: Any, model: bytes, device: RemoteDevice) -> None:
-        self._local, self.model, self.host = local, model, device
+    def __init__(self, local: Any, model: bytes, device: RemoteDevice, on_device: bool = False) -> None:
+        self._local, self.model, self.host, self.on_device = local, model, device, on_device
         self.name = hashlib.sha256(model).hexdigest()[:32] + ".onnx"
 
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.on_device:
+            return [self.host.infer(self, feeds["input"])]
         return self._local.run(output_names, feeds)
 
     def describe(self) -> dict[str, Any]:
-        return self.host.describe()
+        return {**self.host.describe(), "accuracy_on": str(self.host.url) if self.on_device else "here"}
 
 
 _DEVICES: dict[tuple, RemoteDevice] = {}

@@ -77,6 +77,11 @@ def test_the_device_script_runs_alone_and_times_what_it_is_sent(tmp_path: Path) 
     assert rc == 0 and len(out["samples"]) == 2 and len(out["samples"][0]) == len(out["per_round"]) == 20
     per_round = np.asarray(out["per_round"])
     assert np.median(per_round[:, 1] / per_round[:, 0]) > 1.5  # eight MatMuls take longer than one
+    y = np.arange(64, dtype=np.float32).reshape(1, 64)  # b is eight identity MatMuls: y comes back
+    run = dict(request, models=["b.onnx"], files={}, input={"shape": [1, 64], "base64": base64.b64encode(y).decode()})
+    rc, out = _run_script(tmp_path, "run", stdin=json.dumps(run))
+    assert rc == 0 and out["shape"] == [1, 64]
+    assert np.array_equal(np.frombuffer(base64.b64decode(out["base64"]), np.float32).reshape(1, 64), y)
     rc, out = _run_script(tmp_path, "time", stdin=json.dumps(dict(request, files={"../x.onnx": ""})))
     assert rc == 2 and out == {"error": "refusing file name '../x.onnx'"}
     rc, out = _run_script(tmp_path, "identify", "no_such_runtime")
@@ -371,3 +376,36 @@ def test_devices_of_one_model_serve_one_study_and_another_model_is_refused(devic
                                             r"ssh://autocomp-test-twin \(cpu '.+' there, 'Cortex-A72' here\)"):
         run_search(config("ssh://autocomp-test-twin", 2), progress=False, log=lambda s: None)
     assert len(optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 's.db'}").trials) == 5
+
+
+@pytest.mark.e2e
+def test_device_accuracy_runs_the_validation_pass_on_the_device(device_env: Sshd, tmp_path: Path, monkeypatch) -> None:
+    """With --device-accuracy no output is computed here: the local sessions refuse to run."""
+    from autocomp.api import run_search
+    from autocomp.config import SearchConfig
+    from autocomp.study import records
+
+    class Refuses:
+        def run(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("ran here")
+
+    made = RemoteSession.__init__
+
+    def no_local(self, local, model, device, on_device=False):  # noqa: ANN001, ANN202
+        made(self, Refuses() if on_device else local, model, device, on_device)
+
+    monkeypatch.setattr(RemoteSession, "__init__", no_local)
+    calls = []
+    infer = RemoteDevice.infer
+    monkeypatch.setattr(RemoteDevice, "infer", lambda self, session, x: calls.append(len(x)) or infer(self, session, x))
+    config = SearchConfig(run_dir=str(tmp_path / "run"), n_trials=3, measure_on=device_env.url, device_accuracy=True,
+                          train_threads=1, profile=False, promote=0.0, baselines=("teacher", "int8"))
+    study = run_search(config, progress=False, log=lambda s: None)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3 and all(t.user_attrs["metrics"]["accuracy"] > 50 for t in done)
+    assert sum(calls) >= 4 * 360  # the teacher and each trial: every validation image went to the device
+    rec = records.read_study(study)
+    assert rec.runtime["accuracy_on"] == "ssh://autocomp-test" and rec.identity["device_accuracy"] is True
+    assert "run and timed on the device ssh://autocomp-test" in (tmp_path / "run" / "report.html").read_text()
+    with pytest.raises(AutocompError, match="device_accuracy: needs --measure-on"):
+        SearchConfig(device_accuracy=True)
