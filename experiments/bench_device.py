@@ -108,14 +108,9 @@ def main() -> None:
         url = args.device
         if url is None:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            import os
+            from loopback_sshd import start_for_this_process
 
-            from loopback_sshd import make_sshd
-
-            (Path(tmp) / "sshd").mkdir()
-            server = make_sshd(Path(tmp) / "sshd")
-            server.start()
-            os.environ.update(server.env())
+            server = start_for_this_process(Path(tmp) / "sshd")
             url = server.url
         try:
             rows = [row for name in args.models.split(",") for row in bench(name, url, args.repeats,

@@ -19,7 +19,6 @@ two devices is one where the devices disagree; the fronts differ there.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -58,12 +57,9 @@ def main() -> None:
         devices = args.devices
         if devices is None:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from loopback_sshd import make_sshd
+            from loopback_sshd import start_for_this_process
 
-            (Path(tmp) / "sshd").mkdir()
-            server = make_sshd(Path(tmp) / "sshd")
-            server.start()
-            os.environ.update(server.env())
+            server = start_for_this_process(Path(tmp) / "sshd")
             devices = [f"{server.url} onnxruntime", f"{server.url} openvino"]
         results = {}
         try:

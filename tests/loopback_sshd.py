@@ -117,3 +117,13 @@ def _user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def start_for_this_process(folder: Path) -> Sshd:
+    """A loopback device for a benchmark: the server started in ``folder`` and this process's
+    environment pointed at it (``AUTOCOMP_SSH_CONFIG``, ``AUTOCOMP_DEVICE_PYTHON``). Stop it after."""
+    folder.mkdir(parents=True, exist_ok=True)
+    server = make_sshd(folder)
+    server.start()
+    os.environ.update(server.env())
+    return server
