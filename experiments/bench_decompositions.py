@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -215,7 +214,6 @@ def main(argv: list[str] | None = None) -> None:
     if search:
         print(f"\nsearch on resnet18 ({trials} trials each, same seed, teacher, data; rank on Conv2d differs):")
         print("\n".join(search))
-    print(f"\nmedian decomposition seconds per row: {np.median([r['decompose s'] for r in rows]):.1f}")
 
 
 if __name__ == "__main__":

@@ -138,8 +138,12 @@ def decompose_layers(model: nn.Module, configs: dict[str, Any], ctx: Any) -> Non
 
 
 def conv(cin: int, cout: int, kernel: tuple[int, int], weight: torch.Tensor, *, stride: tuple[int, int] = (1, 1),
-         padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1), groups: int = 1) -> nn.Conv2d:
-    """A bias-free conv holding ``weight`` (float32, contiguous)."""
-    layer = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False)
+         padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1), groups: int = 1,
+         bias: torch.Tensor | None = None) -> nn.Conv2d:
+    """A conv holding ``weight`` (as float32) and ``bias`` (none when None)."""
+    layer = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      bias=bias is not None)
     layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32).reshape(layer.weight.shape))
+    if bias is not None:
+        layer.bias.copy_(bias.detach())
     return layer

@@ -124,11 +124,8 @@ def cp(layer: nn.Conv2d, rank: int) -> Outcome:
             conv(layer.in_channels, rank, (1, 1), b.T),
             conv(rank, rank, (kh, 1), c.T, stride=(sh, 1), padding=(ph, 0), dilation=(dh, 1), groups=rank),
             conv(rank, rank, (1, kw), d.T, stride=(1, sw), padding=(0, pw), dilation=(1, dw), groups=rank),
-            nn.Conv2d(rank, layer.out_channels, 1, bias=layer.bias is not None),
+            conv(rank, layer.out_channels, (1, 1), a, bias=layer.bias),
         )
-        chain[3].weight.copy_(a.float()[:, :, None, None])
-        if layer.bias is not None:
-            chain[3].bias.copy_(layer.bias.detach())
         cancellation = float(torch.linalg.vector_norm(scale) / torch.linalg.vector_norm(w).clamp_min(1e-30))
         return chain, cancellation
 

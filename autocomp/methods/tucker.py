@@ -106,11 +106,8 @@ def tucker2(layer: nn.Conv2d, r_in: int, r_out: int) -> Outcome:
             conv(layer.in_channels, r_in, (1, 1), u_in.T),
             conv(r_in, r_out, layer.kernel_size, core, stride=layer.stride, padding=layer.padding,
                  dilation=layer.dilation),
-            nn.Conv2d(r_out, layer.out_channels, 1, bias=layer.bias is not None),
+            conv(r_out, layer.out_channels, (1, 1), u_out, bias=layer.bias),
         )
-        chain[2].weight.copy_(u_out.float()[:, :, None, None])
-        if layer.bias is not None:
-            chain[2].bias.copy_(layer.bias.detach())
         return chain, 1.0  # orthonormal factors: nothing cancels
 
     return checked(layer, ("tucker2", r_in, r_out), build)

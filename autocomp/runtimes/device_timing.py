@@ -21,6 +21,7 @@ one user on one device take turns through a lock file in its temporary folder.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -145,18 +146,20 @@ def _load(request, folder):  # noqa: ANN001, ANN202
     return x, runners
 
 
+@contextlib.contextmanager
 def _turn():  # noqa: ANN202
-    """The lock workers sharing this device take turns on: no timing overlaps another's work."""
-    return open(os.path.join(tempfile.gettempdir(), f"autocomp-device-{os.getuid()}.lock"), "a")
+    """Held while running: workers sharing this device take turns, so no timing overlaps another's work."""
+    import fcntl
+
+    with open(os.path.join(tempfile.gettempdir(), f"autocomp-device-{os.getuid()}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def time_request(request, folder):  # noqa: ANN001, ANN201
     """Open every model of the request, time them interleaved."""
     x, runners = _load(request, folder)
-    with _turn() as lock:
-        import fcntl
-
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _turn():
         start = time.time()
         samples, rounds = time_rounds([lambda r=r: r(x) for r in runners], **request["kw"])
         return {"samples": samples, "per_round": rounds, "window": [start, time.time()]}
@@ -165,10 +168,7 @@ def time_request(request, folder):  # noqa: ANN001, ANN201
 def run_request(request, folder):  # noqa: ANN001, ANN201
     """The first output of the request's one model on its input (``--device-accuracy``)."""
     x, (runner,) = _load(request, folder)
-    with _turn() as lock:
-        import fcntl
-
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _turn():
         out = runner(x)
     y = np.ascontiguousarray(out[0] if isinstance(out, (list, tuple)) else next(iter(out.values())),
                              dtype=np.float32)
