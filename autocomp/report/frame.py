@@ -40,7 +40,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     metrics (``measured_latency_ms`` and ``teacher_latency_ms``: both medians of the trial's
     interleaved timing; ``teacher_reference_ms``: the study's reference), ``duration_s``,
     ``seconds.<stage>``, ``fail_reason``, a seeded plan's ``seeded_limit`` and the profile's
-    ``predicted_kl|size_bytes|latency_ratio`` (only in studies with seeded trials), per-layer
+    ``predicted_kl|size_bytes|latency_ratio`` and ``untrained_kl`` (only in studies with seeded trials), per-layer
     settings ``{layer}.{knob}`` (layers in model order) and ``distill.*``. ``bits`` is empty
     where the layer stays float32.
     """
@@ -117,7 +117,8 @@ def _prediction(seeded: Mapping[str, Any] | None) -> dict[str, Any]:
     if not seeded:
         return {}
     predicted = seeded.get("predicted") or {}
-    return {"seeded_limit": seeded.get("limit"), **{f"predicted_{k}": predicted.get(k) for k in PREDICTED}}
+    return {"seeded_limit": seeded.get("limit"), **{f"predicted_{k}": predicted.get(k) for k in PREDICTED},
+            "untrained_kl": (seeded.get("untrained") or {}).get("kl")}
 
 
 def _int(value: float) -> float | None:

@@ -170,7 +170,8 @@ def _seed_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
         done = r["state"] == "COMPLETE"
         rows.append({"trial": int(r["trial"]), "state": r["state"], "budget": r["seeded"],
                      "limit": _limit_text(r["seeded"], r.get("seeded_limit")),
-                     "predicted_kl": _number(r.get("predicted_kl")), "drop": _number(r["drop"]) if done else math.nan,
+                     "predicted_kl": _number(r.get("predicted_kl")), "untrained_kl": _number(r.get("untrained_kl")),
+                     "drop": _number(r["drop"]) if done else math.nan,
                      "predicted_bytes": _number(r.get("predicted_size_bytes")),
                      "size_bytes": _number(r.get("size_bytes")) if done else math.nan,
                      "predicted_latency": _number(r.get("predicted_latency_ratio")),
@@ -186,14 +187,15 @@ def _number(value: Any) -> float:
 def seeded_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per seeded trial: its budget, the profile's prediction and what the trial measured.
 
-    The prediction adds the profile's single-layer numbers (no fine-tune); the measurement is
-    the trial's artifact after its fine-tune. ``promoted as`` names re-runs of the same Plan
+    The prediction adds the profile's single-layer numbers (no fine-tune); ``untrained KL`` is
+    the whole plan's own file before any fine-tune (what chose it among the candidates); the
+    measurement is the trial's artifact after its fine-tune. ``promoted as`` names re-runs of the same Plan
     with a longer fine-tune.
     """
     rows = _seed_rows(frame)
     return pd.DataFrame([{
         "trial": r["trial"], "state": r["state"], "budget": r["budget"], "limit": r["limit"],
-        "predicted KL": r["predicted_kl"], "measured drop": round(r["drop"], 2),
+        "predicted KL": r["predicted_kl"], "untrained KL": r["untrained_kl"], "measured drop": round(r["drop"], 2),
         "predicted KB": round(r["predicted_bytes"] / 1024, 1), "measured KB": round(r["size_bytes"] / 1024, 1),
         "size measured/predicted": round(r["size_bytes"] / r["predicted_bytes"], 2) if r["predicted_bytes"] > 0
         else math.nan,

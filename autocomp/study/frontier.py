@@ -25,6 +25,8 @@ Example::
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,7 @@ class Seed:
     level: int
     limit: float  # the budget: artifact bytes, or latency ratio to the teacher
     predicted: dict[str, float]  # kl, size_bytes, latency_ratio
+    untrained: dict[str, Any] | None = None  # measured on its artifact before any fine-tune (measure_plans)
 
 
 def layer_options(record: dict[str, Any], allowed: dict[str, set] | None = None) -> dict[str, list[Option]]:
@@ -76,16 +79,17 @@ def layer_options(record: dict[str, Any], allowed: dict[str, set] | None = None)
         base = float(record["layer_bytes"].get(layer) or 0) or 1.0
         names = list(per_knob)
         choices = [[None, *per_knob[k]] for k in names]
-        options = []
-        for combo in itertools.product(*choices):
-            picked = [e for e in combo if e is not None]
-            share = np.prod([max(0.0, (base + e["bytes"]) / base) for e in picked]) if picked else 1.0
-            options.append(Option(
-                {e["knob"]: e["value"] for e in picked}, float(sum(e["kl"] for e in picked)),
-                float(base * (share - 1.0) if len(picked) > 1 else sum(e["bytes"] for e in picked)),
-                float(sum(np.log(e["latency"][0]) if e["latency"] else 0.0 for e in picked))))
+        options = [_option([e for e in combo if e is not None], base) for combo in itertools.product(*choices)]
         out[layer] = _undominated(options)
     return out
+
+
+def _option(picked: list[dict], base: float) -> Option:
+    """A combination of one layer's profile entries (``base``: the layer's fp32 bytes)."""
+    share = np.prod([max(0.0, (base + e["bytes"]) / base) for e in picked]) if picked else 1.0
+    return Option({e["knob"]: e["value"] for e in picked}, float(sum(e["kl"] for e in picked)),
+                  float(base * (share - 1.0) if len(picked) > 1 else sum(e["bytes"] for e in picked)),
+                  float(sum(np.log(e["latency"][0]) if e["latency"] else 0.0 for e in picked)))
 
 
 def _undominated(options: list[Option]) -> list[Option]:
@@ -105,18 +109,20 @@ def _undominated(options: list[Option]) -> list[Option]:
     return out
 
 
-def solve(options: dict[str, list[Option]], budget: str, limit: float) -> list[Option] | None:
-    """One option per layer minimizing the summed damage with the summed change of ``budget``
-    (``"bytes"`` or ``"latency"``) at most ``limit``; None when no choice meets it."""
+def solve(options: dict[str, list[Option]], budget: str, limit: float, minimize: str = "damage") -> list[Option] | None:
+    """One option per layer minimizing the summed ``minimize`` (``"damage"``, or ``"bytes"`` /
+    ``"latency"``) with the summed change of ``budget`` (another of the three) at most
+    ``limit``; None when no choice meets it."""
     layers = list(options)
     flat = [(i, o) for i, layer in enumerate(layers) for o in options[layer]]
     n = len(flat)
-    damage = np.array([o.damage for _, o in flat])
+    goal = np.array([getattr(o, minimize) for _, o in flat])
     spend = np.array([getattr(o, budget) for _, o in flat])
-    other = np.array([o.latency if budget == "bytes" else o.bytes for _, o in flat])
-    # Ties in damage go to the smaller spend, then to the other objective (tiny weights).
-    scale = max(1e-12, float(np.abs(damage).max()))
-    c = damage + 1e-6 * scale * spend / max(1e-12, np.abs(spend).max()) \
+    third = ({"damage", "bytes", "latency"} - {minimize, budget}).pop()
+    other = np.array([getattr(o, third) for _, o in flat])
+    # Ties in the goal go to the smaller spend, then to the third quantity (tiny weights).
+    scale = max(1e-12, float(np.abs(goal).max()))
+    c = goal + 1e-6 * scale * spend / max(1e-12, np.abs(spend).max()) \
         + 1e-7 * scale * other / max(1e-12, np.abs(other).max())
     one = np.zeros((len(layers), n))
     for j, (i, _) in enumerate(flat):
@@ -136,45 +142,197 @@ def _levels(low: float, high: float, n: int) -> list[float]:
     return [low * (high / low) ** (k / (n + 1)) for k in range(1, n + 1)]
 
 
+Measure = Callable[[list[dict[str, Any]]], list[dict[str, Any] | None]]
+# Damage budgets (summed KL, nats) under which the fastest and the smallest plans are also
+# proposed when candidates are measured: the KL of a channel cut before any fine-tune
+# overstates what a fine-tune leaves (LeNet-5's conv1 cut in half: 0.17 nats alone, while
+# every layer cut in half loses 0.5 point after 150 steps), so least-damage plans alone never
+# reach the fast end.
+DAMAGE_LEVELS = (0.03, 0.1, 0.3)
+REFINE_STEP = 0.03  # a latency change that counts in ``_Proposer.refined`` (the timing's least spread)
+
+
 def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, outputs: frozenset[str],
-               n: int) -> list[Seed]:
+               n: int, measure: Measure | None = None) -> list[Seed]:
     """Up to ``n`` distinct plans: ``ceil(n/2)`` under byte budgets, the rest under latency
     budgets, alternating from the tightest, each a point of ``space`` (unprofiled knobs at their
-    no-op value where the space offers it, global knobs at the baselines' values)."""
+    no-op value where the space offers it, global knobs at the baselines' values).
+
+    With ``measure`` (params -> the untrained artifact's ``kl``, ``size_bytes`` and
+    ``latency_ratio``, see ``profile.measure_plans``) the additive model only proposes and the
+    artifacts decide. Candidates: each budget solved once per family of knobs (all, each but
+    one, each alone), and the smallest and the fastest plan of each family under each of
+    ``DAMAGE_LEVELS``. All are measured; where none meets a budget, each family is solved once
+    more with the budget moved by the miss its candidate measured. Each budget then takes the
+    least damaging candidate (measured KL) not already taken whose measured bytes or latency
+    meet it, else the closest. The model misses interactions between layers: int8 on a layer
+    whose inputs a channel cut has halved can cost more than it saves, and a cut's saving in
+    the layer that reads it is counted again by that layer's own options.
+    """
     params = space.params(model, outputs)
-    allowed = {}
-    for p in params:
-        values = domain_values(p.spec)
-        if values is not None:
-            allowed[p.name] = set(values)
+    allowed = {p.name: set(v) for p in params if (v := domain_values(p.spec)) is not None}
     options = layer_options(record, allowed)
     if not options or n <= 0:
         return []
     teacher = float(record["teacher_bytes"])
     least = teacher + sum(min(o.bytes for o in opts) for opts in options.values())
     fastest = max(MIN_LATENCY, float(np.exp(sum(min(o.latency for o in opts) for opts in options.values()))))
-    plans: list[Seed] = []
-    seen: set = set()
     floor = max(least, teacher * MIN_SIZE_SHARE)
     sizes = [("size", "bytes", lvl, lvl - teacher) for lvl in _levels(floor, teacher, (n + 1) // 2)]
     speeds = [("latency", "latency", lvl, float(np.log(lvl))) for lvl in _levels(fastest, 1.0, n // 2)]
     # Alternating, most compressed first: a run that reaches only some seeds has both ends.
     budgets = [b for pair in itertools.zip_longest(sizes, speeds) for b in pair if b is not None]
-    for level, (name, key, limit, change) in enumerate(budgets):
-        chosen = solve(options, key, change)
+    propose = _Proposer(record, options, space, params)
+    if measure is None:
+        seeds: dict[tuple, Seed] = {}
+        for level, b in enumerate(budgets):
+            if (k := propose(None, b[1], b[3])) is not None and k not in seeds:
+                seeds[k] = propose.seed(k, level, b)
+        return list(seeds.values())
+    families = _families(options)
+    tried = {(f, level): propose(f, b[1], b[3]) for level, b in enumerate(budgets) for f in families}
+    for f, goal, level in itertools.product(families, ("bytes", "latency"), DAMAGE_LEVELS):
+        propose(f, "damage", level, minimize=goal)
+    measured = propose.measured(measure)
+    for level, (_, key, limit, change) in enumerate(budgets):
+        if any(_spend(m, key) <= limit for m in measured.values()):
+            continue
+        for family in families:
+            k = tried[(family, level)]
+            miss = _miss(propose.found.get(k), measured.get(k), key)
+            if miss is not None:  # the model's budget moved by what its candidate missed by
+                propose(family, key, (limit / miss - teacher) if key == "bytes" else change - float(np.log(miss)))
+    return _measured_picks(propose, measure, budgets)
+
+
+class _Proposer:
+    """Turns solved budgets and edited plans into candidate points, each remembered once with
+    its values, Optuna params and the additive model's prediction."""
+
+    def __init__(self, record: dict[str, Any], options: dict[str, list[Option]], space: SearchSpace,
+                 params: list) -> None:
+        self.record, self.options, self.space, self.params = record, options, space, params
+        self.entries = {(e["layer"], e["knob"], e["value"]): e for e in record["entries"]}
+        self.found: dict[tuple, dict[str, Any]] = {}  # point -> {"values", "params", "predicted"}
+        self._measured: dict[tuple, dict[str, Any] | None] = {}
+
+    def __call__(self, family: frozenset[str] | None, budget: str, change: float,
+                 minimize: str = "damage") -> tuple | None:
+        chosen = solve(_within(self.options, family), budget, change, minimize)
         if chosen is None:
+            return None
+        return self.point({(layer, k): v for layer, o in zip(self.options, chosen, strict=True)
+                           for k, v in o.values.items()})
+
+    def point(self, values: dict[tuple[str, str], Any]) -> tuple:
+        """The candidate of ``{(layer, knob): value}``, predicted from its profile entries."""
+        params = _params(self.space, self.params, values)
+        key = tuple(sorted(params.items(), key=lambda kv: kv[0]))
+        if key not in self.found:
+            teacher = float(self.record["teacher_bytes"])
+            per_layer: dict[str, list[dict]] = {}
+            for (layer, knob), value in values.items():
+                if (layer, knob, value) in self.entries:
+                    per_layer.setdefault(layer, []).append(self.entries[(layer, knob, value)])
+            chosen = [_option(picked, float(self.record["layer_bytes"].get(layer) or 0) or 1.0)
+                      for layer, picked in per_layer.items()]
+            predicted = {"kl": round(sum(o.damage for o in chosen), 6),
+                         "size_bytes": max(1, round(teacher + sum(o.bytes for o in chosen))),
+                         "latency_ratio": round(float(np.exp(sum(o.latency for o in chosen))), 4)}
+            self.found[key] = {"values": dict(values), "params": params, "predicted": predicted}
+        return key
+
+    def seed(self, point_key: tuple, level: int, budget: tuple, untrained: dict[str, Any] | None = None) -> Seed:
+        name, _, limit, _ = budget
+        return Seed(self.found[point_key]["params"], name, level, round(limit, 4),
+                    self.found[point_key]["predicted"], untrained)
+
+    def measured(self, measure: Measure) -> dict[tuple, dict[str, Any] | None]:
+        """Every candidate's measurement; only the new ones are measured."""
+        new = [k for k in self.found if k not in self._measured]
+        if new:
+            self._measured.update(zip(new, measure([self.found[k]["params"] for k in new]), strict=True))
+        return self._measured
+
+    def refined(self, point_key: tuple, measure: Measure, avoid: set, passes: int = 4) -> tuple:
+        """Greedy on measured artifacts, one value undone per pass: the undo that makes the file
+        fastest when that is ``REFINE_STEP`` faster, else the least damaging undo (measured KL)
+        that is not that much slower: a value that buys no time only costs accuracy. Never
+        onto a point in ``avoid`` (another budget's seed)."""
+        for _ in range(passes):
+            values = self.found[point_key]["values"]
+            near = [self.point({k: v for k, v in values.items() if k != drop}) for drop in values]
+            near = [k for k in near if k not in avoid]
+            measured = self.measured(measure)
+            now = measured[point_key]
+            timed = {k: measured[k]["latency_ratio"][0] for k in near
+                     if measured[k] is not None and measured[k].get("latency_ratio")}
+            faster = [k for k in timed if timed[k] < now["latency_ratio"][0] * (1 - REFINE_STEP)]
+            kinder = [k for k in timed if timed[k] <= now["latency_ratio"][0] * (1 + REFINE_STEP)
+                      and measured[k]["kl"] < now["kl"]]
+            if faster:
+                point_key = min(faster, key=timed.get)
+            elif kinder:
+                point_key = min(kinder, key=lambda k: measured[k]["kl"])
+            else:
+                break
+        return point_key
+
+
+def _miss(found: dict[str, Any] | None, measured: dict[str, Any] | None, key: str) -> float | None:
+    """Measured over predicted bytes or latency ratio (None when it cannot be told)."""
+    if found is None:
+        return None
+    spend = _spend(measured, key)
+    want = found["predicted"]["size_bytes" if key == "bytes" else "latency_ratio"]
+    return spend / want if math.isfinite(spend) and want > 0 and spend > 0 else None
+
+
+def _families(options: dict[str, list[Option]]) -> list[frozenset[str] | None]:
+    """The sets of knobs a budget is solved with: all of them (None), each but one, each alone."""
+    used = sorted({k for opts in options.values() for o in opts for k in o.values})
+    subsets = [frozenset(c) for r in (len(used) - 1, 1) if r > 0 for c in itertools.combinations(used, r)]
+    return [None, *dict.fromkeys(subsets)]
+
+
+def _within(options: dict[str, list[Option]], family: frozenset[str] | None) -> dict[str, list[Option]]:
+    """The options that change only knobs of ``family``; the no-op stays even where another
+    option beat it in ``layer_options`` (that option may use a knob outside the family)."""
+    if family is None:
+        return options
+    noop = Option({}, 0.0, 0.0, 0.0)
+    return {layer: [noop, *(o for o in opts if o.values and set(o.values) <= family)]
+            for layer, opts in options.items()}
+
+
+def _measured_picks(propose: _Proposer, measure: Measure, budgets: list[tuple]) -> list[Seed]:
+    """Per budget, the least damaging candidate not already taken whose measured bytes or
+    latency meet it, else the one that comes closest; a latency pick is then ``refined``.
+    Each Seed carries its measurement."""
+    out, used = [], set()
+    for level, budget in enumerate(budgets):
+        _, key, limit, _ = budget
+        measured = propose.measured(measure)
+        spend = {k: _spend(m, key) for k, m in measured.items() if m is not None and k not in used}
+        if not spend:
             continue
-        values = {(layer, k): v for layer, o in zip(options, chosen, strict=True) for k, v in o.values.items()}
-        point = _params(space, params, values)
-        key_ = tuple(sorted(point.items(), key=lambda kv: kv[0]))
-        if key_ in seen:
-            continue
-        seen.add(key_)
-        predicted = {"kl": round(sum(o.damage for o in chosen), 6),
-                     "size_bytes": max(1, round(teacher + sum(o.bytes for o in chosen))),
-                     "latency_ratio": round(float(np.exp(sum(o.latency for o in chosen))), 4)}
-        plans.append(Seed(point, name, level, round(limit, 4), predicted))
-    return plans
+        meeting = [k for k in spend if spend[k] <= limit]
+        pick = min(meeting, key=lambda k: measured[k]["kl"]) if meeting else min(spend, key=spend.get)
+        if key == "latency":
+            pick = propose.refined(pick, measure, avoid=used)
+        used.add(pick)
+        out.append(propose.seed(pick, level, budget, propose.measured(measure)[pick]))
+    return out
+
+
+def _spend(m: dict[str, Any] | None, key: str) -> float:
+    """A measured candidate's bytes or latency ratio (inf when it has none)."""
+    if m is None:
+        return math.inf
+    if key == "bytes":
+        return float(m["size_bytes"])
+    latency = m.get("latency_ratio")
+    return float(latency[0]) if latency else math.inf
 
 
 def _params(space: SearchSpace, params: list, values: dict[tuple[str, str], Any]) -> dict[str, Any]:

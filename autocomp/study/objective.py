@@ -189,7 +189,6 @@ class Objective:
         """The space shaped by the study's profile (measured here if none is stored), and the
         profile's seeded plans enqueued once per study, after the baselines."""
         from autocomp.study.baselines import baseline_points
-        from autocomp.study.frontier import seed_plans
         from autocomp.study.profile import dropped_values, measure_profile, shaped_space
 
         b = self.bench
@@ -213,14 +212,37 @@ class Objective:
         room = split_trials(self.config.n_trials, self.config.promote)[0] - queued
         if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
+        self._queue_seeds(study, profile, min(self.config.seeds, room))
+
+    def _queue_seeds(self, study: optuna.Study, profile: dict, n: int) -> None:
+        """The profile's seeded plans, checked on their untrained artifacts, enqueued once."""
+        from autocomp.study.frontier import seed_plans
+        from autocomp.study.profile import measure_plans
+
+        b = self.bench
         template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)
         baselines = [b.baseline_plan(name, template) for name in self.config.baselines]
-        for seed in seed_plans(profile, self.space, b.teacher, b.outputs, min(self.config.seeds, room)):
-            plan = self.space.sample(optuna.trial.FixedTrial(seed.params), b.teacher, b.outputs, seed=self.config.seed)
-            if plan in baselines:
+
+        def as_plan(params: dict) -> Plan:
+            return self.space.sample(optuna.trial.FixedTrial(params), b.teacher, b.outputs, seed=self.config.seed)
+
+        checked: list[dict] = []
+
+        def measure(points: list[dict]) -> list[dict | None]:
+            checked.extend(points)
+            return measure_plans(b, [as_plan(p) for p in points])
+
+        started = time.monotonic()
+        seeds = seed_plans(profile, self.space, b.teacher, b.outputs, n, measure)
+        # Checking candidates on their artifacts is part of the profile's time (its share is reported).
+        spent = round(time.monotonic() - started, 2)
+        records.write_profile(study, profile | {"seconds": round(profile["seconds"] + spent, 2),
+                                                "seed_check": {"candidates": len(checked), "seconds": spent}})
+        for seed in seeds:
+            if as_plan(seed.params) in baselines:
                 continue  # a baseline runs it already
             study.enqueue_trial(seed.params, user_attrs=records.seed_marks(seed.budget, seed.level, seed.limit,
-                                                                             seed.predicted))
+                                                                             seed.predicted, seed.untrained))
         records.set_system_attr(study, records.SEEDS_QUEUED, True)
 
     def _time_reference(self, study: optuna.Study) -> float:

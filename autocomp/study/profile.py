@@ -102,17 +102,60 @@ def _first_samples(batches: list[np.ndarray], n: int) -> list[np.ndarray]:
     return out
 
 
+def _untrained(bench: Workbench, plan: Plan, path: Path, reference: np.ndarray,
+               batches: list[np.ndarray]) -> tuple[Any, float, float]:
+    """``plan`` applied to the teacher with no fine-tune and exported to ``path``: its session,
+    KL from the teacher's outputs and top-1 agreement."""
+    from autocomp.artifact import export
+    from autocomp.measure import session_for
+    from autocomp.pipeline.compress import apply
+
+    torch.manual_seed(0)
+    student = apply(bench.teacher, plan, bench.example)
+    export(student, bench.example, bench.calibration, path, plan.quant_mode)
+    session = session_for(path, bench.measure)
+    return (session, *_damage(reference, _logits(session, batches)))
+
+
+def measure_plans(bench: Workbench, plans: list[Plan]) -> list[dict[str, Any] | None]:
+    """Whole plans measured as the profile measures one value: no fine-tune, on their artifacts.
+
+    Per plan ``{"kl", "agreement", "size_bytes", "latency_ratio": [median, low, high]}``, or
+    None when its artifact cannot be built or run. Each is timed beside the teacher alone, as a
+    trial is: timed among many sessions, the teacher's 1.6 MB of LeNet-5 weights fell out of
+    the cache and a plan ran 0.37x where its trial then ran 0.47x.
+    """
+    from autocomp.measure.latency import paired_rounds
+    from autocomp.measure.layer_cost import ratio_record
+
+    batches = _first_samples(bench.calibration, SAMPLES)
+    reference = _logits(bench.teacher_session, batches)
+    m = bench.measure
+    out: list[dict[str, Any] | None] = []
+    with tempfile.TemporaryDirectory(prefix="autocomp-seeds-") as tmp:
+        for i, plan in enumerate(plans):
+            path = Path(tmp, f"{i}.acz")
+            try:
+                session, kl, agree = _untrained(bench, plan, path, reference, batches)
+            except Exception:  # noqa: BLE001 - a plan that cannot be built is not a seed
+                out.append(None)
+                continue
+            rounds = paired_rounds([session, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
+                                   min_runs=m.min_runs, min_seconds=m.min_seconds)
+            out.append({"kl": round(kl, 6), "agreement": round(agree, 2), "size_bytes": path.stat().st_size,
+                        "latency_ratio": ratio_record(rounds.ratio(0, 1, m.min_spread))})
+            del session
+    return out
+
+
 def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None) -> dict[str, Any]:
     """The profile record of ``space`` on the bench's teacher, measured on its runtime.
 
     A value whose artifact cannot be built or run is left out with its reason (``failed``):
     nothing is known about it, so it is neither dropped nor seeded.
     """
-    from autocomp.artifact import export
-    from autocomp.measure import session_for
     from autocomp.measure.latency import paired_rounds
     from autocomp.measure.layer_cost import ratio_record
-    from autocomp.pipeline.compress import apply
 
     started = time.monotonic()
     todo = candidates(space, bench.teacher, bench.outputs)
@@ -130,11 +173,7 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
                 plan = Plan(layers={layer: LayerPlan(**{knob: value})}, quant_mode=space.quant_mode)
                 path = Path(tmp, f"{i}_{j}.acz")
                 try:
-                    torch.manual_seed(0)
-                    student = apply(bench.teacher, plan, bench.example)
-                    export(student, bench.example, bench.calibration, path, space.quant_mode)
-                    session = session_for(path, m)
-                    kl, agree = _damage(reference, _logits(session, batches))
+                    session, kl, agree = _untrained(bench, plan, path, reference, batches)
                 except Exception as exc:  # noqa: BLE001 - one odd value must not stop the study
                     failed.append({"layer": layer, "knob": knob, "value": value,
                                    "why": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]})

@@ -68,8 +68,7 @@ SEEDS_QUEUED = "seeds_queued"  # the profile's seeded plans are enqueued (once p
 
 @dataclass(frozen=True)
 class Latency:
-    """``ratio``: what the latency objective used (x the teacher); ``reference_ms``: the study's
-    reference time it multiplies; ``eager_ms``: PyTorch's eager time (context only)."""
+    """``ratio``: the objective's (x the teacher), times the study's ``reference_ms``; ``eager_ms``: context only."""
 
     ratio: float | None = None
     reference_ms: float | None = None
@@ -79,9 +78,7 @@ class Latency:
 @dataclass(frozen=True)
 class Artifact:
     """The kept ``.acz`` (None unless ``--keep-artifacts``) and the sha256 of the file measured.
-
-    Stored absolute since issue 20; earlier studies stored it relative to the directory the
-    run started in (``artifact_path`` finds those as best it can)."""
+    Stored absolute since issue 20; earlier studies stored it relative (``artifact_path``)."""
 
     path: str | None = None
     sha256: str | None = None
@@ -335,9 +332,11 @@ def baseline_marks(name: str, outside: str | None) -> dict[str, Any]:
     return {BASELINE: name, **({OUTSIDE_SPACE: outside} if outside else {})}
 
 
-def seed_marks(budget: str, level: int, limit: float, predicted: Mapping[str, float]) -> dict[str, Any]:
-    """The user attrs a seeded plan is enqueued with: the budget it was solved under, the prediction."""
-    return {SEEDED: {"budget": budget, "level": level, "limit": limit, "predicted": dict(predicted)}}
+def seed_marks(budget: str, level: int, limit: float, predicted: Mapping[str, float],
+               untrained: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A seeded plan's user attrs: its budget, prediction and untrained artifact's measurement."""
+    untrained = {"untrained": dict(untrained)} if untrained else {}
+    return {SEEDED: {"budget": budget, "level": level, "limit": limit, "predicted": dict(predicted)} | untrained}
 
 
 def promotion_marks(of: int) -> dict[str, Any]:

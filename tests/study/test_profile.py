@@ -14,6 +14,7 @@ from autocomp.study.profile import (
     candidates,
     catastrophic_agreement,
     dropped_values,
+    measure_plans,
     measure_profile,
     profiled_values,
     shaped_space,
@@ -131,6 +132,11 @@ def test_a_study_measures_its_profile_once_and_a_resume_or_second_worker_reads_i
     # The teacher's baseline and as many seeds as the run has room for, all run.
     assert len(study.trials) == 3 and 1 <= len(seeded) <= 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in seeded)
+    # Each seed was checked on its untrained artifact first: the same graph, so nearly the same file.
+    assert rec.profile["seed_check"]["candidates"] >= len(seeded)
+    for t in seeded:
+        untrained = t.user_attrs[records.SEEDED]["untrained"]
+        assert abs(untrained["size_bytes"] - t.user_attrs["metrics"]["size_bytes"]) <= 0.2 * untrained["size_bytes"]
     # A resumed run: the profile is read back, the seeds are not enqueued again.
     study = autocomp.search(model, (data.train_x, data.train_y), (data.val_x, data.val_y), n_trials=1,
                             overwrite=True, **kw)
@@ -143,6 +149,19 @@ def test_a_study_measures_its_profile_once_and_a_resume_or_second_worker_reads_i
                        config, None, creator=False)
     joiner.prepare(study)
     assert len(calls) == 1
+
+
+def test_whole_plans_are_measured_on_their_untrained_artifacts(bench) -> None:
+    from autocomp.plan import LayerPlan, Plan
+
+    teacher_bytes = bench.teacher_path.stat().st_size
+    plans = [Plan(), Plan(layers={"7": LayerPlan(bits=4), "9": LayerPlan(bits=4)}),
+             Plan(layers={"no_such_layer": LayerPlan(bits=8)})]
+    same, int4, broken = measure_plans(bench, plans)
+    assert same["kl"] < 1e-6 and same["agreement"] == 100.0 and same["size_bytes"] == teacher_bytes
+    assert 0.6 <= same["latency_ratio"][0] <= 1.6  # the teacher's own graph beside it
+    assert int4["size_bytes"] < 0.75 * teacher_bytes and int4["kl"] > same["kl"]  # 2 of its 4 layers
+    assert broken is None  # a plan that cannot be built is no candidate
 
 
 def test_values_a_baseline_stands_on_are_never_dropped(bench) -> None:
