@@ -13,7 +13,8 @@ objective used: exactly 1 when the measured spread contains 1) is over 1 are rul
 point within the limits is not slower. A point with no ratio (no latency timed beside the
 teacher) is ruled out only by a point known not to be slower, and itself rules out slower ones.
 When every point within the limits is slower, the best of them is recommended and the reason
-says so.
+says so. A trial whose promotion (the same Plan, a longer fine-tune) finished is represented by
+that promotion, as on the front: its export gives the promotion's accuracy, not the short run's.
 
 Example::
 
@@ -92,7 +93,10 @@ def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.
     if prefer not in PREFERENCES:
         raise AutocompError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     columns, ascending, words = PREFERENCES[prefer]
-    done = finished(frame).reset_index(drop=True)
+    done = finished(frame)
+    if "promoted_from" in done:
+        done = done[~done["trial"].isin(done["promoted_from"].dropna().astype(int))]
+    done = done.reset_index(drop=True)
     if done.empty:
         return Recommendation(None, "no finished trials")
     done = done.assign(size_bytes=done["size_bytes"].astype(float))
