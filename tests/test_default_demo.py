@@ -92,3 +92,12 @@ def test_the_front_is_as_fast_as_the_hand_made_channel_cut(default_run: optuna.S
     fast = frame["pareto"] & (frame["accuracy"] >= min(hand["accuracy"], teacher_acc - 1.0)) & (
         frame["latency_ratio"] <= hand["latency_ratio_high"])
     assert fast.any(), _where(frame, frame["pareto"] | (frame["baseline"] == "channels50"))
+
+
+def test_the_recommendation_is_smaller_than_the_teacher_and_not_slower(default_run: optuna.Study) -> None:
+    """Issue 21's demo goal, with the defaults `autocomp search` prints its recommendation with."""
+    frame = trials_frame(default_run)
+    rec = recommend(frame, default_run.user_attrs["teacher_accuracy"], max_drop=1.0)
+    row = frame[frame["trial"] == rec.trial].iloc[0]
+    assert row["size_ratio"] < 0.5 and row["latency_ratio"] <= 1.0, _where(frame, frame["trial"] == rec.trial)
+    assert row["pareto"]  # a promoted trial stands for its original, as on the front
