@@ -16,9 +16,13 @@ another of the same layer beats on all three are left out first. ``scipy.optimiz
 (HiGHS) minimizes the predicted damage under a byte budget, and separately under a latency
 budget, at levels spread geometrically between the most compressed prediction and the teacher.
 
+The model only proposes: given ``measure`` (``autocomp.study.profile.measure_plans``), the
+candidates it proposes are built and measured with no fine-tune, and the files decide which
+plan each budget gets (``seed_plans``).
+
 Example::
 
-    seeds = seed_plans(record, space, model, outputs, n=8)
+    seeds = seed_plans(record, space, model, outputs, n=8, measure=measure)
     seeds[0].params        # {"conv1.bits": 4, "fc1.sparsity": 0.75, ...}: enqueued as a trial
 """
 
