@@ -180,8 +180,11 @@ def test_four_workers_two_of_them_killed_and_restarted(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_ctrl_c_keeps_finished_trials_and_writes_the_report(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
+    # SIGINT as a terminal delivers it: a suite started in the background (`pytest ... &` in a
+    # script) inherits SIGINT ignored, and so would the search, which then never stops.
     proc = subprocess.Popen(CLI + ["--storage", url, "--study-name", "c", "--run-dir", str(tmp_path / "run"),
-                                   "--n-trials", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   "--n-trials", "1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     with contextlib.suppress(Exception):
         while len(_finished(url, "c")) < 2 and time.monotonic() < deadline:
