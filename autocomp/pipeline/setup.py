@@ -55,5 +55,5 @@ def task_bar(what: str, total: int | None) -> object:
     """A progress task on stderr for ``prepare`` / ``Workbench``: ``update(n)``, ``close()``."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=what, unit="img" if "train" not in what else "step", file=sys.stderr,
-                dynamic_ncols=True, leave=False, mininterval=0.5)
+    unit = "step" if "train" in what else "artifact" if ("profile" in what or "candidates" in what) else "img"
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False, mininterval=0.5)

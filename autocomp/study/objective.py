@@ -230,7 +230,7 @@ class Objective:
 
         def measure(points: list[dict]) -> list[dict | None]:
             checked.extend(points)
-            return measure_plans(b, [as_plan(p) for p in points])
+            return measure_plans(b, [as_plan(p) for p in points], progress=b.progress)
 
         started = time.monotonic()
         seeds = seed_plans(profile, self.space, b.teacher, b.outputs, n, measure)

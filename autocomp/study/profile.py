@@ -117,7 +117,7 @@ def _untrained(bench: Workbench, plan: Plan, path: Path, reference: np.ndarray,
     return (session, *_damage(reference, _logits(session, batches)))
 
 
-def measure_plans(bench: Workbench, plans: list[Plan]) -> list[dict[str, Any] | None]:
+def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None = None) -> list[dict[str, Any] | None]:
     """Whole plans measured as the profile measures one value: no fine-tune, on their artifacts.
 
     Per plan ``{"kl", "agreement", "size_bytes", "latency_ratio": [median, low, high]}``, or
@@ -132,8 +132,11 @@ def measure_plans(bench: Workbench, plans: list[Plan]) -> list[dict[str, Any] | 
     reference = _logits(bench.teacher_session, batches)
     m = bench.measure
     out: list[dict[str, Any] | None] = []
+    task = progress("seed candidates", len(plans)) if progress else None
     with tempfile.TemporaryDirectory(prefix="autocomp-seeds-") as tmp:
         for i, plan in enumerate(plans):
+            if task:
+                task.update(1)
             path = Path(tmp, f"{i}.acz")
             try:
                 session, kl, agree = _untrained(bench, plan, path, reference, batches)
@@ -145,6 +148,8 @@ def measure_plans(bench: Workbench, plans: list[Plan]) -> list[dict[str, Any] | 
             out.append({"kl": round(kl, 6), "agreement": round(agree, 2), "size_bytes": path.stat().st_size,
                         "latency_ratio": ratio_record(rounds.ratio(0, 1, m.min_spread))})
             del session
+    if task:
+        task.close()
     return out
 
 

@@ -115,9 +115,10 @@ def _log_profile(study: optuna.Study, fresh: bool, log: Callable[[str], None]) -
         return
     seeded = sum(bool(read_trial(t).seeded) for t in study.get_trials(deepcopy=False))
     layers = len({e["layer"] for e in profile["entries"]})
+    checked = profile.get("seed_check", {}).get("candidates")
     log(f"per-layer profile: {len(profile['entries'])} values on {layers} layers in {profile['seconds']:.1f} s, "
-        f"{len(profile.get('dropped', []))} dropped from the space, {seeded} seeded plan{'s' * (seeded != 1)} queued "
-        f"(docs/search.md)")
+        f"{len(profile.get('dropped', []))} dropped from the space, {seeded} seeded plan{'s' * (seeded != 1)} queued"
+        + (f" (chosen among {checked} candidates measured on their files)" if checked else "") + " (docs/search.md)")
 
 
 def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
