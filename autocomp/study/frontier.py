@@ -264,11 +264,13 @@ class _Proposer:
         that is not that much slower: a value that buys no time only costs accuracy. Never
         onto a point in ``avoid`` (another budget's seed)."""
         for _ in range(passes):
+            now = self.measured(measure)[point_key]
+            if not now.get("latency_ratio"):
+                break  # untimed (no ratio beside the teacher): nothing to compare an undo with
             values = self.found[point_key]["values"]
             near = [self.point({k: v for k, v in values.items() if k != drop}) for drop in values]
             near = [k for k in near if k not in avoid]
             measured = self.measured(measure)
-            now = measured[point_key]
             timed = {k: measured[k]["latency_ratio"][0] for k in near
                      if measured[k] is not None and measured[k].get("latency_ratio")}
             faster = [k for k in timed if timed[k] < now["latency_ratio"][0] * (1 - REFINE_STEP)]
