@@ -64,7 +64,8 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
 
             return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
         if url.startswith("sqlite:///"):
-            engine = {"connect_args": {"timeout": 60}}
+            # isolation_level None: the driver opens no transaction of its own; _begin_immediate does.
+            engine = {"connect_args": {"timeout": 60, "isolation_level": None}}
         else:
             engine = {"pool_pre_ping": True}
         for attempt in range(5):
@@ -72,9 +73,12 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
                 with warnings.catch_warnings():  # heartbeats are marked experimental; they are what we need
                     warnings.simplefilter("ignore")
                     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
-                                                      grace_period=OPTUNA_GRACE,
-                                                      heartbeat_stale_trial_callback=retry)
+                    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+                                                         grace_period=OPTUNA_GRACE,
+                                                         heartbeat_stale_trial_callback=retry)
+                if url.startswith("sqlite:///"):
+                    _begin_immediate(storage.engine)
+                return storage
             except Exception:
                 # Workers starting together race to create Optuna's tables; the loser's error is
                 # transient (the tables now exist). The URL itself was checked by probe_storage.
@@ -84,6 +88,24 @@ def open_storage(url: str, heartbeat: int = 10) -> optuna.storages.BaseStorage:
     except Exception as exc:  # bad URLs and unreachable servers raise many types
         raise AutocompError(f"cannot open storage {url}: {str(exc).splitlines()[0][:200]}") from None
     raise AssertionError("unreachable")
+
+
+def _begin_immediate(engine: Any) -> None:
+    """Every SQLite transaction takes the write lock when it begins.
+
+    Optuna pops an enqueued trial by reading that it is WAITING and then marking it RUNNING.
+    SQLite ignores ``SELECT ... FOR UPDATE``, so two workers could both read WAITING and run the
+    same trial; the second's tell then fails ("Cannot tell a COMPLETE trial") and ends that worker.
+    ``BEGIN IMMEDIATE`` makes the read and the write one step (SQLAlchemy's pysqlite recipe);
+    other workers wait for the lock (the connection's 60 s timeout).
+    """
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created its tables began no transaction
 
 
 def probe_storage(url: str, make_folder: bool = False) -> None:

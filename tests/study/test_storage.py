@@ -4,8 +4,11 @@ so a release that moves one fails here rather than in a user's overnight run."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -99,3 +102,28 @@ def test_optunas_own_stale_check_never_fires_first(tmp_path: Path) -> None:
 def test_a_journal_keeps_no_heartbeats(tmp_path: Path) -> None:
     study = optuna.create_study(storage=st.open_storage(f"journal:{tmp_path}/j.journal"))
     assert st.heartbeat_trial_ids(study) is None
+
+
+def _ask_ten(url: str, out: Any) -> None:
+    study = optuna.load_study(study_name="r", storage=st.open_storage(url))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # heartbeats are meant for optimize(); ask() is what races here
+        out.put([study.ask().number for _ in range(10)])
+
+
+def test_workers_never_pop_the_same_enqueued_trial(tmp_path: Path) -> None:
+    # SQLite ignores SELECT ... FOR UPDATE: without BEGIN IMMEDIATE two workers read the same
+    # WAITING trial and both run it (4 processes x 10 pops found 1-5 duplicates per run).
+    url = f"sqlite:///{tmp_path}/r.db"
+    study = optuna.create_study(study_name="r", storage=st.open_storage(url))
+    for i in range(40):
+        study.enqueue_trial({"x": float(i)})
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_ask_ten, args=(url, out)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    popped = sum((out.get(timeout=120) for _ in workers), [])
+    for w in workers:
+        w.join()
+    assert sorted(popped) == list(range(40))
