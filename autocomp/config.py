@@ -134,7 +134,8 @@ class SearchConfig:
         "random samples (a new study only)", flag="--no-profile")
     seeds: int = setting(
         "study", 8, "plans the profile's integer program seeds the study with, half under byte budgets and half "
-        "under latency budgets, run after the baselines (default 8; 0 = none)")
+        "under latency budgets, run after the baselines, and one more for each hand-picked baseline a checked plan "
+        "beats on bytes and time (default 8; 0 = none)")
     promote: float = setting(
         "study", 0.2, "share of the trials that re-run the Pareto front's points with a longer fine-tune on the "
         "same Plan, so the front holds the accuracies export gives (default 0.2; 0 = none)")

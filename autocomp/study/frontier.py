@@ -113,10 +113,11 @@ def _undominated(options: list[Option]) -> list[Option]:
     return out
 
 
-def solve(options: dict[str, list[Option]], budget: str, limit: float, minimize: str = "damage") -> list[Option] | None:
+def solve(options: dict[str, list[Option]], budget: str, limit: float, minimize: str = "damage",
+          cap: tuple[str, float] | None = None) -> list[Option] | None:
     """One option per layer minimizing the summed ``minimize`` (``"damage"``, or ``"bytes"`` /
     ``"latency"``) with the summed change of ``budget`` (another of the three) at most
-    ``limit``; None when no choice meets it."""
+    ``limit``, and that of ``cap[0]`` at most ``cap[1]``; None when no choice meets them."""
     layers = list(options)
     flat = [(i, o) for i, layer in enumerate(layers) for o in options[layer]]
     n = len(flat)
@@ -132,6 +133,8 @@ def solve(options: dict[str, list[Option]], budget: str, limit: float, minimize:
     for j, (i, _) in enumerate(flat):
         one[i, j] = 1.0
     constraints = [LinearConstraint(one, 1, 1), LinearConstraint(spend[None, :], -np.inf, limit)]
+    if cap is not None:
+        constraints.append(LinearConstraint(np.array([[getattr(o, cap[0]) for _, o in flat]]), -np.inf, cap[1]))
     res = milp(c, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, 1))
     if res.x is None:
         return None
@@ -157,7 +160,8 @@ REFINE_STEP = 0.03  # a latency change that counts in ``_Proposer.refined`` (the
 
 
 def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, outputs: frozenset[str],
-               n: int, measure: Measure | None = None) -> list[Seed]:
+               n: int, measure: Measure | None = None,
+               references: dict[str, dict[str, Any]] | None = None) -> list[Seed]:
     """Up to ``n`` distinct plans: ``ceil(n/2)`` under byte budgets, the rest under latency
     budgets, alternating from the tightest, each a point of ``space`` (unprofiled knobs at their
     no-op value where the space offers it, global knobs at the baselines' values).
@@ -172,6 +176,11 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     meet it, else the closest. The model misses interactions between layers: int8 on a layer
     whose inputs a channel cut has halved can cost more than it saves, and a cut's saving in
     the layer that reads it is counted again by that layer's own options.
+
+    ``references`` (``{name: params}``, with ``measure``): the plans a user would pick by hand
+    (uniform int8, int4 ...). Each is measured, and one more seed per reference is the least
+    damaging candidate whose file is smaller and ``REFINE_STEP`` faster than the reference's
+    (``_beating_picks``), when one is: the front should beat the hand-picks, not only sit near them.
     """
     params = space.params(model, outputs)
     allowed = {p.name: set(v) for p in params if (v := domain_values(p.spec)) is not None}
@@ -206,7 +215,10 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
             miss = _miss(propose.found.get(k), measured.get(k), key)
             if miss is not None:  # the model's budget moved by what its candidate missed by
                 propose(family, key, (limit / miss - teacher) if key == "bytes" else change - float(np.log(miss)))
-    return _measured_picks(propose, measure, budgets)
+    beaten = _beaten(propose, measure, references or {}, families)
+    used = set(beaten.values())  # the references run as baselines; a seed is another plan
+    picks = _measured_picks(propose, measure, budgets, used)
+    return picks + _beating_picks(propose, measure, beaten, used, len(budgets))
 
 
 class _Proposer:
@@ -221,8 +233,8 @@ class _Proposer:
         self._measured: dict[tuple, dict[str, Any] | None] = {}
 
     def __call__(self, family: frozenset[str] | None, budget: str, change: float,
-                 minimize: str = "damage") -> tuple | None:
-        chosen = solve(_within(self.options, family), budget, change, minimize)
+                 minimize: str = "damage", cap: tuple[str, float] | None = None) -> tuple | None:
+        chosen = solve(_within(self.options, family), budget, change, minimize, cap)
         if chosen is None:
             return None
         return self.point({(layer, k): v for layer, o in zip(self.options, chosen, strict=True)
@@ -231,7 +243,7 @@ class _Proposer:
     def point(self, values: dict[tuple[str, str], Any]) -> tuple:
         """The candidate of ``{(layer, knob): value}``, predicted from its profile entries."""
         params = _params(self.space, self.params, values)
-        key = tuple(sorted(params.items(), key=lambda kv: kv[0]))
+        key = _key(params)
         if key not in self.found:
             teacher = float(self.record["teacher_bytes"])
             per_layer: dict[str, list[dict]] = {}
@@ -311,11 +323,11 @@ def _within(options: dict[str, list[Option]], family: frozenset[str] | None) -> 
             for layer, opts in options.items()}
 
 
-def _measured_picks(propose: _Proposer, measure: Measure, budgets: list[tuple]) -> list[Seed]:
-    """Per budget, the least damaging candidate not already taken whose measured bytes or
-    latency meet it, else the one that comes closest; a latency pick is then ``refined``.
-    Each Seed carries its measurement."""
-    out, used = [], set()
+def _measured_picks(propose: _Proposer, measure: Measure, budgets: list[tuple], used: set) -> list[Seed]:
+    """Per budget, the least damaging candidate not already taken (``used``, which grows) whose
+    measured bytes or latency meet it, else the one that comes closest; a latency pick is then
+    ``refined``. Each Seed carries its measurement."""
+    out = []
     for level, budget in enumerate(budgets):
         _, key, limit, _ = budget
         measured = propose.measured(measure)
@@ -328,6 +340,51 @@ def _measured_picks(propose: _Proposer, measure: Measure, budgets: list[tuple]) 
             pick = propose.refined(pick, measure, avoid=used)
         used.add(pick)
         out.append(propose.seed(pick, level, budget, propose.measured(measure)[pick]))
+    return out
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    """A candidate's identity: its Optuna params, sorted."""
+    return tuple(sorted(params.items(), key=lambda kv: kv[0]))
+
+
+def _beaten(propose: _Proposer, measure: Measure, references: dict[str, dict[str, Any]],
+            families: list[frozenset[str] | None]) -> dict[str, tuple]:
+    """``{name: point}`` of each reference plan, measured; then, per family of knobs, the least
+    damaging plan the model predicts within the reference's measured bytes and ``REFINE_STEP``
+    under its measured time, proposed as a candidate."""
+    teacher = float(propose.record["teacher_bytes"])
+    points = {name: propose.point({tuple(k.rsplit(".", 1)): v for k, v in params.items()
+                                   if not k.startswith("distill.")}) for name, params in references.items()}
+    measured = propose.measured(measure)
+    for point in points.values():
+        m = measured[point]
+        if m is None or not m.get("latency_ratio"):
+            continue
+        faster = float(np.log(m["latency_ratio"][0] * (1 - REFINE_STEP)))
+        for family in families:
+            propose(family, "bytes", float(m["size_bytes"]) - teacher, cap=("latency", faster))
+    return points
+
+
+def _beating_picks(propose: _Proposer, measure: Measure, beaten: dict[str, tuple], used: set,
+                   level: int) -> list[Seed]:
+    """Per reference, the least damaging candidate not already taken whose file is smaller and
+    ``REFINE_STEP`` faster than the reference's, as a size seed whose limit is the reference's bytes."""
+    out = []
+    measured = propose.measured(measure)
+    for point in beaten.values():
+        ref = measured[point]
+        if ref is None or not ref.get("latency_ratio"):
+            continue
+        beating = [k for k, m in measured.items() if m is not None and k not in used
+                   and _spend(m, "bytes") < ref["size_bytes"]
+                   and _spend(m, "latency") <= ref["latency_ratio"][0] * (1 - REFINE_STEP)]
+        if beating:
+            pick = min(beating, key=lambda k: measured[k]["kl"])
+            used.add(pick)
+            out.append(propose.seed(pick, level + len(out), ("size", "bytes", float(ref["size_bytes"]), 0.0),
+                                    measured[pick]))
     return out
 
 

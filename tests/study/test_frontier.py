@@ -147,3 +147,39 @@ def test_seeds_checked_on_their_artifacts_avoid_what_the_additive_model_misses()
     tightest = next(s for s in checked if s.budget == "latency")
     assert not any(v for k, v in tightest.params.items() if k.endswith(".sparsity"))
     assert any(v for s in unchecked if s.budget == "latency" for k, v in s.params.items() if k.endswith(".sparsity"))
+
+
+def test_a_cap_on_a_second_quantity_is_met() -> None:
+    options = {
+        "a": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 1.0, -10.0, -0.1), Option({"bits": 4}, 3.0, -20.0, -0.2)],
+        "b": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 2.0, -10.0, 0.0), Option({"bits": 4}, 4.5, -30.0, 0.1)],
+    }
+    # Without the cap -30 bytes is (a none, b 4) at +0.1 latency; capped at 0.0 the next best, (a 4, b 8).
+    assert [o.values for o in solve(options, "bytes", -30.0, cap=("latency", 0.0))] == [{"bits": 4}, {"bits": 8}]
+    assert solve(options, "bytes", -30.0, cap=("latency", -0.25)) is None
+
+
+def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_does() -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.models.layers import output_layers
+    from autocomp.study.baselines import baseline_points
+
+    model = tiny_cnn().eval()
+    outputs = output_layers(model, torch.zeros(1, 1, 8, 8))
+    space, record = load_space("default"), _record(model)
+    measure = _fake_artifacts(record)
+    hand = {name: params for name, (params, _) in baseline_points(space, model, outputs, SearchConfig()).items()
+            if params and name != "teacher"}
+    assert {"int8", "int4", "channels50"} <= set(hand)
+    seeds = seed_plans(record, space, model, outputs, n=4, measure=measure, references=hand)
+    assert [s.level for s in seeds] == list(range(len(seeds)))  # 4 budgets, then the beating ones
+    assert len({tuple(sorted(s.params.items())) for s in seeds}) == len(seeds)
+    assert not any(s.params == params for s in seeds for params in hand.values())  # baselines run those
+    extra = seeds[4:]
+    assert extra and all(s.budget == "size" for s in extra)
+    refs = [measure([params])[0] for params in hand.values()]
+    for seed in extra:  # smaller than its reference, and at least 3 % faster
+        assert any(seed.limit == ref["size_bytes"] > seed.untrained["size_bytes"]
+                   and seed.untrained["latency_ratio"][0] <= 0.97 * ref["latency_ratio"][0] for ref in refs)
