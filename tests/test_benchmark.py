@@ -134,7 +134,8 @@ def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN0
     assert [p["trial"] for p in tpe.replaced] == [p["promoted_from"] for p in tpe.points if p["promoted_from"]
                                                   is not None]  # scored through its promotion only
     assert not random.profiled and all(not p["seeded"] and p["promoted_from"] is None for p in random.points)
-    assert only.started == 2 and all(p["seeded"] for p in only.points)  # the seeded plans, nothing else
+    # The seeded plans, nothing else: the 2 budgets', and those beating a baseline where one does.
+    assert only.started >= 2 and all(p["seeded"] for p in only.points)
     assert 90.0 < teacher.accuracy <= 100.0 and teacher.size_bytes > 0 and teacher.latency_ms > 0
     summary = bench.summarize(teacher, runs)
     table = summary["table"]

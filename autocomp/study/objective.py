@@ -212,12 +212,12 @@ class Objective:
         room = split_trials(self.config.n_trials, self.config.promote)[0] - queued
         if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
-        self._queue_seeds(study, profile, min(self.config.seeds, room), room, points)
+        self._queue_seeds(study, profile, min(self.config.seeds, room), room)
 
-    def _queue_seeds(self, study: optuna.Study, profile: dict, n: int, room: int,
-                     points: dict[str, tuple[dict, str | None]]) -> None:
+    def _queue_seeds(self, study: optuna.Study, profile: dict, n: int, room: int) -> None:
         """The profile's seeded plans, checked on their untrained artifacts, enqueued once: ``n``
-        under budgets, then those beating a baseline's plan (``points``), ``room`` in all."""
+        under budgets, then those beating a baseline's plan, ``room`` in all."""
+        from autocomp.study.baselines import baseline_points
         from autocomp.study.frontier import seed_plans
         from autocomp.study.profile import measure_plans
 
@@ -235,7 +235,8 @@ class Objective:
             return measure_plans(b, [as_plan(p) for p in points], progress=b.progress)
 
         started = time.monotonic()
-        # Every baseline that is a point of the space, run here or not: what a user would pick by hand.
+        # Every baseline that is a point of the shaped space, run here or not: what a user would pick by hand.
+        points = baseline_points(self.space, b.teacher, b.outputs, self.config)
         hand = {name: params for name, (params, _) in points.items() if params and name != "teacher"}
         seeds = seed_plans(profile, self.space, b.teacher, b.outputs, n, measure, hand)[:room]
         # Checking candidates on their artifacts is part of the profile's time (its share is reported).
