@@ -25,9 +25,14 @@ def study(tmp_path_factory):
     x[torch.arange(len(y)), 0, y % 8, y // 8 * 4] += 2.0
     data = DataBundle(x[:256], y[:256], x[256:], y[256:], 10, [0.0], [1.0])
     tmp = tmp_path_factory.mktemp("latency")
+    space = tmp / "space.yaml"  # every knob on every layer, as the default space; a short fine-tune
+    space.write_text("version: 1\nlayers:\n  - type: Conv2d\n    sparsity: [0.0, 0.5]\n    channel_ratio: [0.0, 0.5]\n"
+                     "    bits: [null, 8]\n    rank: [1.0, 0.5]\n  - type: Linear\n    bits: [null, 8, 4]\n"
+                     "    rank: [1.0, 0.5]\nglobal:\n  steps: 20\n")
     torch.manual_seed(0)
-    return autocomp.search(tiny_cnn().eval(), (data.train_x, data.train_y), (data.val_x, data.val_y), n_trials=6,
-                           storage=f"sqlite:///{tmp / 's.db'}", study_name="lat", run_dir=str(tmp))
+    return autocomp.search(tiny_cnn().eval(), (data.train_x, data.train_y), (data.val_x, data.val_y),
+                           space=str(space), n_trials=6, storage=f"sqlite:///{tmp / 's.db'}", study_name="lat",
+                           run_dir=str(tmp))
 
 
 def test_the_reference_and_layer_timings_are_stored_once_on_the_study(study: optuna.Study) -> None:
