@@ -1,4 +1,4 @@
-"""The seeded frontier: the integer program's optimum, and seeds that are points of the space."""
+"""The seeded frontier: seeds that are points of the space, checked on their artifacts."""
 
 from __future__ import annotations
 
@@ -8,21 +8,9 @@ import pytest
 import torch
 
 from autocomp.study.baselines import in_domain
-from autocomp.study.frontier import Option, layer_options, seed_plans, solve
+from autocomp.study.frontier import seed_plans
+from autocomp.study.knapsack import layer_options
 from autocomp.study.space import load_space
-
-
-def test_the_integer_program_returns_the_known_optimum_of_a_toy_instance() -> None:
-    options = {
-        "a": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 1.0, -10.0, -0.1), Option({"bits": 4}, 3.0, -20.0, -0.2)],
-        "b": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 2.0, -10.0, 0.0), Option({"bits": 4}, 4.5, -30.0, 0.1)],
-    }
-    # Byte budget -30: (a none, b 4) costs 4.5; (a 4, b 8) 5.0; (a 8, b 4) 5.5; (a 4, b 4) 7.5.
-    chosen = solve(options, "bytes", -30.0)
-    assert [o.values for o in chosen] == [{}, {"bits": 4}]
-    # Latency budget -0.2: only a's 4 bits reaches it, with b left alone (b's 8 bits adds no time but damage).
-    assert [o.values for o in solve(options, "latency", -0.2)] == [{"bits": 4}, {}]
-    assert solve(options, "bytes", -100.0) is None  # no choice meets it
 
 
 def _record(model: torch.nn.Module) -> dict:
@@ -85,19 +73,6 @@ def test_few_seeds(n: int) -> None:
     assert len(seeds) == n and all(s.budget == "size" for s in seeds)
 
 
-def test_the_integer_program_also_finds_the_fastest_plan_under_a_damage_budget() -> None:
-    options = {
-        "a": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 1.0, -10.0, -0.1), Option({"bits": 4}, 3.0, -20.0, -0.3)],
-        "b": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 2.0, -10.0, -0.2)],
-    }
-    # The fastest within a damage budget: a's 8 bits alone (1.0), b's 8 bits saves more time
-    # for 2.0 (2.5), both ends (5.0); nothing fits 0.5.
-    assert [o.values for o in solve(options, "damage", 1.0, minimize="latency")] == [{"bits": 8}, {}]
-    assert [o.values for o in solve(options, "damage", 2.5, minimize="latency")] == [{}, {"bits": 8}]
-    assert [o.values for o in solve(options, "damage", 5.0, minimize="latency")] == [{"bits": 4}, {"bits": 8}]
-    assert [o.values for o in solve(options, "damage", 0.5, minimize="latency")] == [{}, {}]
-
-
 def _fake_artifacts(record: dict) -> object:
     """Measures a plan as the additive model predicts it, except that a layer running both a
     channel cut and low bits is 1.3x slower (an interaction the model cannot see)."""
@@ -147,16 +122,6 @@ def test_seeds_checked_on_their_artifacts_avoid_what_the_additive_model_misses()
     tightest = next(s for s in checked if s.budget == "latency")
     assert not any(v for k, v in tightest.params.items() if k.endswith(".sparsity"))
     assert any(v for s in unchecked if s.budget == "latency" for k, v in s.params.items() if k.endswith(".sparsity"))
-
-
-def test_a_cap_on_a_second_quantity_is_met() -> None:
-    options = {
-        "a": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 1.0, -10.0, -0.1), Option({"bits": 4}, 3.0, -20.0, -0.2)],
-        "b": [Option({}, 0.0, 0.0, 0.0), Option({"bits": 8}, 2.0, -10.0, 0.0), Option({"bits": 4}, 4.5, -30.0, 0.1)],
-    }
-    # Without the cap -30 bytes is (a none, b 4) at +0.1 latency; capped at 0.0 the next best, (a 4, b 8).
-    assert [o.values for o in solve(options, "bytes", -30.0, cap=("latency", 0.0))] == [{"bits": 4}, {"bits": 8}]
-    assert solve(options, "bytes", -30.0, cap=("latency", -0.25)) is None
 
 
 def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_does() -> None:
