@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocomp.measure.latency import Ratio
 from autocomp.methods.registry import knobs
 from autocomp.models.layers import compute_layers
 from autocomp.pipeline.workbench import Workbench
@@ -46,6 +47,7 @@ from autocomp.study.space import Domain, SearchSpace
 VERSION = 1
 MAX_VALUES = 5  # values of one stepped range profiled (evenly spread over its changing values, ends included)
 SAMPLES = 256  # calibration samples the damage is measured on
+WIDE = 1.25  # a whole plan timed wider than this (upper over lower quartile ratio) is timed again, longer
 
 
 def catastrophic_agreement(num_classes: int) -> float:
@@ -125,12 +127,10 @@ def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None
     trial is: on LeNet-5, plans timed in groups of 8 beside the teacher measured 0.37x where their
     trials then measured 0.47x; timed alone, 0.46x against 0.46x.
     """
-    from autocomp.measure.latency import paired_rounds
     from autocomp.measure.layer_cost import ratio_record
 
     batches = _first_samples(bench.calibration, SAMPLES)
     reference = _logits(bench.teacher_session, batches)
-    m = bench.measure
     out: list[dict[str, Any] | None] = []
     task = progress("seed candidates", len(plans)) if progress else None
     with tempfile.TemporaryDirectory(prefix="autocomp-seeds-") as tmp:
@@ -143,14 +143,31 @@ def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None
             except Exception:  # noqa: BLE001 - a plan that cannot be built is not a seed
                 out.append(None)
                 continue
-            rounds = paired_rounds([session, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
-                                   min_runs=m.min_runs, min_seconds=m.min_seconds)
             out.append({"kl": round(kl, 6), "agreement": round(agree, 2), "size_bytes": path.stat().st_size,
-                        "latency_ratio": ratio_record(rounds.ratio(0, 1, m.min_spread))})
+                        "latency_ratio": ratio_record(_ratio_to_teacher(bench, session))})
             del session
     if task:
         task.close()
     return out
+
+
+def _ratio_to_teacher(bench: Workbench, session: Any) -> Ratio:
+    """The session's time over the teacher's, timed beside it alone; timed once more, 4x as long,
+    when the rounds spread wider than ``WIDE`` (a busy host: on ResNet-18 a seed measured 0.25x
+    with its upper quartile at 0.76x, and its trial then 0.73x). The tighter of the two is kept."""
+    from autocomp.measure.latency import paired_rounds
+
+    m = bench.measure
+    best = None
+    for seconds in (m.min_seconds, 4 * m.min_seconds):
+        rounds = paired_rounds([session, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
+                               min_runs=m.min_runs, min_seconds=seconds)
+        ratio = rounds.ratio(0, 1, m.min_spread)
+        if best is None or ratio.high / ratio.low < best.high / best.low:
+            best = ratio
+        if best.high <= WIDE * best.low:
+            break
+    return best
 
 
 def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None) -> dict[str, Any]:
