@@ -279,7 +279,9 @@ def test_a_timeout_leaves_time_for_the_promotions_and_is_kept(tmp_path, tiny_dat
     took = time.monotonic() - starts[0]
     done = [records.read_trial(t) for t in run.study.trials]
     promoted = [r for r in done if r.promoted_from is not None]
-    assert 8 <= len(done) < 180 and not run.interrupted  # the timeout, not n_trials, ended the search
+    # The timeout, not n_trials, ended the search (13-14 trials on an idle 2-core host; 7 with two
+    # other jobs on its cores).
+    assert 4 <= len(done) < 180 and not run.interrupted
     assert promoted and all(r.state == TrialState.COMPLETE for r in promoted), [(r.number, r.failure) for r in done]
     assert took < 8.0 + 1.5, took  # ends at the timeout: no trial started that could not end before it
 
