@@ -120,7 +120,7 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
             if miss is not None:  # the model's budget moved by what its candidate missed by
                 propose(family, key, (limit / miss - teacher) if key == "bytes" else change - float(np.log(miss)))
     beaten = _beaten(propose, measure, references or {}, families)
-    used = set(beaten.values())  # the references run as baselines; a seed is another plan
+    used = set(beaten)  # the references run as baselines; a seed is another plan
     picks = _measured_picks(propose, measure, budgets, used)
     return picks + _beating_picks(propose, measure, beaten, used, len(budgets))
 
@@ -200,7 +200,6 @@ class _Proposer:
                 break
         return point_key
 
-
     def _least_paying(self, values: dict[tuple[str, str], Any]) -> list[tuple[str, str]]:
         """The ``REFINE_WIDTH`` values of a plan whose profile entries bought the least time alone
         (an unprofiled value first): the undos a refinement pass measures. A deep plan holds tens
@@ -263,15 +262,15 @@ def _key(params: dict[str, Any]) -> tuple:
 
 
 def _beaten(propose: _Proposer, measure: Measure, references: dict[str, dict[str, Any]],
-            families: list[frozenset[str] | None]) -> dict[str, tuple]:
-    """``{name: point}`` of each reference plan, measured; then, per family of knobs, the least
+            families: list[frozenset[str] | None]) -> list[tuple]:
+    """The point of each reference plan, measured; then, per family of knobs, the least
     damaging plan the model predicts within the reference's measured bytes and ``REFINE_STEP``
     under its measured time, proposed as a candidate."""
     teacher = float(propose.record["teacher_bytes"])
-    points = {name: propose.point({tuple(k.rsplit(".", 1)): v for k, v in params.items()
-                                   if not k.startswith("distill.")}) for name, params in references.items()}
+    points = [propose.point({tuple(k.rsplit(".", 1)): v for k, v in params.items() if not k.startswith("distill.")})
+              for params in references.values()]
     measured = propose.measured(measure)
-    for point in points.values():
+    for point in points:
         m = measured[point]
         if m is None or not m.get("latency_ratio"):
             continue
@@ -281,13 +280,13 @@ def _beaten(propose: _Proposer, measure: Measure, references: dict[str, dict[str
     return points
 
 
-def _beating_picks(propose: _Proposer, measure: Measure, beaten: dict[str, tuple], used: set,
+def _beating_picks(propose: _Proposer, measure: Measure, beaten: list[tuple], used: set,
                    level: int) -> list[Seed]:
     """Per reference, the least damaging candidate not already taken whose file is smaller and
     ``REFINE_STEP`` faster than the reference's, as a size seed whose limit is the reference's bytes."""
     out = []
     measured = propose.measured(measure)
-    for point in beaten.values():
+    for point in beaten:
         ref = measured[point]
         if ref is None or not ref.get("latency_ratio"):
             continue

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocomp.measure.latency import Ratio
+from autocomp.measure.latency import Ratio, paired_rounds
 from autocomp.methods.registry import knobs
 from autocomp.models.layers import compute_layers
 from autocomp.pipeline.workbench import Workbench
@@ -155,8 +155,6 @@ def _ratio_to_teacher(bench: Workbench, session: Any) -> Ratio:
     """The session's time over the teacher's, timed beside it alone; timed once more, 4x as long,
     when the rounds spread wider than ``WIDE`` (a busy host: on ResNet-18 a seed measured 0.25x
     with its upper quartile at 0.76x, and its trial then 0.73x). The tighter of the two is kept."""
-    from autocomp.measure.latency import paired_rounds
-
     m = bench.measure
     best = None
     for seconds in (m.min_seconds, 4 * m.min_seconds):
@@ -176,7 +174,6 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
     A value whose artifact cannot be built or run is left out with its reason (``failed``):
     nothing is known about it, so it is neither dropped nor seeded.
     """
-    from autocomp.measure.latency import paired_rounds
     from autocomp.measure.layer_cost import ratio_record
 
     started = time.monotonic()

@@ -180,11 +180,11 @@ def test_values_a_baseline_stands_on_are_never_dropped(bench) -> None:
 
 
 def test_a_plan_timed_with_a_wide_spread_is_timed_again_longer_and_the_tighter_kept(bench, monkeypatch) -> None:
-    from autocomp.measure import latency
     from autocomp.plan import Plan
+    from autocomp.study import profile
 
     calls = []
-    real = latency.paired_rounds
+    real = profile.paired_rounds
 
     def noisy_first(sessions, shape, batch, min_runs, min_seconds):  # noqa: ANN001, ANN202
         calls.append(min_seconds)
@@ -193,7 +193,7 @@ def test_a_plan_timed_with_a_wide_spread_is_timed_again_longer_and_the_tighter_k
             rounds.per_round[::2, 0] *= 3.0
         return rounds
 
-    monkeypatch.setattr(latency, "paired_rounds", noisy_first)
+    monkeypatch.setattr(profile, "paired_rounds", noisy_first)
     (timed,) = measure_plans(bench, [Plan()])
     assert calls == [bench.measure.min_seconds, 4 * bench.measure.min_seconds]
     median, low, high = timed["latency_ratio"]
