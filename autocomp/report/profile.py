@@ -275,6 +275,11 @@ def dropped_html(profile: Mapping[str, Any]) -> str:
     if not failed.empty:
         parts += [f"<h3>Values the profile could not measure ({len(failed)})</h3><p class='note'>Kept in the "
                   "space, never seeded.</p>", table_html(failed, "failed")]
+    if unprofiled := profile.get("unprofiled"):
+        names = ", ".join(f"{u['layer']}.{u['knob']}" for u in unprofiled)
+        parts += [f"<h3>Knobs the profile had no time for ({len(unprofiled)})</h3><p class='note unprofiled'>"
+                  f"The profile's share of --timeout ran out before these (the largest layers by bytes and by "
+                  f"compute went first). Kept in the space as written, never seeded: {html.escape(names)}.</p>"]
     return "\n".join(parts)
 
 

@@ -150,7 +150,7 @@ class Objective:
         domains.update({f"distill.{k}": v for k, v in self.space.globals.items()})
         return all(name not in domains or in_domain(domains[name], value) for name, value in params.items())
 
-    def prepare(self, study: optuna.Study) -> float:
+    def prepare(self, study: optuna.Study, deadline: float | None = None) -> float:
         """Once per process: the teacher's reference latency (ms) and the space as the study shaped it.
 
         Both are measured once per study, by the process that created it, and stored on the
@@ -161,18 +161,20 @@ class Objective:
         them back, so every trial multiplies by the same number and samples the same space (two
         spaces in one study would also break the sampler: a value one offers is not in the
         other's choices). Only if the creator died before storing them does a worker measure.
+        ``deadline`` (a ``time.monotonic()``; ``Schedule.prepare_until``): no profiled layer and
+        no seed candidate is started after it.
         """
         if self._reference_ms is None:
             rec = records.read_study(study)
             # Wait only in a study with nothing finished yet (its creator is at work); a study
             # made before these were stored, or whose creator died, is measured here.
-            deadline = time.monotonic() + (0 if self.creator else CALIBRATION_WAIT)
-            while (not rec.calibrated and time.monotonic() < deadline
+            wait_until = time.monotonic() + (0 if self.creator else CALIBRATION_WAIT)
+            while (not rec.calibrated and time.monotonic() < wait_until
                    and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
                 time.sleep(0.5)
                 rec = records.read_study(study)
             if rec.profile is not None or (rec.layer_costs is None and self.config.profile):
-                self._profiled(study, rec)
+                self._profiled(study, rec, deadline)
             else:
                 from autocomp.study.costs import costed_space  # deferred: times layers in ONNX Runtime
 
@@ -185,7 +187,7 @@ class Objective:
             self._reference_ms = float(stored if stored is not None else self._time_reference(study))
         return self._reference_ms
 
-    def _profiled(self, study: optuna.Study, rec: records.StudyRecord) -> None:
+    def _profiled(self, study: optuna.Study, rec: records.StudyRecord, deadline: float | None) -> None:
         """The space shaped by the study's profile (measured here if none is stored), and the
         profile's seeded plans enqueued once per study, after the baselines."""
         from autocomp.study.baselines import baseline_points
@@ -202,7 +204,7 @@ class Objective:
                 kept.setdefault(name, set()).add(value)
         profile = rec.profile
         if profile is None:
-            profile = measure_profile(b, self.space, progress=b.progress)
+            profile = measure_profile(b, self.space, progress=b.progress, deadline=deadline)
             profile["dropped"] = dropped_values(profile, kept)
             records.write_profile(study, profile)
         self.space = shaped_space(self.space, b.teacher, b.outputs, profile, kept)
@@ -212,11 +214,13 @@ class Objective:
         room = split_trials(self.config.n_trials, self.config.promote)[0] - queued
         if rec.seeds_queued or not self.config.seeds or room <= 0:
             return
-        self._queue_seeds(study, profile, min(self.config.seeds, room), room)
+        self._queue_seeds(study, profile, min(self.config.seeds, room), room, deadline)
 
-    def _queue_seeds(self, study: optuna.Study, profile: dict, n: int, room: int) -> None:
+    def _queue_seeds(self, study: optuna.Study, profile: dict, n: int, room: int, deadline: float | None) -> None:
         """The profile's seeded plans, checked on their untrained artifacts, enqueued once: ``n``
-        under budgets, then those beating a baseline's plan, ``room`` in all."""
+        under budgets, then those beating a baseline's plan, ``room`` in all. Candidates the
+        ``deadline`` leaves unmeasured are not seeds; past it before the check starts, the
+        seeds are the profile's predictions alone."""
         from autocomp.study.baselines import baseline_points
         from autocomp.study.frontier import seed_plans
         from autocomp.study.profile import measure_plans
@@ -228,21 +232,25 @@ class Objective:
         def as_plan(params: dict) -> Plan:
             return self.space.sample(optuna.trial.FixedTrial(params), b.teacher, b.outputs, seed=self.config.seed)
 
-        checked: list[dict] = []
+        checked, unchecked = [], []
 
         def measure(points: list[dict]) -> list[dict | None]:
-            checked.extend(points)
-            return measure_plans(b, [as_plan(p) for p in points], progress=b.progress)
+            done = measure_plans(b, [as_plan(p) for p in points], progress=b.progress, deadline=deadline)
+            checked.extend(points[:len(done)])
+            unchecked.extend(points[len(done):])
+            return done + [None] * (len(points) - len(done))
 
         started = time.monotonic()
         # Every baseline that is a point of the shaped space, run here or not: what a user would pick by hand.
         points = baseline_points(self.space, b.teacher, b.outputs, self.config)
         hand = {name: params for name, (params, _) in points.items() if params and name != "teacher"}
-        seeds = seed_plans(profile, self.space, b.teacher, b.outputs, n, measure, hand)[:room]
+        late = deadline is not None and started >= deadline
+        seeds = seed_plans(profile, self.space, b.teacher, b.outputs, n, None if late else measure, hand)[:room]
         # Checking candidates on their artifacts is part of the profile's time (its share is reported).
         spent = round(time.monotonic() - started, 2)
-        records.write_profile(study, profile | {"seconds": round(profile["seconds"] + spent, 2),
-                                                "seed_check": {"candidates": len(checked), "seconds": spent}})
+        # Under --timeout: candidates proposed but never measured, and seeds predicted only.
+        check = {"candidates": len(checked), "seconds": spent, "unchecked": len(unchecked), "predicted_only": late}
+        records.write_profile(study, profile | {"seconds": round(profile["seconds"] + spent, 2), "seed_check": check})
         for seed in seeds:
             if as_plan(seed.params) in baselines:
                 continue  # a baseline runs it already

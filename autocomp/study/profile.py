@@ -119,13 +119,15 @@ def _untrained(bench: Workbench, plan: Plan, path: Path, reference: np.ndarray,
     return (session, *_damage(reference, _logits(session, batches)))
 
 
-def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None = None) -> list[dict[str, Any] | None]:
+def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None = None,
+                  deadline: float | None = None) -> list[dict[str, Any] | None]:
     """Whole plans measured as the profile measures one value: no fine-tune, on their artifacts.
 
     Per plan ``{"kl", "agreement", "size_bytes", "latency_ratio": [median, low, high]}``, or
     None when its artifact cannot be built or run. Each is timed beside the teacher alone, as a
     trial is: on LeNet-5, plans timed in groups of 8 beside the teacher measured 0.37x where their
-    trials then measured 0.47x; timed alone, 0.46x against 0.46x.
+    trials then measured 0.47x; timed alone, 0.46x against 0.46x. With ``deadline`` (a
+    ``time.monotonic()``) no plan is started after it: the list then holds the first plans only.
     """
     from autocomp.measure.layer_cost import ratio_record
 
@@ -135,6 +137,8 @@ def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None
     task = progress("seed candidates", len(plans)) if progress else None
     with tempfile.TemporaryDirectory(prefix="autocomp-seeds-") as tmp:
         for i, plan in enumerate(plans):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             if task:
                 task.update(1)
             path = Path(tmp, f"{i}.acz")
@@ -168,25 +172,68 @@ def _ratio_to_teacher(bench: Workbench, session: Any) -> Ratio:
     return best
 
 
-def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None) -> dict[str, Any]:
+def _macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Multiply-accumulates per sample of each compute layer (output elements x weights per output)."""
+    layers, out = compute_layers(model), {}
+
+    def hook(name: str) -> Callable:
+        def record(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            w = module.weight
+            out[name] = out.get(name, 0) + output.numel() // output.shape[0] * (w.numel() // w.shape[0])
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def profile_order(model: nn.Module, example: torch.Tensor, todo: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ``(layer, knob)`` groups in the order a deadline should keep them: layers alternately
+    by weight bytes and by multiply-accumulates, largest first (where the bytes and the time
+    are), each layer's knobs together in their own order."""
+    layers = compute_layers(model)
+    macs = _macs(model, example)
+    names = list(dict.fromkeys(layer for layer, _ in todo))
+    by_bytes = sorted(names, key=lambda n: -sum(p.numel() for p in layers[n].parameters()))
+    by_macs = sorted(names, key=lambda n: -macs.get(n, 0))
+    ranked = list(dict.fromkeys(n for pair in zip(by_bytes, by_macs, strict=True) for n in pair))
+    return sorted(todo, key=lambda group: ranked.index(group[0]))
+
+
+def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | None = None,
+                    deadline: float | None = None) -> dict[str, Any]:
     """The profile record of ``space`` on the bench's teacher, measured on its runtime.
 
     A value whose artifact cannot be built or run is left out with its reason (``failed``):
-    nothing is known about it, so it is neither dropped nor seeded.
+    nothing is known about it, so it is neither dropped nor seeded. With ``deadline`` (a
+    ``time.monotonic()``), layers are measured in ``profile_order`` and none is started after
+    it: the rest are ``unprofiled`` (kept in the space as written, never seeded). Entries are
+    stored in the model's order either way.
     """
     from autocomp.measure.layer_cost import ratio_record
 
     started = time.monotonic()
     todo = candidates(space, bench.teacher, bench.outputs)
+    order = list(todo) if deadline is None else profile_order(bench.teacher, bench.example, list(todo))
     batches = _first_samples(bench.calibration, SAMPLES)
     reference = _logits(bench.teacher_session, batches)
     teacher_bytes = bench.teacher_path.stat().st_size
     m = bench.measure
-    entries: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed: list[dict[str, Any]] = []
+    unprofiled: list[dict[str, Any]] = []
     task = progress("per-layer profile", sum(len(v) for v in todo.values())) if progress else None
     with tempfile.TemporaryDirectory(prefix="autocomp-profile-") as tmp:
-        for i, ((layer, knob), values) in enumerate(todo.items()):
+        for i, (layer, knob) in enumerate(order):
+            values = todo[(layer, knob)]
+            if deadline is not None and time.monotonic() >= deadline:
+                unprofiled.append({"layer": layer, "knob": knob, "values": len(values)})
+                continue
             sessions, measured = [], []
             for j, value in enumerate(values):
                 plan = Plan(layers={layer: LayerPlan(**{knob: value})}, quant_mode=space.quant_mode)
@@ -208,16 +255,18 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
                                        min_runs=m.min_runs, min_seconds=m.min_seconds)
                 for j, entry in enumerate(measured):
                     entry["latency"] = ratio_record(rounds.ratio(j, len(sessions), m.min_spread))
-            entries.extend(measured)
+            groups[(layer, knob)] = measured
             del sessions
     if task:
         task.close()
+    entries = [e for group in todo if group in groups for e in groups[group]]
     layers = compute_layers(bench.teacher)
     return {"version": VERSION, "samples": int(len(reference)), "metric": "kl", "teacher_bytes": teacher_bytes,
             "num_classes": int(reference.shape[1]),
             "layer_bytes": {name: 4 * sum(p.numel() for p in layers[name].parameters()) for name in
                             dict.fromkeys(e["layer"] for e in entries)},
-            "entries": entries, "failed": failed, "seconds": round(time.monotonic() - started, 2)}
+            "entries": entries, "failed": failed, "seconds": round(time.monotonic() - started, 2)} | (
+                {"unprofiled": unprofiled} if unprofiled else {})
 
 
 def drop_reason(entry: dict[str, Any], floor: float) -> str | None:

@@ -48,6 +48,9 @@ from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
 
 State = optuna.trial.TrialState
 MIN_TRIALS = 5  # fewer trials in a run: all of them search (a front of 3 points is not worth confirming)
+# The share of --timeout the per-layer profile and the seed check may take, from its start: no
+# profiled layer or seed candidate starts after it; the rest of the night runs trials.
+PREPARE_SHARE = 0.25
 
 
 def split_trials(n_trials: int, share: float) -> tuple[int, int]:
@@ -136,12 +139,14 @@ class Schedule:
     """A run's trials in two phases, ``search`` then ``promote``, paced by the measured seconds
     per trial (each trial's wall time, else ``records.read_trial(t).seconds["total"]``; the
     fine-tune's share from ``seconds["finetune"]``). ``deadline``: the ``time.monotonic()`` at
-    which the run's ``--timeout`` ends, None without one; the counters are this run's trials."""
+    which the run's ``--timeout`` ends, None without one; ``prepare_until``: the moment its
+    ``PREPARE_SHARE`` for the profile and the seed check ends; the counters are this run's trials."""
 
     deadline: float | None
     factor: int
     n_search: int
     n_promote: int
+    prepare_until: float | None = None
     phase: str = "search"
     searched: int = 0  # search trials finished in this run
     queued: int = 0  # promotions this run queued
@@ -151,7 +156,10 @@ class Schedule:
     def start(cls, n_trials: int, share: float, factor: int, timeout: float | None) -> Schedule:
         """The schedule of a run of ``n_trials`` (``split_trials``), its timeout counted from now."""
         n_search, n_promote = split_trials(n_trials, share)
-        return cls(None if timeout is None else time.monotonic() + timeout, factor, n_search, n_promote)
+        if timeout is None:
+            return cls(None, factor, n_search, n_promote)
+        now = time.monotonic()
+        return cls(now + timeout, factor, n_search, n_promote, now + PREPARE_SHARE * timeout)
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

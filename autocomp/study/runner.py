@@ -24,7 +24,7 @@ from autocomp.study.create import check_resume, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
-from autocomp.study.promotion import Schedule, enqueue_promotion, promotable, promoted_or_queued
+from autocomp.study.promotion import PREPARE_SHARE, Schedule, enqueue_promotion, promotable, promoted_or_queued
 from autocomp.study.records import (
     INTERRUPTED,
     failure_attrs,
@@ -98,7 +98,7 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     # --timeout counts from here. The profile, the seeded plans and the teacher's reference come
     # before the first trial (a joining worker waits for the creator's): no trial's time includes them.
     schedule = Schedule.start(config.n_trials, config.promote, config.promote_factor, config.timeout)
-    objective.prepare(study)
+    objective.prepare(study, schedule.prepare_until)
     _log_profile(study, fresh, log)
     bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None
@@ -115,10 +115,20 @@ def _log_profile(study: optuna.Study, fresh: bool, log: Callable[[str], None]) -
         return
     seeded = sum(bool(read_trial(t).seeded) for t in study.get_trials(deepcopy=False))
     layers = len({e["layer"] for e in profile["entries"]})
-    checked = profile.get("seed_check", {}).get("candidates")
+    check = profile.get("seed_check", {})
+    checked = check.get("candidates")
     log(f"per-layer profile: {len(profile['entries'])} values on {layers} layers in {profile['seconds']:.1f} s, "
         f"{len(profile.get('dropped', []))} dropped from the space, {seeded} seeded plan{'s' * (seeded != 1)} queued"
         + (f" (chosen among {checked} candidates measured on their files)" if checked else "") + " (docs/search.md)")
+    late = []
+    if profile.get("unprofiled"):
+        late.append(f"{len(profile['unprofiled'])} layer knobs not profiled (kept in the space as written)")
+    if check.get("predicted_only"):
+        late.append("the seeds are the profile's predictions, not checked on their files")
+    elif check.get("unchecked"):
+        late.append(f"{check['unchecked']} seed candidates not measured")
+    if late:
+        log(f"the profile's share of --timeout ({PREPARE_SHARE:.0%}) ran out: {'; '.join(late)}")
 
 
 def _run_trials(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,

@@ -198,3 +198,88 @@ def test_a_plan_timed_with_a_wide_spread_is_timed_again_longer_and_the_tighter_k
     assert calls == [bench.measure.min_seconds, 4 * bench.measure.min_seconds]
     median, low, high = timed["latency_ratio"]
     assert high <= 1.25 * low and 0.6 <= median <= 1.6  # the second, tight timing of the teacher's own graph
+
+
+def test_a_deadline_profiles_the_largest_layers_by_bytes_and_by_compute_first() -> None:
+    from torch import nn
+
+    from autocomp.study.profile import profile_order
+
+    # "2": most weights (1,156); "0": most multiply-accumulates (73,728 per sample); "4": neither.
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 4, 3, stride=4, padding=1),
+                          nn.Flatten(), nn.Linear(64, 10))
+    todo = [("0", "bits"), ("0", "rank"), ("2", "bits"), ("4", "bits")]
+    order = profile_order(model, torch.zeros(1, 1, 16, 16), todo)
+    assert order == [("2", "bits"), ("0", "bits"), ("0", "rank"), ("4", "bits")]  # by bytes alone: 2, 4, 0
+
+
+def test_no_layer_is_profiled_after_the_deadline_and_the_rest_stay_as_written(bench, record, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from autocomp.study import profile
+    from autocomp.study.profile import profile_order
+
+    clock = iter(range(1, 1000))  # one tick per reading: the start, then one before each layer's knob
+    monkeypatch.setattr(profile, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    space = parse_space(SPACE)
+    cut = measure_profile(bench, space, deadline=3.5)
+    todo = candidates(space, bench.teacher, bench.outputs)
+    order = profile_order(bench.teacher, bench.example, list(todo))
+    assert {(e["layer"], e["knob"]) for e in cut["entries"]} == set(order[:2])
+    assert cut["unprofiled"] == [{"layer": layer, "knob": knob, "values": len(todo[(layer, knob)])}
+                                 for layer, knob in order[2:]]
+    # The same numbers as the whole profile's, in the model's order; nothing about the rest.
+    whole = [{k: v for k, v in e.items() if k != "latency"} for e in record["entries"]
+             if (e["layer"], e["knob"]) in set(order[:2])]
+    assert [{k: v for k, v in e.items() if k != "latency"} for e in cut["entries"]] == whole
+    assert set(cut["layer_bytes"]) == {layer for layer, _ in order[:2]}
+
+
+def test_no_plan_is_measured_after_the_deadline(bench) -> None:
+    import time
+
+    from autocomp.plan import Plan
+
+    assert measure_plans(bench, [Plan(), Plan()], deadline=time.monotonic()) == []
+
+
+def test_seeds_are_the_profiles_predictions_when_the_deadline_passed_before_the_check(bench, record) -> None:
+    from autocomp.config import SearchConfig
+    from autocomp.study.objective import Objective
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    records.write_profile(study, record | {"dropped": []})
+    study.set_user_attr("teacher_reference_ms", 0.1234)  # stored: no timing of its own
+    objective = Objective(bench, parse_space(SPACE), SearchConfig(seeds=4, n_trials=10, promote=0.0,
+                                                                  baselines=("teacher",)), None, creator=True)
+    objective.prepare(study, deadline=0.0)
+    check = records.read_study(study).profile["seed_check"]
+    assert check["predicted_only"] and check["candidates"] == 0 and check["unchecked"] == 0
+    seeded = [t.user_attrs[records.SEEDED] for t in study.get_trials(deepcopy=False)]
+    assert 1 <= len(seeded) <= 4 and all(s.get("untrained") is None and s["predicted"] for s in seeded)
+
+
+def test_seed_candidates_the_deadline_left_unmeasured_are_counted_and_never_seeded(bench, record, monkeypatch) -> None:
+    from autocomp.config import SearchConfig
+    from autocomp.study import profile
+    from autocomp.study.objective import Objective
+
+    real, asked = profile.measure_plans, []
+
+    def first_two(bench, plans, progress=None, deadline=None):  # noqa: ANN001, ANN202 - the deadline came after two
+        asked.append(len(plans))
+        return real(bench, plans[:2], progress)
+
+    monkeypatch.setattr(profile, "measure_plans", first_two)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    records.write_profile(study, record | {"dropped": []})
+    study.set_user_attr("teacher_reference_ms", 0.1234)
+    objective = Objective(bench, parse_space(SPACE), SearchConfig(seeds=4, n_trials=10, promote=0.0,
+                                                                  baselines=("teacher",)), None, creator=True)
+    objective.prepare(study, deadline=float("inf"))
+    check = records.read_study(study).profile["seed_check"]
+    measured = sum(min(n, 2) for n in asked)
+    assert not check["predicted_only"] and check["candidates"] == measured
+    assert check["unchecked"] == sum(asked) - measured > 0
+    seeded = [t.user_attrs[records.SEEDED] for t in study.get_trials(deepcopy=False)]
+    assert seeded and all(s["untrained"] is not None for s in seeded)  # measured ones only

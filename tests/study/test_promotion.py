@@ -287,6 +287,42 @@ def test_a_timeout_leaves_time_for_the_promotions_and_is_kept(tmp_path, tiny_dat
 
 
 @pytest.mark.slow
+def test_a_timeout_gives_the_profile_and_the_seed_check_only_their_share(tmp_path, tiny_data, monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.pipeline.workbench import Workbench
+    from autocomp.study import profile, runner
+    from autocomp.study.promotion import PREPARE_SHARE
+    from autocomp.study.space import parse_space
+
+    real = profile._untrained
+
+    def slow_untrained(*a, **k):  # noqa: ANN002, ANN003, ANN202 - each value's artifact as slow as a 224-px one
+        time.sleep(0.3)
+        return real(*a, **k)
+
+    monkeypatch.setattr(profile, "_untrained", slow_untrained)
+    monkeypatch.setattr(Workbench, "run", _fake_run)
+    torch.manual_seed(0)
+    config = SearchConfig(model="python", dataset="python", storage=f"sqlite:///{tmp_path / 's.db'}",
+                          study_name="s", n_trials=6, promote=0.0, timeout=8.0, run_dir=str(tmp_path / "run"),
+                          keep_artifacts=False, baselines=("teacher",), seeds=4)
+    logs: list[str] = []
+    run = runner.optimize(config, teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE),
+                          progress=False, log=logs.append)
+    rec = records.read_study(run.study).profile
+    # 16 values at 0.3 s each (4.8 s) would not fit the 2 s share: the profile stops starting
+    # layers at it (one layer's knob of up to 4 values, 1.2 s, may end after it) and the seeds
+    # are the profile's predictions.
+    assert rec["unprofiled"] and rec["entries"], rec.get("unprofiled")
+    assert rec["seconds"] <= PREPARE_SHARE * 8.0 + 1.2 + 0.8, rec["seconds"]
+    assert rec["seed_check"]["predicted_only"]
+    assert any("share of --timeout" in line and "not profiled" in line for line in logs), logs
+    assert len(run.study.trials) == 6  # the trials still ran
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_promotion_and_the_resume_that_promotes_it_again(tmp_path, tiny_data, monkeypatch) -> None:
     from tiny_models import tiny_cnn
 
