@@ -215,48 +215,23 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
     it: the rest are ``unprofiled`` (kept in the space as written, never seeded). Entries are
     stored in the model's order either way.
     """
-    from autocomp.measure.layer_cost import ratio_record
-
     started = time.monotonic()
     todo = candidates(space, bench.teacher, bench.outputs)
     order = list(todo) if deadline is None else profile_order(bench.teacher, bench.example, list(todo))
     batches = _first_samples(bench.calibration, SAMPLES)
     reference = _logits(bench.teacher_session, batches)
     teacher_bytes = bench.teacher_path.stat().st_size
-    m = bench.measure
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     failed: list[dict[str, Any]] = []
     unprofiled: list[dict[str, Any]] = []
     task = progress("per-layer profile", sum(len(v) for v in todo.values())) if progress else None
     with tempfile.TemporaryDirectory(prefix="autocomp-profile-") as tmp:
         for i, (layer, knob) in enumerate(order):
-            values = todo[(layer, knob)]
             if deadline is not None and time.monotonic() >= deadline:
-                unprofiled.append({"layer": layer, "knob": knob, "values": len(values)})
+                unprofiled.append({"layer": layer, "knob": knob, "values": len(todo[(layer, knob)])})
                 continue
-            sessions, measured = [], []
-            for j, value in enumerate(values):
-                plan = Plan(layers={layer: LayerPlan(**{knob: value})}, quant_mode=space.quant_mode)
-                path = Path(tmp, f"{i}_{j}.acz")
-                try:
-                    session, kl, agree = _untrained(bench, plan, path, reference, batches)
-                except Exception as exc:  # noqa: BLE001 - one odd value must not stop the study
-                    failed.append({"layer": layer, "knob": knob, "value": value,
-                                   "why": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]})
-                else:
-                    sessions.append(session)
-                    measured.append({"layer": layer, "knob": knob, "param": f"{layer}.{knob}", "value": value,
-                                     "kl": round(kl, 6), "agreement": round(agree, 2),
-                                     "bytes": path.stat().st_size - teacher_bytes, "latency": None})
-                if task:
-                    task.update(1)
-            if sessions:
-                rounds = paired_rounds([*sessions, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
-                                       min_runs=m.min_runs, min_seconds=m.min_seconds)
-                for j, entry in enumerate(measured):
-                    entry["latency"] = ratio_record(rounds.ratio(j, len(sessions), m.min_spread))
-            groups[(layer, knob)] = measured
-            del sessions
+            groups[(layer, knob)] = _measure_group(bench, space, (layer, knob), todo[(layer, knob)],
+                                                   Path(tmp, str(i)), (reference, batches), failed, task)
     if task:
         task.close()
     entries = [e for group in todo if group in groups for e in groups[group]]
@@ -267,6 +242,40 @@ def measure_profile(bench: Workbench, space: SearchSpace, progress: Callable | N
                             dict.fromkeys(e["layer"] for e in entries)},
             "entries": entries, "failed": failed, "seconds": round(time.monotonic() - started, 2)} | (
                 {"unprofiled": unprofiled} if unprofiled else {})
+
+
+def _measure_group(bench: Workbench, space: SearchSpace, group: tuple[str, str], values: tuple, stem: Path,
+                   calibration: tuple[np.ndarray, list[np.ndarray]], failed: list[dict[str, Any]],
+                   task: Any) -> list[dict[str, Any]]:
+    """The entries of one layer's knob (``group``), one per value applied alone: each artifact
+    built and measured, then all timed in the same rounds beside the teacher. A value that
+    cannot be built goes to ``failed``. ``calibration``: the teacher's logits and the batches."""
+    from autocomp.measure.layer_cost import ratio_record
+
+    (layer, knob), (reference, batches) = group, calibration
+    teacher_bytes, m = bench.teacher_path.stat().st_size, bench.measure
+    sessions, measured = [], []
+    for j, value in enumerate(values):
+        plan = Plan(layers={layer: LayerPlan(**{knob: value})}, quant_mode=space.quant_mode)
+        path = stem.with_name(f"{stem.name}_{j}.acz")
+        try:
+            session, kl, agree = _untrained(bench, plan, path, reference, batches)
+        except Exception as exc:  # noqa: BLE001 - one odd value must not stop the study
+            failed.append({"layer": layer, "knob": knob, "value": value,
+                           "why": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]})
+        else:
+            sessions.append(session)
+            measured.append({"layer": layer, "knob": knob, "param": f"{layer}.{knob}", "value": value,
+                             "kl": round(kl, 6), "agreement": round(agree, 2),
+                             "bytes": path.stat().st_size - teacher_bytes, "latency": None})
+        if task:
+            task.update(1)
+    if sessions:
+        rounds = paired_rounds([*sessions, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
+                               min_runs=m.min_runs, min_seconds=m.min_seconds)
+        for j, entry in enumerate(measured):
+            entry["latency"] = ratio_record(rounds.ratio(j, len(sessions), m.min_spread))
+    return measured
 
 
 def drop_reason(entry: dict[str, Any], floor: float) -> str | None:
