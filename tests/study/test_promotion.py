@@ -313,11 +313,11 @@ def test_a_timeout_gives_the_profile_and_the_seed_check_only_their_share(tmp_pat
                           progress=False, log=logs.append)
     rec = records.read_study(run.study).profile
     # 16 values at 0.3 s each (4.8 s) would not fit the 2 s share: the profile stops starting
-    # layers at it (one layer's knob of up to 4 values, 1.2 s, may end after it) and the seeds
-    # are the profile's predictions.
+    # layers at its part of it, the seed check at the share (each may end one layer's knob of up
+    # to 4 values, or one candidate, after it).
     assert rec["unprofiled"] and rec["entries"], rec.get("unprofiled")
     assert rec["seconds"] <= PREPARE_SHARE * 8.0 + 1.2 + 0.8, rec["seconds"]
-    assert rec["seed_check"]["predicted_only"]
+    assert rec["seed_check"]["predicted_only"] or rec["seed_check"]["unchecked"], rec["seed_check"]
     assert any("share of --timeout" in line and "not profiled" in line for line in logs), logs
     assert len(run.study.trials) == 6  # the trials still ran
 
