@@ -139,12 +139,46 @@ def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_d
             if params and name != "teacher"}
     assert {"int8", "int4", "channels50"} <= set(hand)
     seeds = seed_plans(record, space, model, outputs, n=4, measure=measure, references=hand)
-    assert [s.level for s in seeds] == list(range(len(seeds)))  # 4 budgets, then the beating ones
+    levels = [s.level for s in seeds]  # 4 budgets (one may have no seed), then the beating ones
+    assert levels == sorted(set(levels))
     assert len({tuple(sorted(s.params.items())) for s in seeds}) == len(seeds)
     assert not any(s.params == params for s in seeds for params in hand.values())  # baselines run those
-    extra = seeds[4:]
+    extra = [s for s in seeds if s.level >= 4]
     assert extra and all(s.budget == "size" for s in extra)
     refs = [measure([params])[0] for params in hand.values()]
     for seed in extra:  # smaller than its reference, and at least 3 % faster
         assert any(seed.limit == ref["size_bytes"] > seed.untrained["size_bytes"]
                    and seed.untrained["latency_ratio"][0] <= 0.97 * ref["latency_ratio"][0] for ref in refs)
+
+
+def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_gives(monkeypatch) -> None:
+    from tiny_models import tiny_cnn
+
+    from autocomp.config import SearchConfig
+    from autocomp.models.layers import output_layers
+    from autocomp.study.baselines import baseline_points
+    from autocomp.study.frontier import KL_NEAR, REFINE_STEP
+
+    model = tiny_cnn().eval()
+    outputs = output_layers(model, torch.zeros(1, 1, 8, 8))
+    space, record = load_space("default"), _record(model)
+    measure = _fake_artifacts(record)
+    hand = {name: params for name, (params, _) in baseline_points(space, model, outputs, SearchConfig()).items()
+            if params and name != "teacher"}
+    seeds = seed_plans(record, space, model, outputs, n=12, measure=measure, references=hand)
+    files = [s.untrained for s in seeds]
+
+    def covers(t: dict, m: dict) -> bool:  # t gives what m gives: no more damage, bytes and time within 3 %
+        return (t["kl"] <= m["kl"] * (1 + REFINE_STEP) + KL_NEAR and t["size_bytes"] <= m["size_bytes"] * 1.03
+                and t["latency_ratio"][0] <= m["latency_ratio"][0] * 1.03)
+
+    assert len(seeds) >= 4
+    for i, m in enumerate(files):
+        assert not any(covers(t, m) for t in files[:i]), i  # each seed gives something the earlier ones do not
+        assert not any(covers(t, m) for t in measure(list(hand.values())))  # nor does a baseline
+    # Without the rule, the same budgets took plans that repeat another's file.
+    from autocomp.study import frontier
+
+    monkeypatch.setattr(frontier, "_redundant", lambda *a: False)
+    loose = [s.untrained for s in seed_plans(record, space, model, outputs, n=12, measure=measure, references=hand)]
+    assert any(covers(t, m) for i, m in enumerate(loose) for t in loose[:i])
