@@ -138,7 +138,8 @@ class SearchConfig:
         "beats on bytes and time (default 8; 0 = none)")
     promote: float = setting(
         "study", 0.2, "share of the trials that re-run the Pareto front's points with a longer fine-tune on the "
-        "same Plan, so the front holds the accuracies export gives (default 0.2; 0 = none)")
+        "same Plan, so the front holds the accuracies export gives; with --timeout, the share of the trials' time "
+        "kept for them, at least one (default 0.2; 0 = none)")
     promote_factor: int = setting(
         "study", 4, "a promoted re-run fine-tunes this many times the Plan's steps (default 4)")
     seed: int = setting("study", 0, "seed for the teacher, fine-tunes and sampler (default 0)")

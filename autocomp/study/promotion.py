@@ -140,13 +140,17 @@ class Schedule:
     per trial (each trial's wall time, else ``records.read_trial(t).seconds["total"]``; the
     fine-tune's share from ``seconds["finetune"]``). ``deadline``: the ``time.monotonic()`` at
     which the run's ``--timeout`` ends, None without one; ``prepare_until``: the moment its
-    ``PREPARE_SHARE`` for the profile and the seed check ends; the counters are this run's trials."""
+    ``PREPARE_SHARE`` for the profile and the seed check ends; ``share``: with a timeout, the
+    most of the trials' time (from ``trials_from``, set when the first trial starts) the search
+    keeps for promotions, though never less than one; the counters are this run's trials."""
 
     deadline: float | None
     factor: int
     n_search: int
     n_promote: int
     prepare_until: float | None = None
+    share: float = 0.0
+    trials_from: float | None = None
     phase: str = "search"
     searched: int = 0  # search trials finished in this run
     queued: int = 0  # promotions this run queued
@@ -159,7 +163,11 @@ class Schedule:
         if timeout is None:
             return cls(None, factor, n_search, n_promote)
         now = time.monotonic()
-        return cls(now + timeout, factor, n_search, n_promote, now + PREPARE_SHARE * timeout)
+        return cls(now + timeout, factor, n_search, n_promote, now + PREPARE_SHARE * timeout, share)
+
+    def begin_trials(self) -> None:
+        """The profile and the seeds are done: the trials' time starts now."""
+        self.trials_from = time.monotonic()
 
     def seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -186,7 +194,13 @@ class Schedule:
         else:
             n = max(self.queued - self.promoted, 0)
         per = self.promotion_seconds(trials) if n else None
-        return n * per if per else 0.0
+        if not per:
+            return 0.0
+        if self.phase == "search" and self.deadline is not None and self.trials_from is not None:
+            # --promote is a share of the time under --timeout: on ResNet-18 at 224 px a promotion
+            # takes about 14 minutes, and a front of 5 points would have stopped the search at once.
+            return min(n * per, max(per, self.share * (self.deadline - self.trials_from)))
+        return n * per
 
     def give_back(self, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
         """Move to the search the promotion trials the front has no use for: more than it has

@@ -99,6 +99,7 @@ def optimize(config: SearchConfig, teacher: nn.Module | None = None, data: Data 
     # before the first trial (a joining worker waits for the creator's): no trial's time includes them.
     schedule = Schedule.start(config.n_trials, config.promote, config.promote_factor, config.timeout)
     objective.prepare(study, schedule.prepare_until)
+    schedule.begin_trials()
     _log_profile(study, fresh, log)
     bar = ProgressLine(config.n_trials) if progress and config.n_trials else None
     bench.on_progress = bar.step if bar else None

@@ -162,6 +162,20 @@ def test_the_search_stops_when_the_next_trial_would_eat_the_promotions_time() ->
     assert schedule.promotions_that_fit(study.trials, 3) == 1
 
 
+def test_under_a_timeout_the_search_keeps_only_the_promote_share_of_the_trials_time() -> None:
+    trials = _study().trials  # a 4x promotion is 34 s; the front offers three
+    schedule = Schedule.start(200, 0.2, 4, timeout=1000)
+    schedule.begin_trials()  # 1000 s for trials (no profile here)
+    assert schedule.n_promote == 40 and schedule.reserve(trials) == 3 * 34.0  # 102 s: under 0.2 x 1000
+    schedule.deadline = schedule.trials_from + 300  # 60 s share: one 34 s promotion fits, a second does not
+    assert schedule.reserve(trials) == 60.0
+    schedule.deadline = schedule.trials_from + 110  # a 22 s share: still one whole promotion kept
+    assert schedule.reserve(trials) == 34.0
+    assert not schedule.search_over(trials)  # 10 s for the next trial + 34 s fit; three promotions would not
+    schedule.trials_from = None  # before the first trial: the count of promotions rules, as without a timeout
+    assert schedule.reserve(trials) == 3 * 34.0
+
+
 def test_the_expected_end_counts_the_search_left_and_the_promotions() -> None:
     trials = _study().trials
     schedule = Schedule.start(10, 0.2, 4, timeout=None)
