@@ -124,7 +124,9 @@ def test_seeds_checked_on_their_artifacts_avoid_what_the_additive_model_misses()
     assert any(v for s in unchecked if s.budget == "latency" for k, v in s.params.items() if k.endswith(".sparsity"))
 
 
-def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_does() -> None:
+def _against_hand_picks() -> tuple:
+    """The fake measurement, the default space's hand-picked baselines on the tiny CNN, and
+    ``seed(n)``: ``n`` budgets' seeds checked against them."""
     from tiny_models import tiny_cnn
 
     from autocomp.config import SearchConfig
@@ -137,8 +139,13 @@ def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_d
     measure = _fake_artifacts(record)
     hand = {name: params for name, (params, _) in baseline_points(space, model, outputs, SearchConfig()).items()
             if params and name != "teacher"}
+    return measure, hand, lambda n: seed_plans(record, space, model, outputs, n=n, measure=measure, references=hand)
+
+
+def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_does() -> None:
+    measure, hand, seed = _against_hand_picks()
     assert {"int8", "int4", "channels50"} <= set(hand)
-    seeds = seed_plans(record, space, model, outputs, n=4, measure=measure, references=hand)
+    seeds = seed(4)
     levels = [s.level for s in seeds]  # 4 budgets (one may have no seed), then the beating ones
     assert levels == sorted(set(levels))
     assert len({tuple(sorted(s.params.items())) for s in seeds}) == len(seeds)
@@ -152,20 +159,10 @@ def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_d
 
 
 def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_gives(monkeypatch) -> None:
-    from tiny_models import tiny_cnn
-
-    from autocomp.config import SearchConfig
-    from autocomp.models.layers import output_layers
-    from autocomp.study.baselines import baseline_points
     from autocomp.study.frontier import KL_NEAR, REFINE_STEP
 
-    model = tiny_cnn().eval()
-    outputs = output_layers(model, torch.zeros(1, 1, 8, 8))
-    space, record = load_space("default"), _record(model)
-    measure = _fake_artifacts(record)
-    hand = {name: params for name, (params, _) in baseline_points(space, model, outputs, SearchConfig()).items()
-            if params and name != "teacher"}
-    seeds = seed_plans(record, space, model, outputs, n=12, measure=measure, references=hand)
+    measure, hand, seed = _against_hand_picks()
+    seeds = seed(12)
     files = [s.untrained for s in seeds]
 
     def covers(t: dict, m: dict) -> bool:  # t gives what m gives: no more damage, bytes and time within 3 %
@@ -180,5 +177,5 @@ def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_giv
     from autocomp.study import frontier
 
     monkeypatch.setattr(frontier, "_redundant", lambda *a: False)
-    loose = [s.untrained for s in seed_plans(record, space, model, outputs, n=12, measure=measure, references=hand)]
+    loose = [s.untrained for s in seed(12)]
     assert any(covers(t, m) for i, m in enumerate(loose) for t in loose[:i])
