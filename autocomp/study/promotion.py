@@ -23,7 +23,10 @@ the next one (the median search trial's wall seconds) would eat into the time th
 need (promotions still to run x the median search trial's seconds with its fine-tune
 ``promote_factor`` times longer, then the measured median promotion's); a promotion starts only
 when it is expected to end before the timeout. Promotion trials the front cannot use (fewer
-points than trials, or baselines and seeds still queued, which Optuna would run first) search.
+points than trials) search. Baselines and seeds still queued, which Optuna would run ahead of
+any promotion, run first in a run of ``--n-trials``; under ``--timeout`` the promotions' time is
+theirs, so the plans still queued then are taken out of the queue (``defer_queued``, failed
+with ``records.DEFERRED``) and queued again once the promotions end (``requeue``).
 
 Example::
 
@@ -45,12 +48,14 @@ import optuna
 
 from autocomp.study import records
 from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
+from autocomp.study.storage import fail_waiting_trial
 
 State = optuna.trial.TrialState
 MIN_TRIALS = 5  # fewer trials in a run: all of them search (a front of 3 points is not worth confirming)
 # The share of --timeout the per-layer profile and the seed check may take, from its start: no
 # profiled layer or seed candidate starts after it; the rest of the night runs trials.
 PREPARE_SHARE = 0.25
+PROMOTION_SLACK = 1.5  # under --timeout, the search keeps at least this many promotions' time
 
 
 def split_trials(n_trials: int, share: float) -> tuple[int, int]:
@@ -82,7 +87,31 @@ def promoted_or_queued(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
 
 def queued_plans(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
     """Trials waiting in the queue that are not promotions (baselines, seeds, retries)."""
-    return sum(t.state == State.WAITING and records.trial_promoted_from(t) is None for t in trials)
+    return len(_queued(trials))
+
+
+def _queued(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in trials if t.state == State.WAITING and records.trial_promoted_from(t) is None]
+
+
+Queued = tuple[dict, dict]  # a queued plan's params and user attrs (its marks: baseline, seeded)
+
+
+def defer_queued(study: optuna.Study) -> list[Queued]:
+    """Take the queued plans that are not promotions (seeds, baselines, retries) out of the queue,
+    each failed with the reason ``records.DEFERRED``: Optuna runs queued trials first, so under
+    ``--timeout`` they would take the promotions' time. The plans taken, for ``requeue``."""
+    taken = []
+    for t in _queued(study.get_trials(deepcopy=False)):
+        if fail_waiting_trial(study, t, records.failure_attrs(records.DEFERRED)):
+            taken.append((dict(t.system_attrs.get("fixed_params") or {}), dict(t.user_attrs)))
+    return taken
+
+
+def requeue(study: optuna.Study, plans: Sequence[Queued]) -> None:
+    """Queue again, in their order, the plans ``defer_queued`` took: a resumed run runs them."""
+    for params, marks in plans:
+        study.enqueue_trial(params, user_attrs=marks)
 
 
 def can_promote(trial: optuna.trial.FrozenTrial) -> bool:
@@ -142,7 +171,8 @@ class Schedule:
     which the run's ``--timeout`` ends, None without one; ``prepare_until``: the moment its
     ``PREPARE_SHARE`` for the profile and the seed check ends; ``share``: with a timeout, the
     most of the trials' time (from ``trials_from``, set when the first trial starts) the search
-    keeps for promotions, though never less than one; the counters are this run's trials."""
+    keeps for promotions, though never less than ``PROMOTION_SLACK`` promotions' time; the
+    counters are this run's trials."""
 
     deadline: float | None
     factor: int
@@ -199,14 +229,18 @@ class Schedule:
         if self.phase == "search" and self.deadline is not None and self.trials_from is not None:
             # --promote is a share of the time under --timeout: on ResNet-18 at 224 px a promotion
             # takes about 14 minutes, and a front of 5 points would have stopped the search at once.
-            return min(n * per, max(per, self.share * (self.deadline - self.trials_from)))
+            # Never under one promotion and a half: a last search trial that ran over the median
+            # took the only promotion a reserve of exactly one kept.
+            return max(min(n * per, self.share * (self.deadline - self.trials_from)), PROMOTION_SLACK * per)
         return n * per
 
     def give_back(self, trials: Sequence[optuna.trial.FrozenTrial]) -> int:
         """Move to the search the promotion trials the front has no use for: more than it has
-        points to promote, or all of them while plans other than promotions wait in the queue
-        (Optuna would run those first); how many moved."""
-        usable = 0 if queued_plans(trials) else min(self.n_promote, len(promotable(trials)))
+        points to promote, or, without a timeout, all of them while plans other than promotions
+        wait in the queue (Optuna would run those first; a count of trials runs them, a timeout
+        defers them: ``defer_queued``); how many moved."""
+        blocked = self.deadline is None and queued_plans(trials)
+        usable = 0 if blocked else min(self.n_promote, len(promotable(trials)))
         extra = self.n_promote - usable
         self.n_search, self.n_promote = self.n_search + extra, usable
         return extra

@@ -365,11 +365,12 @@ def clear_failure(trial: optuna.Trial) -> None:
 
 INTERRUPTED = "interrupted"  # the reason of a trial Ctrl-C stopped
 DIED = "its process"  # how the reasons of trials whose process died begin (``autocomp.study.recovery``)
+DEFERRED = "not run: the promotions' share of --timeout came first; queued again for the next run"  # defer_queued
 
 
 def is_interruption(reason: str | None) -> bool:
-    """The trial was stopped from outside (Ctrl-C, its process killed), not failed by its plan."""
-    return bool(reason) and (reason == INTERRUPTED or reason.startswith(DIED))
+    """The trial was stopped from outside (Ctrl-C, its process killed, deferred), not by its plan."""
+    return bool(reason) and (reason in (INTERRUPTED, DEFERRED) or reason.startswith(DIED))
 
 
 def write_outcome(trial: optuna.Trial, metrics: Mapping[str, Any], latency: Latency, artifact: Artifact,

@@ -24,7 +24,15 @@ from autocomp.study.create import check_resume, open_study, record_workbench
 from autocomp.study.failures import LogFile, common_reasons
 from autocomp.study.objective import Objective
 from autocomp.study.progress import ProgressLine
-from autocomp.study.promotion import PREPARE_SHARE, Schedule, enqueue_promotion, promotable, promoted_or_queued
+from autocomp.study.promotion import (
+    PREPARE_SHARE,
+    Schedule,
+    defer_queued,
+    enqueue_promotion,
+    promotable,
+    promoted_or_queued,
+    requeue,
+)
 from autocomp.study.records import (
     INTERRUPTED,
     failure_attrs,
@@ -151,9 +159,10 @@ def run_phases(study: optuna.Study, objective: Objective, config: SearchConfig, 
     """The search's trials, then promotions of the front it found (``autocomp.study.promotion``):
     each phase stops where the schedule says the next trial would not fit ``--timeout``.
 
-    Promotion trials the front has no use for (fewer points to promote than trials, or plans
-    still queued: baselines and seeds a short run did not reach, which Optuna would run ahead of
-    any promotion) search instead, first.
+    Promotion trials the front has no use for (fewer points to promote than trials, or, in a run
+    without a timeout, plans still queued: baselines and seeds a short run did not reach, which
+    Optuna would run ahead of any promotion) search instead, first. Under a timeout those plans
+    wait instead (``defer_queued``) and are queued again after the promotions.
     """
     run = _marks_interrupts(objective)
     # After every trial, fail (with the reason) and retry the trials of workers that died meanwhile.
@@ -182,17 +191,27 @@ def _promote(study: optuna.Study, run: Callable[[optuna.Trial], tuple[float, flo
         f"{schedule.factor}x the fine-tune steps")
     if bar:
         bar.set_phase("promote", total=bar.tqdm.n + len(order))
-    for t in order:
-        trials = study.get_trials(deepcopy=False)
-        if t.number in promoted_or_queued(trials):
-            schedule.queued -= 1
-            continue
-        if not schedule.promotions_that_fit(trials, 1):
-            break
-        if bar:
-            bar.set_end(schedule.expected_end(trials))
-        enqueue_promotion(study, t)
-        study.optimize(run, n_trials=1, catch=(TrialFailed, MemoryError), callbacks=callbacks, gc_after_trial=False)
+    deferred: list = []
+    try:
+        for t in order:
+            trials = study.get_trials(deepcopy=False)
+            if t.number in promoted_or_queued(trials):
+                schedule.queued -= 1
+                continue
+            if not schedule.promotions_that_fit(trials, 1):
+                break
+            if bar:
+                bar.set_end(schedule.expected_end(trials))
+            if schedule.deadline is not None:  # seeds the search did not reach would run ahead of it
+                deferred += defer_queued(study)
+            enqueue_promotion(study, t)
+            study.optimize(run, n_trials=1, catch=(TrialFailed, MemoryError), callbacks=callbacks,
+                           gc_after_trial=False)
+    finally:
+        requeue(study, deferred)
+    if deferred:
+        log(f"{len(deferred)} queued plan{'s' * (len(deferred) != 1)} (seeds or baselines the search did not reach) "
+            "waited for the promotions and are queued again for the next run")
 
 
 def _search(study: optuna.Study, run: Callable[[optuna.Trial], tuple[float, float, float]], schedule: Schedule,

@@ -204,6 +204,14 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float] | None:
         return None
 
 
+def fail_waiting_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:
+    """Take a trial out of the queue: claim it as Optuna's own pop does (no other worker runs it),
+    write ``attrs`` (its reason) and fail it; False when another worker popped it first."""
+    if not study._storage.set_trial_state_values(trial_id(trial), optuna.trial.TrialState.RUNNING):
+        return False
+    return fail_running_trial(study, trial, attrs)
+
+
 def fail_running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> bool:
     """Fail another process's RUNNING trial, first writing ``attrs`` (its reason) on it; False when it
     finished meanwhile."""

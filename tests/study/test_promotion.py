@@ -70,6 +70,36 @@ def test_promotion_trials_the_front_cannot_use_search_instead() -> None:
     study.enqueue_trial({"x": 0.9}, user_attrs=records.seed_marks("size", 1, 1000.0, {}))
     schedule = Schedule.start(25, 0.2, 4, None)
     assert schedule.give_back(study.trials) == 5 and (schedule.n_search, schedule.n_promote) == (25, 0)
+    # Under a timeout they wait for the promotions instead (runner._promote defers them).
+    schedule = Schedule.start(25, 0.2, 4, 600.0)
+    assert schedule.give_back(study.trials) == 2 and (schedule.n_search, schedule.n_promote) == (22, 3)
+
+
+def test_under_a_timeout_seeds_still_queued_wait_for_the_promotions_and_are_queued_again() -> None:
+    from autocomp.study.runner import _promote
+
+    study = _study()
+    study.enqueue_trial({"x": 0.6}, user_attrs=records.baseline_marks("int8", None))
+    study.enqueue_trial({"x": 0.7}, user_attrs=records.seed_marks("size", 1, 1000.0, {"kl": 0.1}))
+    schedule = Schedule.start(10, 0.2, 4, 600.0)  # 8 search trials (all done), 2 promotions
+    ran, logs = [], []
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        ran.append((trial.number, trial.user_attrs.get(records.PROMOTED_FROM), trial.suggest_float("x", 0, 1)))
+        return 99.0, 400.0, 0.4
+
+    _promote(study, objective, schedule, [], None, logs.append)
+    # Optuna would have run the two queued plans ahead of either promotion and left no time for them.
+    assert [(of, x) for _, of, x in ran] == [(1, 0.1), (2, 0.2)], ran
+    deferred = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert [records.trial_failure(t) for t in deferred] == [records.DEFERRED] * 2
+    again = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.system_attrs["fixed_params"], t.user_attrs) for t in again] == [
+        ({"x": 0.6}, records.baseline_marks("int8", None)),
+        ({"x": 0.7}, records.seed_marks("size", 1, 1000.0, {"kl": 0.1}))]
+    assert all(t.number > ran[-1][0] for t in again)  # behind the promotions: the next run runs them
+    assert records.is_interruption(records.DEFERRED)  # not a failure of the plan: the report and resume
+    assert any("2 queued plans" in line and "queued again" in line for line in logs), logs
 
 
 # -- which trials, in which order ------------------------------------------------------------------------
@@ -169,9 +199,9 @@ def test_under_a_timeout_the_search_keeps_only_the_promote_share_of_the_trials_t
     assert schedule.n_promote == 40 and schedule.reserve(trials) == 3 * 34.0  # 102 s: under 0.2 x 1000
     schedule.deadline = schedule.trials_from + 300  # 60 s share: one 34 s promotion fits, a second does not
     assert schedule.reserve(trials) == 60.0
-    schedule.deadline = schedule.trials_from + 110  # a 22 s share: still one whole promotion kept
-    assert schedule.reserve(trials) == 34.0
-    assert not schedule.search_over(trials)  # 10 s for the next trial + 34 s fit; three promotions would not
+    schedule.deadline = schedule.trials_from + 110  # a 22 s share: still a promotion and a half kept
+    assert schedule.reserve(trials) == 1.5 * 34.0
+    assert not schedule.search_over(trials)  # 10 s for the next trial + 51 s fit; three promotions would not
     schedule.trials_from = None  # before the first trial: the count of promotions rules, as without a timeout
     assert schedule.reserve(trials) == 3 * 34.0
 
