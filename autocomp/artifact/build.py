@@ -34,8 +34,10 @@ def export(
     calibration: list[np.ndarray],
     path: str | Path,
     quant_mode: str = "qat",
+    deflate: bool = True,
 ) -> ArtifactInfo:
-    """Bake masks and quant grids, export ONNX, quantize the chosen nodes, write ``.acz``.
+    """Bake masks and quant grids, export ONNX, quantize the chosen nodes, write ``.acz``
+    (``deflate=False``: entries stored, for a file that is only timed, ``container.write``).
 
     The student is baked in place: afterwards it is a plain float model with the exported
     weights (fake quantization and masks folded in).
@@ -48,5 +50,5 @@ def export(
     if node_bits:
         mode = "dynamic" if quant_mode == "dynamic" else "static"
         proto, packed = quantize(proto, node_bits, calibration, mode)
-    size = write(proto, path, packed)
+    size = write(proto, path, packed, deflate)
     return ArtifactInfo(Path(path), size, len(node_bits), packed)

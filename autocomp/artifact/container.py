@@ -110,8 +110,10 @@ def _expect(key: str, value: object, wanted: int, why: str) -> None:
         raise ArtifactError(f"{key} is {value!r}, {why} take {wanted}")
 
 
-def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int]) -> int:
-    """Write ``proto`` as an ``.acz`` file; return its size in bytes."""
+def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int], deflate: bool = True) -> int:
+    """Write ``proto`` as an ``.acz`` file; return its size in bytes. ``deflate=False`` stores
+    the entries as they are: a file only timed, whose bytes nobody counts (any zip reader and
+    ``load_model`` read both)."""
     graph_only = onnx.ModelProto()
     graph_only.CopyFrom(proto)
     entries, blobs, offset = [], [], 0
@@ -128,14 +130,15 @@ def write(proto: onnx.ModelProto, path: str | Path, packed_bits: dict[str, int])
     path = Path(path)
 
     def zip_to(tmp: Path) -> None:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+        with zipfile.ZipFile(tmp, "w", compression=method, compresslevel=9 if deflate else None) as zf:
             for name, payload in (
                 ("manifest.json", json.dumps(manifest, sort_keys=True).encode()),
                 ("model.onnx", graph_only.SerializeToString()),
                 ("weights.bin", b"".join(blobs)),
             ):
                 info = zipfile.ZipInfo(name, date_time=_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
+                info.compress_type = method
                 zf.writestr(info, payload)
 
     atomic_write(path, zip_to)  # never a half-written artifact under the final name
