@@ -136,8 +136,10 @@ def test_torchvision_noop_plan_leaves_outputs_unchanged(tmp_path, name: str) -> 
         student = apply(teacher, Plan(), x[:1])
         assert np.array_equal(student(x).numpy(), ref)
     noop = export_student(student, x, tmp_path / "t.acz")
-    # float32 through 50-150 layers in another runtime: agree to 1e-3 of the logits' scale
-    assert np.abs(noop.run(x) - ref).max() < 1e-3 * max(1.0, float(np.abs(ref).max()))
+    # float32 through 50-150 layers in another runtime: agree to 5e-3 of the logits' scale. Alone,
+    # efficientnet_b0's noise-fed logits (scale 30-1,000) agree to 1e-5-8e-5 of it; within the whole
+    # suite (pytest -q --all, 2026-12-06) once to 1.2e-3 at scale 3,067. A wrong fold is off by O(1).
+    assert np.abs(noop.run(x) - ref).max() < 5e-3 * max(1.0, float(np.abs(ref).max()))
     assert noop.params == sum(m.weight.numel() for m in compute_layers(teacher).values())
 
 
