@@ -17,8 +17,9 @@ pytestmark = pytest.mark.e2e  # a whole CLI search, then exports of its points
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("exp")
+    # No profile: exports rebuild trials from their params either way (seeds are enqueued params).
     code = main(["search", "--run-dir", str(tmp / "run"), "--study-name", "e", "--teacher-epochs", "3",
-                 "--n-trials", "6", "--no-progress", "--baselines", "teacher,int4,prune90"])
+                 "--n-trials", "6", "--no-progress", "--baselines", "teacher,int4,prune90", "--no-profile"])
     assert code == 0
     return f"sqlite:///{tmp / 'run' / 'study.db'}", tmp
 
@@ -106,7 +107,7 @@ def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
     assert main(["search", "--model", "lenet5", "--dataset", "mnist", "--data-dir", str(MNIST),
                  "--train-samples", "6000", "--teacher-epochs", "3", "--n-trials", "12", "--storage", storage,
                  "--study-name", "l", "--run-dir", str(tmp_path / "run"), "--no-progress",
-                 "--baselines", "teacher,int8,int4,prune90"]) == 0
+                 "--baselines", "teacher,int8,int4,prune90", "--no-profile"]) == 0  # as in `searched`
     study = optuna.load_study(study_name="l", storage=storage)
     front = pareto_trials(study)
     assert len(front) >= 2
