@@ -104,7 +104,7 @@ def defer_queued(study: optuna.Study) -> list[Queued]:
     taken = []
     for t in _queued(study.get_trials(deepcopy=False)):
         if fail_waiting_trial(study, t, records.failure_attrs(records.DEFERRED)):
-            taken.append((dict(t.system_attrs.get("fixed_params") or {}), dict(t.user_attrs)))
+            taken.append(records.queued_plan(t))
     return taken
 
 

@@ -225,6 +225,11 @@ def trial_failure(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None:
     return trial.user_attrs.get(FAIL_REASON) or None
 
 
+def queued_plan(trial: optuna.trial.FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A queued trial's params and marks, as ``enqueue_trial`` was given them (params: Optuna's ``fixed_params``)."""
+    return dict(trial.system_attrs.get("fixed_params") or {}), dict(trial.user_attrs)
+
+
 def _all_attrs(study: optuna.Study) -> dict[str, Any]:
     """User attrs, then autocomp's system attrs over them: studies made before the system-attr
     layout kept everything in user attrs, and read the same way."""
@@ -254,13 +259,8 @@ def read_study(study: optuna.Study) -> StudyRecord:
 
 
 def study_attr(study: optuna.Study, key: str, default: Any = None, attrs: dict[str, Any] | None = None) -> Any:
-    """One study-level attr by its stored name, wherever it lives (a system attr ``autocomp:KEY``,
-    else a user attr: older studies kept everything there). Prefer ``read_study``.
-
-    Example::
-
-        config = study_attr(study, "config")   # the SearchConfig as a dict
-    """
+    """One study-level attr by its stored name, wherever it lives (a system attr ``autocomp:KEY``, else a
+    user attr: older studies kept everything there), e.g. ``study_attr(study, "config")``; prefer ``read_study``."""
     attrs = attrs if attrs is not None else _all_attrs(study)
     return attrs.get(key, default)
 
