@@ -85,12 +85,8 @@ def promoted_or_queued(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
     return taken
 
 
-def queued_plans(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+def queued_plans(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     """Trials waiting in the queue that are not promotions (baselines, seeds, retries)."""
-    return len(_queued(trials))
-
-
-def _queued(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     return [t for t in trials if t.state == State.WAITING and records.trial_promoted_from(t) is None]
 
 
@@ -102,7 +98,7 @@ def defer_queued(study: optuna.Study) -> list[Queued]:
     each failed with the reason ``records.DEFERRED``: Optuna runs queued trials first, so under
     ``--timeout`` they would take the promotions' time. The plans taken, for ``requeue``."""
     taken = []
-    for t in _queued(study.get_trials(deepcopy=False)):
+    for t in queued_plans(study.get_trials(deepcopy=False)):
         if fail_waiting_trial(study, t, records.failure_attrs(records.DEFERRED)):
             taken.append(records.queued_plan(t))
     return taken
@@ -239,7 +235,7 @@ class Schedule:
         points to promote, or, without a timeout, all of them while plans other than promotions
         wait in the queue (Optuna would run those first; a count of trials runs them, a timeout
         defers them: ``defer_queued``); how many moved."""
-        blocked = self.deadline is None and queued_plans(trials)
+        blocked = self.deadline is None and bool(queued_plans(trials))
         usable = 0 if blocked else min(self.n_promote, len(promotable(trials)))
         extra = self.n_promote - usable
         self.n_search, self.n_promote = self.n_search + extra, usable

@@ -126,7 +126,7 @@ def test_transformer_search_and_export(case: str, tmp_path: Path) -> None:
     # The exported file runs in ONNX Runtime with its card's accuracy on the whole validation split,
     # and the study's on the search's subset: on the user's ViT. The torchvision models' files take
     # the same path (the export rebuilds the trial and measures the teacher and the file over the
-    # whole split), which took 2 of vit_b_16's 4.6 minutes here and 4.8 of swin_t's 6.2; maxvit_t's
+    # whole split), which took 2.4 of vit_b_16's 4.6 minutes here and 4.9 of swin_t's 6.2; maxvit_t's
     # 10,000 images at 224 px would take this 2-core machine most of an hour.
     if case == "user_vit":
         out = tmp_path / "trial.onnx"
