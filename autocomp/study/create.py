@@ -28,7 +28,7 @@ from autocomp.pipeline.workbench import Workbench
 from autocomp.study import records
 from autocomp.study.baselines import baseline_points
 from autocomp.study.pareto import MAXIMIZE, OBJECTIVES, front_trials
-from autocomp.study.recovery import fail_dead_trials, requeue_baselines
+from autocomp.study.recovery import fail_dead_trials, requeue_baselines, requeue_deferred
 from autocomp.study.sampler import make_sampler
 from autocomp.study.space import SearchSpace, library_dir
 from autocomp.study.storage import open_storage, storage_file
@@ -72,6 +72,7 @@ def open_study(config: SearchConfig, space: SearchSpace, storage: optuna.storage
     # The baselines the study was made with (an empty list too), not this run's.
     stored = (rec.config or {}).get("baselines")
     requeue_baselines(study, config.baselines if stored is None else stored, points)
+    requeue_deferred(study)  # seeds a killed run deferred for a promotion and never queued again
     return study, False
 
 

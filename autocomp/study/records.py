@@ -226,16 +226,16 @@ def trial_failure(trial: optuna.trial.FrozenTrial | optuna.Trial) -> str | None:
 
 
 def queued_plan(trial: optuna.trial.FrozenTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A queued trial's params and marks, as ``enqueue_trial`` was given them (params: Optuna's ``fixed_params``)."""
-    return dict(trial.system_attrs.get("fixed_params") or {}), dict(trial.user_attrs)
+    """A queued trial's params (``fixed_params``) and marks as ``enqueue_trial`` got them (not a failure)."""
+    marks = {k: v for k, v in trial.user_attrs.items() if k != FAIL_REASON}
+    return dict(trial.system_attrs.get("fixed_params") or {}), marks
 
 
 def _all_attrs(study: optuna.Study) -> dict[str, Any]:
     """User attrs, then autocomp's system attrs over them: studies made before the system-attr
     layout kept everything in user attrs, and read the same way."""
-    system = {k.removeprefix(SYSTEM_PREFIX): v for k, v in study_system_attrs(study).items()
-              if k.startswith(SYSTEM_PREFIX)}
-    return {**study.user_attrs, **system}
+    system = study_system_attrs(study).items()
+    return {**study.user_attrs, **{k.removeprefix(SYSTEM_PREFIX): v for k, v in system if k.startswith(SYSTEM_PREFIX)}}
 
 
 def read_study(study: optuna.Study) -> StudyRecord:

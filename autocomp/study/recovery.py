@@ -8,6 +8,9 @@ never finished, and plans another trial already ran.
 - ``requeue_baselines``: a baseline interrupted (Ctrl-C, a killed worker) or failed is enqueued
   again on resume, once: several resuming workers may each enqueue it, and ``same_plan_as``
   then fails the later copies before any work.
+- ``requeue_deferred``: a seed or retry that waited for a promotion (``records.DEFERRED``) and
+  was never queued again, because the process was killed during the promotion, is queued again
+  on resume.
 - ``same_plan_as``: a trial whose sampled plan another trial has run or is running is failed
   with the reason "same plan as trial N", before its fine-tune (``autocomp.study.objective``).
 
@@ -89,6 +92,24 @@ def requeue_baselines(study: optuna.Study, names: Iterable[str],
         params, outside = points[name]
         study.enqueue_trial(params, user_attrs=records.baseline_marks(name, outside))
         again.append(name)
+    return again
+
+
+def requeue_deferred(study: optuna.Study) -> int:
+    """Enqueue again each plan that waited for a promotion (failed with ``records.DEFERRED``) and
+    that no later trial holds: the run that deferred it queues it again when its promotions end,
+    but a process killed meanwhile never did. Baselines are left to ``requeue_baselines``.
+    Returns how many were queued."""
+    trials = study.get_trials(deepcopy=False)
+    again = 0
+    for t in trials:
+        if t.state != State.FAIL or records.trial_failure(t) != records.DEFERRED or records.trial_baseline(t):
+            continue
+        params, marks = records.queued_plan(t)
+        if any(u.number > t.number and records.queued_plan(u)[0] == params for u in trials):
+            continue
+        study.enqueue_trial(params, user_attrs=marks)
+        again += 1
     return again
 
 

@@ -16,9 +16,9 @@ from autocomp.errors import AutocompError
 from autocomp.pipeline.workbench import Workbench
 from autocomp.study import records, runner
 from autocomp.study.create import open_study, sampler_seed
-from autocomp.study.recovery import fail_dead_trials, requeue_baselines, same_plan_as
+from autocomp.study.recovery import fail_dead_trials, requeue_baselines, requeue_deferred, same_plan_as
 from autocomp.study.space import load_space
-from autocomp.study.storage import open_storage, study_storage
+from autocomp.study.storage import fail_waiting_trial, open_storage, study_storage
 
 State = optuna.trial.TrialState
 X = optuna.distributions.FloatDistribution(0, 1)
@@ -100,6 +100,21 @@ def test_baselines_that_never_finished_are_enqueued_again_once(tmp_path: Path) -
     assert requeue_baselines(study, names, points) == []  # queued now: not again
     waiting = [t.user_attrs["baseline"] for t in study.trials if t.state == State.WAITING]
     assert waiting == ["int8", "svd50", "channels50"]
+
+
+def test_seeds_a_killed_promotion_deferred_are_queued_again_on_resume_once(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    seeds = [({"x": 0.1}, records.seed_marks("size", 0, 1000.0, {"kl": 0.1})),
+             ({"x": 0.2}, records.seed_marks("latency", 1, 0.5, {"kl": 0.2}))]
+    for params, marks in seeds + [({"x": 0.3}, records.baseline_marks("int8", None))]:
+        study.enqueue_trial(params, user_attrs=marks)
+    for t in study.get_trials(states=(State.WAITING,)):  # deferred, then the process was killed
+        assert fail_waiting_trial(study, t, records.failure_attrs(records.DEFERRED))
+    study.enqueue_trial({"x": 0.1}, user_attrs=seeds[0][1])  # the first was queued again before the kill
+    assert requeue_deferred(study) == 1
+    waiting = [records.queued_plan(t) for t in study.trials if t.state == State.WAITING]
+    assert waiting == [seeds[0], seeds[1]]  # with its marks and no failure reason; the baseline is left to
+    assert requeue_deferred(study) == 0     # requeue_baselines; a second resume queues nothing more
 
 
 def test_joining_workers_never_share_the_creators_seed() -> None:
