@@ -253,11 +253,20 @@ def test_device_check_reports_the_device_its_runtimes_and_its_noise_floor(device
     assert capsys.readouterr().err.startswith("autocomp: error: device URL: a password in it is refused")
 
 
+def _space(tmp_path: Path) -> str:
+    """Bits only, no accuracy constraint: no sample is stopped early, so every trial is timed on the
+    device (a random sample of `default` can be hopeless, and these tests count timed trials)."""
+    path = tmp_path / "bits.yaml"
+    path.write_text("version: 1\nlayers:\n  - type: Conv2d\n    bits: [null, 8]\n"
+                    "  - type: Linear\n    bits: [null, 8]\n", encoding="utf-8")
+    return str(path)
+
+
 def _search(server: Sshd, tmp_path: Path, n_trials: int, **env: str) -> tuple[subprocess.Popen, str]:
     url = f"sqlite:///{tmp_path / 's.db'}"
     cmd = [sys.executable, "-m", "autocomp.cli", "search", "--measure-on", server.url, "--storage", url,
            "--study-name", "d", "--run-dir", str(tmp_path / "run"), "--n-trials", str(n_trials), "--no-profile",
-           "--no-progress"]
+           "--no-progress", "--space", _space(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(server.env(), **env))
     return proc, url
@@ -358,7 +367,7 @@ def test_devices_of_one_model_serve_one_study_and_another_model_is_refused(devic
 
     def config(url: str, n: int) -> SearchConfig:
         return SearchConfig(run_dir=str(tmp_path / "run"), storage=f"sqlite:///{tmp_path / 's.db'}", n_trials=n,
-                            measure_on=url, train_threads=1, profile=False, promote=0.0)
+                            measure_on=url, train_threads=1, profile=False, promote=0.0, space=_space(tmp_path))
 
     run_search(config(device_env.url, 3), progress=False, log=lambda s: None)
     study = run_search(config("ssh://autocomp-test-twin", 2), progress=False, log=lambda s: None)
@@ -401,7 +410,8 @@ def test_device_accuracy_runs_the_validation_pass_on_the_device(device_env: Sshd
     infer = RemoteDevice.infer
     monkeypatch.setattr(RemoteDevice, "infer", lambda self, session, x: calls.append(len(x)) or infer(self, session, x))
     config = SearchConfig(run_dir=str(tmp_path / "run"), n_trials=3, measure_on=device_env.url, device_accuracy=True,
-                          train_threads=1, profile=False, promote=0.0, baselines=("teacher", "int8"))
+                          train_threads=1, profile=False, promote=0.0, baselines=("teacher", "int8"),
+                          space=_space(tmp_path))
     study = run_search(config, progress=False, log=lambda s: None)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 3 and all(t.user_attrs["metrics"]["accuracy"] > 50 for t in done)
