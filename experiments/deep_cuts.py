@@ -31,23 +31,14 @@ from autocomp.study.profile import measure_plans
 from autocomp.study.space import load_space
 
 HERE = Path(__file__).resolve().parent
-CUTS = {  # conv1, conv2, fc1 channel ratios (fc2, the output layer, keeps its channels)
-    "channels50": (0.5, 0.5, 0.5),
-    "channels50, fc1 rank 0.125": (0.5, 0.5, 0.5),
-    "conv2 0.75": (0.5, 0.75, 0.5),
-    "conv2 and fc1 0.75": (0.5, 0.75, 0.75),
-    "all 0.75": (0.75, 0.75, 0.75),
+C = "channel_ratio"
+PLANS = {  # per-layer settings of LeNet-5's conv1, conv2, fc1 (fc2, the output layer, keeps its channels)
+    "channels50": {"conv1": {C: 0.5}, "conv2": {C: 0.5}, "fc1": {C: 0.5}},
+    "channels50, fc1 rank 0.125": {"conv1": {C: 0.5}, "conv2": {C: 0.5}, "fc1": {C: 0.5, "rank": 0.125}},
+    "conv2 0.75": {"conv1": {C: 0.5}, "conv2": {C: 0.75}, "fc1": {C: 0.5}},
+    "conv2 and fc1 0.75": {"conv1": {C: 0.5}, "conv2": {C: 0.75}, "fc1": {C: 0.75}},
+    "all 0.75": {"conv1": {C: 0.75}, "conv2": {C: 0.75}, "fc1": {C: 0.75}},
 }
-
-
-def plans(layers: list[str], template: Plan) -> dict[str, Plan]:
-    out = {}
-    for name, ratios in CUTS.items():
-        per = {layer: {"channel_ratio": r} for layer, r in zip(layers, ratios, strict=False)}
-        if "rank" in name:
-            per[layers[2]]["rank"] = 0.125
-        out[name] = replace(template, layers={n: LayerPlan(**per.get(n, {})) for n in layers})
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -57,11 +48,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2, help="untrained timings per plan")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    # The teacher of the LeNet-5 benchmark commands (experiments/README.md): 5 epochs on 12 k images.
     config = replace(SearchConfig(**read_config_file(args.config)), train_samples=12000, teacher_epochs=5)
     teacher, data = prepare(config, print)
     bench = Workbench(teacher, data, config.measure, config.device)
     template = Plan(distill=load_space("default").fixed_distill())
-    cases = plans(list(compute_layers(teacher)), template)
+    cases = {name: replace(template, layers={n: LayerPlan(**per.get(n, {})) for n in compute_layers(teacher)})
+             for name, per in PLANS.items()}
     print(f"teacher {bench.teacher_accuracy:.2f} %")
     for rnd in range(args.rounds):
         for name, m in zip(cases, measure_plans(bench, list(cases.values())), strict=True):
