@@ -10,6 +10,7 @@ number is measured on the trial's exported artifact in ONNX Runtime. Each unifor
     python experiments/benchmark.py --config experiments/lenet5.yaml --trials 50 --seeds 0,1,2,3,4
     python experiments/benchmark.py --config experiments/lenet5.yaml --samplers tpe,random,profile,nsga2 \\
         --storage sqlite:///runs/benchmark/lenet5.db --out runs/benchmark/lenet5
+    python experiments/benchmark.py --rescore runs/benchmark/lenet5/runs.json   # score it again, no trials
 
 Rows (``--samplers``; every one a study as ``autocomp search --sampler NAME --seed S`` makes it,
 minus the enqueued baselines):
@@ -34,6 +35,10 @@ What the columns mean (every search row is the median over its seeds):
 
 A trial whose promotion finished is scored through its promotion only, as ``autocomp search``'s
 front shows it (``pareto.front_trials``); HV@20% takes the early trials with their own values.
+- dominance (of a baseline by a run's front, of a profile-only point by the search's): no worse
+  in accuracy and bytes, and in latency ratio within ``LATENCY_TIE`` (3 %, the timing's noise
+  floor), and better in one of them (latency: by more than 3 %); the findings also give the
+  count with every difference counting.
 - ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
   minus the run's HV (0 = the run found the whole pooled front).
 - ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact within 0.5 / 1
@@ -74,6 +79,7 @@ import optuna
 
 from autocomp.config import SAMPLERS, SearchConfig, read_config_file
 from autocomp.errors import AutocompError
+from autocomp.measure.latency import MIN_SPREAD
 from autocomp.models.zoo import check_fits
 from autocomp.pipeline.setup import prepare
 from autocomp.pipeline.workbench import Workbench
@@ -92,6 +98,10 @@ DEFAULT_SAMPLERS = ("tpe", "random", "profile")
 QUICK = {"config": str(HERE / "default.yaml"), "trials": 20, "seeds": "0,1", "samplers": "tpe,random,profile"}
 COLUMNS = ["run", "seeds", "trials", "HV", "HV@20%", "regret", "regret/random", "HV acc+size", "x@0.5", "x@1",
            "lat@1", "trials/h", "profile %", "outside %"]
+# Latency ratios of two points timed in different rounds that differ by less than this share are
+# equally fast: the measurement's floor (``autocomp.measure.latency``: A/A sessions of one file
+# differ by up to ~2 %, and each ratio's spread is at least +-3 %).
+LATENCY_TIE = MIN_SPREAD
 EARLY_SHARE = 0.2  # HV@20%: the first fifth of a run's trials
 PROFILE_ONLY = "profile"  # the row of the profile's seeded plans alone
 NO_PROFILE = "-noprofile"  # suffix: that search without the profile
@@ -355,10 +365,12 @@ def front_volume(points: list[dict[str, Any]], teacher: Teacher, objectives: int
     return hypervolume(unique_front(scaled[:, :objectives]), ref[:objectives])
 
 
-def dominated(point: dict[str, Any], front: list[dict[str, Any]]) -> bool:
-    """``point`` is no better than some front point in every objective and worse in one."""
+def dominated(point: dict[str, Any], front: list[dict[str, Any]], strict: bool = False) -> bool:
+    """``point`` is no better than some front point in every objective and worse in one, where
+    latency ratios within ``LATENCY_TIE`` of each other count as equal (timed in different
+    rounds, a 1 % lead is not a result); ``strict``: every difference counts."""
     p = to_minimize([[point["accuracy"], point["size_bytes"], point["latency_ratio"]]])[0]
-    return dominated_by(p, to_minimize(_matrix(front)))
+    return dominated_by(p, to_minimize(_matrix(front)), None if strict else (0.0, 0.0, LATENCY_TIE))
 
 
 def early_volume(run: Run, teacher: Teacher, share: float = EARLY_SHARE) -> float:
@@ -467,8 +479,10 @@ def findings(teacher: Teacher, runs: list[Run], per_seed: Any, default: str) -> 
     fronts = [r.points for r in runs if r.label == default]
     lines = []
     if fronts and (uniform := [b for b in UNIFORM_BASELINES if b in fixed]):
-        counts = ", ".join(f"{b} {sum(dominated(fixed[b], f) for f in fronts)}/{len(fronts)}" for b in uniform)
-        lines.append(f"{default}'s front dominates the uniform baselines in k of n seeds: {counts}")
+        counts = ", ".join(f"{b} {sum(dominated(fixed[b], f) for f in fronts)}/{len(fronts)} "
+                           f"({sum(dominated(fixed[b], f, strict=True) for f in fronts)})" for b in uniform)
+        lines.append(f"{default}'s front dominates the uniform baselines in k of n seeds, latency ratios within "
+                     f"{LATENCY_TIE:.0%} counting as equal (in brackets: every difference counting): {counts}")
     if "channels50" in fixed:
         lines.append(channels_line(teacher, fixed["channels50"], per_seed))
     if default != PROFILE_ONLY and (only := [r for r in runs if r.label == PROFILE_ONLY]) and fronts:
@@ -484,11 +498,11 @@ def channels_line(teacher: Teacher, channels: dict[str, Any], per_seed: Any) -> 
     parts = []
     for label in dict.fromkeys(per_seed["run"]) if not per_seed.empty else ():
         lat = per_seed[per_seed["run"] == label]["lat@1"].tolist()
-        faster = sum(math.isfinite(v) and v <= limit + 1e-9 for v in lat)
+        faster = sum(math.isfinite(v) and v <= limit * (1 + LATENCY_TIE) for v in lat)
         parts.append(f"{label} {faster}/{len(lat)} (median {_cell('lat@1', _median(lat))}x)")
     drop = teacher.accuracy - channels["accuracy"]
     return (f"lat@1 vs channels50 ({limit:.2f}x at {drop:.1f} points down): the fastest point within 1 point is "
-            f"at least as fast in k of n seeds: " + (", ".join(parts) or "no search run"))
+            f"at least as fast (within {LATENCY_TIE:.0%}) in k of n seeds: " + (", ".join(parts) or "no search run"))
 
 
 def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
@@ -589,6 +603,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def load_runs(path: Path) -> tuple[SearchConfig, Teacher, list[Run]]:
+    """A finished benchmark's config, teacher and runs, from the ``runs.json`` it wrote."""
+    data = json.loads(path.read_text())
+    return SearchConfig(**data["config"]), Teacher(**data["teacher"]), [Run(**r) for r in data["runs"]]
+
+
 def load_config(path: str, overrides: dict[str, Any]) -> SearchConfig:
     settings = read_config_file(path)
     settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -610,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override one config key (repeatable), e.g. --set train_samples=12000")
     parser.add_argument("--storage", help="keep every study in this Optuna storage URL (default: in memory)")
     parser.add_argument("--out", help="directory for results.md and runs.json")
+    parser.add_argument("--rescore", metavar="RUNS_JSON", help="score a finished benchmark again from its "
+                        "runs.json (no trial runs; the rows and seeds are the file's)")
     parser.add_argument("--quick", action="store_true", help="smoke run: default config, 20 trials, seeds 0,1, "
                         "tpe, random and profile (about 2 minutes on 2 cores)")
     args = parser.parse_args(argv)
@@ -617,6 +639,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in QUICK.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
+    command = "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.rescore:
+        try:
+            config, teacher, runs = load_runs(Path(args.rescore))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            print(f"benchmark: error: cannot read {args.rescore}: {exc}", file=sys.stderr)
+            return 2
+        labels = [r.label for r in runs if r.label != "baselines"]
+        print(report_text(config, teacher, summarize(teacher, runs, default=labels[0] if labels else "tpe"),
+                          command.strip(), sum(r.wall_s for r in runs)))
+        return 0
     try:
         config = load_config(args.config or str(HERE / "default.yaml"), parse_overrides(args.set))
         seeds = [int(s) for s in (args.seeds or "0,1,2,3,4").split(",") if s.strip()]
@@ -633,7 +666,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     wall = time.perf_counter() - start
     summary = summarize(teacher, runs, default=samplers[0])
-    command = "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report_text(config, teacher, summary, command.strip(), wall)
     print(text)
     if args.out:

@@ -42,10 +42,20 @@ def nondominated_mask(points: np.ndarray) -> np.ndarray:
     return ~(le & lt).any(axis=0)
 
 
-def dominated_by(point: np.ndarray, others: np.ndarray) -> bool:
-    """True when some row of ``others`` dominates ``point``."""
+def dominated_by(point: np.ndarray, others: np.ndarray, tie: Sequence[float] | None = None) -> bool:
+    """True when some row of ``others`` dominates ``point``. ``tie``: per column, a relative
+    difference too small to count (a measurement's noise floor): within ``|point| * tie`` a row is
+    as good as ``point`` there, and it must beat ``point`` by more than that to be better.
+
+    Example::
+
+        dominated_by([-98.7, 100, 0.69], [[-98.72, 90, 0.70]])                   # False: slower
+        dominated_by([-98.7, 100, 0.69], [[-98.72, 90, 0.70]], tie=(0, 0, 0.03))  # True
+    """
     others, p = np.asarray(others, dtype=float), np.asarray(point, dtype=float)
-    return bool(len(others)) and bool(np.any(np.all(others <= p, axis=1) & np.any(others < p, axis=1)))
+    band = np.abs(p) * np.asarray(tie, dtype=float) if tie is not None else np.zeros_like(p)
+    no_worse, better = others <= p + band, others < p - band
+    return bool(len(others)) and bool(np.any(np.all(no_worse, axis=1) & np.any(better, axis=1)))
 
 
 def weakly_dominated(point: np.ndarray, others: np.ndarray) -> bool:

@@ -51,6 +51,19 @@ def test_unique_front_keeps_each_point_once_and_weak_dominance_counts_equals() -
     assert not weakly_dominated(np.array([0.5, 0.5, 5.0]), pts)
 
 
+def test_a_difference_inside_the_tie_band_is_no_better_and_no_worse() -> None:
+    point = to_minimize([[98.69, 192_343, 0.680]])[0]  # uniform int4 on LeNet-5
+    closer = to_minimize([[98.72, 104_000, 0.686]])  # more accurate, smaller, 0.9 % slower
+    tie = (0.0, 0.0, 0.03)
+    assert not dominated_by(point, closer) and dominated_by(point, closer, tie=tie)
+    slower = to_minimize([[98.72, 104_000, 0.710]])  # 4.4 % slower: outside the band
+    assert not dominated_by(point, slower, tie=tie)
+    # Equal accuracy and bytes, 2 % faster: inside the band, so not better anywhere.
+    assert not dominated_by(point, to_minimize([[98.69, 192_343, 0.666]]), tie=tie)
+    assert dominated_by(point, to_minimize([[98.69, 192_343, 0.650]]), tie=tie)  # 4.4 % faster
+    assert dominated_by(point, to_minimize([[98.69, 192_343, 0.666]]))  # every difference counts
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_staircase_matches_brute_force(seed: int) -> None:
     rng = random.Random(seed)
