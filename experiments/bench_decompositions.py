@@ -135,7 +135,7 @@ def search_arms(data: DataBundle, epochs: int, trials: int, steps: int, lr: floa
     from autocomp.api import run_search
     from autocomp.config import SearchConfig
     from autocomp.report.frame import trials_frame
-    from autocomp.report.hypervolume import hypervolume, reference_point, to_minimization
+    from autocomp.study.hypervolume import hypervolume, reference_point, to_minimization
     from autocomp.study.space import parse_space
 
     key = {"data": "mnist", "train": len(data.train_x), "shape": list(data.input_shape), "bench": "methods"}

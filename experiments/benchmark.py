@@ -84,8 +84,8 @@ from autocomp.models.zoo import check_fits
 from autocomp.pipeline.setup import prepare
 from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import BASELINES
-from autocomp.report.hypervolume import hypervolume, to_minimization
 from autocomp.study.create import open_study, record_workbench
+from autocomp.study.hypervolume import hypervolume, to_minimization
 from autocomp.study.objective import Objective
 from autocomp.study.pareto import dominated_by, promoted_originals, to_minimize, unique_front
 from autocomp.study.promotion import Schedule

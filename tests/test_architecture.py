@@ -22,8 +22,9 @@ FLOORS = {
     "methods": 1, "models": 1, "data": 1, "artifact": 1, "measure": 1, "runtimes": 1, "plan": 1,
     "_cache": 0, "_user_code": 0, "_device": 0, "model_kwargs": 0, "errors": -1,
 }
-# What report may read of the study: its stored records and the Pareto geometry, not the objective.
-REPORT_READS = {"autocomp.study.records", "autocomp.study.pareto"}
+# What report may read of the study: its stored records and the Pareto geometry (the front and its
+# hypervolume), not the objective.
+REPORT_READS = {"autocomp.study.records", "autocomp.study.pareto", "autocomp.study.hypervolume"}
 
 
 def module_names() -> dict[str, Path]:

@@ -22,11 +22,12 @@ import pandas as pd
 from autocomp.artifact.container import atomic_write
 from autocomp.report import figures, profile
 from autocomp.report.frame import pareto_frame, teacher_point, trials_frame
-from autocomp.report.hypervolume import ACCURACY_MARGIN, hypervolume_history, reference_point
+from autocomp.report.hypervolume import hypervolume_history
 from autocomp.report.importance import importance_data
 from autocomp.report.plots import finished, pareto_data, policy_data
 from autocomp.report.recommend import Recommendation, export_command, recommend
 from autocomp.runtimes import summary
+from autocomp.study.hypervolume import ACCURACY_MARGIN, reference_point
 from autocomp.study.records import read_study
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
