@@ -18,6 +18,8 @@ minus the enqueued baselines):
 - ``tpe`` (and ``nsga2``, and the candidates of ``variant_sampler``): the default search: the
   per-layer profile, the space it shapes, its seeded plans first, the front's points promoted
   to a longer fine-tune at the end (config ``profile``, ``seeds``, ``promote``).
+- ``NAME-spread`` (``tpe-spread``): that search, its promotions in ``promotion.spread_order``
+  (the order before 2026-12-06) instead of by predicted hypervolume gain.
 - ``random``: plain random search, no profile and no promotion: the reference of
   ``regret/random``, as in every earlier result.
 - ``profile``: the profile's allocation alone: its seeded plans, fine-tuned, and nothing
@@ -63,6 +65,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -105,6 +108,7 @@ LATENCY_TIE = MIN_SPREAD
 EARLY_SHARE = 0.2  # HV@20%: the first fifth of a run's trials
 PROFILE_ONLY = "profile"  # the row of the profile's seeded plans alone
 NO_PROFILE = "-noprofile"  # suffix: that search without the profile
+SPREAD = "-spread"  # suffix: that search promoting in ``promotion.spread_order`` (the order before 2026-12-06)
 
 
 class TimedWorkbench(Workbench):
@@ -159,6 +163,7 @@ class Arm:
     profile: bool | None = None  # None: the config's (``autocomp search``'s default: on)
     promote: bool = True  # False: no promoted re-runs (promote=0)
     only_seeds: bool = False  # run the profile's seeded plans and nothing else
+    spread: bool = False  # promote in ``spread_order``, not by predicted hypervolume gain
 
 
 def arm(label: str) -> Arm:
@@ -172,6 +177,8 @@ def arm(label: str) -> Arm:
         return Arm(label, "tpe", profile=True, promote=False, only_seeds=True)
     if label.endswith(NO_PROFILE):
         return Arm(label, label.removesuffix(NO_PROFILE), profile=False)
+    if label.endswith(SPREAD):
+        return Arm(label, label.removesuffix(SPREAD), spread=True)
     return Arm(label, label)
 
 
@@ -252,7 +259,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
         if not cfg.n_trials:
             raise AutocompError("the profile seeded no plan: the `profile` row has nothing to run")
         schedule = Schedule.start(cfg.n_trials, 0.0, cfg.promote_factor, schedule.seconds_left())
-    search(study, objective, cfg, schedule, log)
+    search(study, objective, cfg, schedule, log, spread=row.spread)
     run.wall_s = time.perf_counter() - start
     run.finetune_s = bench.rebuild_seconds
     profile = read_study(study).profile
@@ -288,12 +295,20 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
 
 
 def search(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
-           log: Callable[[str], None]) -> None:
+           log: Callable[[str], None], spread: bool = False) -> None:
     """The prepared study's trials, run by the code ``autocomp search`` runs them with
-    (``runner.optimize``'s phases): the search, then promotions of the front it found."""
-    from autocomp.study import runner
+    (``runner.optimize``'s phases): the search, then promotions of the front it found;
+    ``spread``: promoted in ``spread_order`` (the runner is told no teacher numbers, as for a
+    study not made by autocomp), to measure the order against the default's."""
+    from unittest import mock
 
-    runner.run_phases(study, objective, config, schedule, None, log)
+    from autocomp.study import promotion, runner
+
+    def spread_only(trials: Any, teacher: Any = None, limit: int | None = None) -> list:
+        return promotion.promotable(trials, None, limit)
+
+    with mock.patch.object(runner, "promotable", spread_only) if spread else contextlib.nullcontext():
+        runner.run_phases(study, objective, config, schedule, None, log)
 
 
 def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, seeds: Sequence[int] = (0,),
@@ -622,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", help="comma list of seeds (default 0,1,2,3,4)")
     parser.add_argument("--samplers", help=f"comma list of rows (default {','.join(DEFAULT_SAMPLERS)}): tpe = "
                         "autocomp search's default (profile, seeded plans, promotion), random = plain random "
-                        "search, profile = the seeded plans alone; also nsga2, NAME-noprofile (tpe-noprofile), "
+                        "search, profile = the seeded plans alone; also nsga2, NAME-noprofile (tpe-noprofile), NAME-spread, "
                         "tpe-indep, tpe-sN, nsga2-pN, gp")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list of fixed plans run once "
                         f"(default all: {','.join(BASELINES)}); '' for none")

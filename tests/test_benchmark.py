@@ -90,6 +90,9 @@ def test_rows_are_the_searches_autocomp_runs(bench) -> None:  # noqa: ANN001
     assert bench.study_config(config, only, 0).promote == 0.0
     noprofile = bench.study_config(config, bench.arm("tpe-noprofile"), 0)
     assert (noprofile.sampler, noprofile.profile, noprofile.promote) == ("tpe", False, 0.2)
+    spread = bench.arm("tpe-spread")
+    assert (spread.sampler, spread.spread, bench.arm("tpe").spread) == ("tpe", True, False)
+    assert bench.variant_sampler("tpe-spread", 0, 20) is None  # autocomp's own TPE
     nsga = bench.study_config(config, bench.arm("nsga2-noprofile"), 0)
     assert (nsga.sampler, nsga.profile) == ("nsga2", False)
     fixed = bench.study_config(config, bench.arm("baselines"), None, ["int8"])

@@ -181,7 +181,7 @@ def _promote(study: optuna.Study, run: Callable[[optuna.Trial], tuple[float, flo
     each queued only when it is expected to end before the timeout (the estimate is the measured
     seconds of the promotions before it), so none is left queued when time is up, and one
     another worker promoted meanwhile is skipped."""
-    order = promotable(study.get_trials(deepcopy=False))[:schedule.n_promote]
+    order = promotable(study.get_trials(deepcopy=False), read_study(study).teacher, schedule.n_promote)
     schedule.phase, schedule.queued = "promote", len(order)
     if not order:
         return

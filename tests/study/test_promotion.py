@@ -111,6 +111,23 @@ def test_the_feasible_front_is_promoted_without_the_teacher_most_accurate_first(
     assert order == [1, 2, 3]  # then the far end of the front (the smallest), then the middle
 
 
+def test_promotions_go_where_the_predicted_promotion_adds_most_hypervolume() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _add(study, (98.9, 2000, 0.8), x=0.1)  # 0: the most accurate
+    _add(study, (90.0, 100, 0.1), x=0.2)  # 1: 9 points down; predicted 94.5 %, under the reference (97 %)
+    _add(study, (96.0, 500, 0.3), x=0.3)  # 2: under the reference now; predicted 97.5 %: adds 0.052
+    _add(study, (98.0, 1000, 0.6), x=0.4)  # 3: predicted 98.5 %: adds 0.033
+    teacher = records.Teacher(accuracy=99.0, size_bytes=4000, reference_ms=1.0)
+    assert [t.number for t in promotable(study.trials, teacher)] == [0, 2, 3, 1]
+    assert [t.number for t in promotable(study.trials, teacher, limit=2)] == [0, 2]
+    # Without the teacher's numbers: the spread order, whose second pick is the far end.
+    assert [t.number for t in promotable(study.trials)] == [t.number for t in spread_order(front_trials(study.trials))]
+    assert [t.number for t in promotable(study.trials)][:2] == [0, 1]
+    # Once 2's promotion finished, it stands for 2 on the front: 2 is not promoted again.
+    _add(study, (97.6, 500, 0.3), x=0.3, **records.promotion_marks(2))
+    assert [t.number for t in promotable(study.trials, teacher)] == [0, 3, 1]
+
+
 def test_spread_order_covers_the_front_before_filling_it_in() -> None:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     for i in range(9):  # a staircase: more bytes buy accuracy; 8 is the most accurate
