@@ -168,9 +168,10 @@ class Arm:
 
 def arm(label: str) -> Arm:
     """The row ``label`` names: ``random`` is plain random search (no profile, no promotion: the
-    reference of every earlier result), ``profile`` the profile's seeded plans alone, and
-    ``NAME-noprofile`` search NAME with ``--no-profile``; any other name is that sampler's
-    default search (profile, seeded plans, promotion)."""
+    reference of every earlier result), ``profile`` the profile's seeded plans alone,
+    ``NAME-noprofile`` search NAME with ``--no-profile`` and ``NAME-spread`` search NAME promoting
+    in ``spread_order``; any other name is that sampler's default search (profile, seeded plans,
+    promotion)."""
     if label == "random":
         return Arm(label, "random", profile=False, promote=False)
     if label == PROFILE_ONLY:
@@ -213,7 +214,7 @@ def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.Bas
         if label == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     raise AutocompError(f"unknown sampler {label!r}: use {', '.join(SAMPLERS)}, {PROFILE_ONLY}, tpe-indep, tpe-sN, "
-                        f"nsga2-pN, gp, or one of them + {NO_PROFILE}")
+                        f"nsga2-pN, gp, or one of them + {NO_PROFILE} or {SPREAD}")
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -521,11 +522,13 @@ def channels_line(teacher: Teacher, channels: dict[str, Any], per_seed: Any) -> 
 
 
 def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
-    """``dominated`` / ``matched`` (a front point equal in every objective) / ``no``."""
+    """``dominated`` / ``matched`` (a front point of equal accuracy and bytes, its latency ratio
+    within ``LATENCY_TIE``) / ``no``."""
     if dominated(point, front):
         return "dominated"
-    p = to_minimize([[point["accuracy"], point["size_bytes"], point["latency_ratio"]]])[0]
-    return "matched" if any(np.array_equal(p, q) for q in to_minimize(_matrix(front))) else "no"
+    acc, size, lat = point["accuracy"], point["size_bytes"], point["latency_ratio"]
+    same = [q for q in front if q["accuracy"] == acc and q["size_bytes"] == size]
+    return "matched" if any(abs(q["latency_ratio"] - lat) <= LATENCY_TIE * lat for q in same) else "no"
 
 
 def profile_line(teacher: Teacher, full: list[dict[str, Any]], only: list[dict[str, Any]], per_seed: Any,
@@ -574,7 +577,10 @@ def markdown(frame: Any) -> str:
     return "\n".join(lines)
 
 
-def report_text(config: SearchConfig, teacher: Teacher, summary: dict[str, Any], command: str, wall_s: float) -> str:
+def report_text(config: SearchConfig, teacher: Teacher, summary: dict[str, Any], command: str, wall_s: float,
+                rescored: bool = False) -> str:
+    """The results as markdown; ``rescored``: scored again from a saved run, ``wall_s`` the sum of
+    its studies' own wall times (the teacher's training and the gaps between studies left out)."""
     per_seed = summary["per_seed"]
     lines = [
         f"## {config.name}: {config.model} on {config.dataset} ({config.space} space)",
@@ -584,7 +590,9 @@ def report_text(config: SearchConfig, teacher: Teacher, summary: dict[str, Any],
         f"Teacher: {teacher.accuracy:.2f} % top-1, fp32 artifact {teacher.size_bytes:,} bytes, "
         f"{teacher.latency_ms:.4f} ms (ONNX Runtime, batch {config.batch}, {config.threads} thread(s); median of "
         f"the paired timings). HV reference: ({teacher.accuracy - 2:.2f} %, {teacher.size_bytes:,} B, 1.0x latency); "
-        f"pooled best HV {summary['best_hv']:.4f}. Wall time {wall_s / 60:.1f} min.",
+        f"pooled best HV {summary['best_hv']:.4f}. "
+        + (f"Scored again from a saved run: its studies' wall time, summed, {wall_s / 60:.1f} min." if rescored
+           else f"Wall time {wall_s / 60:.1f} min."),
         "",
         markdown(summary["table"]),
         "",
@@ -637,8 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", help="comma list of seeds (default 0,1,2,3,4)")
     parser.add_argument("--samplers", help=f"comma list of rows (default {','.join(DEFAULT_SAMPLERS)}): tpe = "
                         "autocomp search's default (profile, seeded plans, promotion), random = plain random "
-                        "search, profile = the seeded plans alone; also nsga2, NAME-noprofile (tpe-noprofile), NAME-spread, "
-                        "tpe-indep, tpe-sN, nsga2-pN, gp")
+                        "search, profile = the seeded plans alone; also nsga2, NAME-noprofile (tpe-noprofile), "
+                        "NAME-spread, tpe-indep, tpe-sN, nsga2-pN, gp")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma list of fixed plans run once "
                         f"(default all: {','.join(BASELINES)}); '' for none")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -662,8 +670,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"benchmark: error: cannot read {args.rescore}: {exc}", file=sys.stderr)
             return 2
         labels = [r.label for r in runs if r.label != "baselines"]
-        print(report_text(config, teacher, summarize(teacher, runs, default=labels[0] if labels else "tpe"),
-                          command.strip(), sum(r.wall_s for r in runs)))
+        text = report_text(config, teacher, summarize(teacher, runs, default=labels[0] if labels else "tpe"),
+                           command.strip(), sum(r.wall_s for r in runs), rescored=True)
+        print(text)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "results.md").write_text(text + "\n")
         return 0
     try:
         config = load_config(args.config or str(HERE / "default.yaml"), parse_overrides(args.set))

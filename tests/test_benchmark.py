@@ -138,7 +138,8 @@ def test_rescore_prints_the_saved_runs_table(bench, tmp_path: Path, capsys: pyte
                                  "runs": [asdict(r) for r in runs]}, default=str))
     assert bench.main(["--rescore", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "| tpe | 1 | 1 | 0.2400 |" in out  # (1.8 / 3) x 0.8 x 0.5 and "int8 1/1 (1)" in out
+    assert "| tpe | 1 | 1 | 0.2400 |" in out  # (1.8 / 3) x 0.8 x 0.5
+    assert "int8 1/1 (1)" in out and "Scored again from a saved run" in out
     saved.write_text("{not json")
     assert bench.main(["--rescore", str(saved)]) == 2
     assert capsys.readouterr().err.startswith(f"benchmark: error: cannot read {saved}:")

@@ -6,7 +6,7 @@ finding deployable improvements.
 
 Example::
 
-    ref = reference_point(teacher)  # teacher: {"accuracy", "size_bytes", "latency_ms"}
+    ref = autocomp.study.hypervolume.reference_point(teacher)  # {"accuracy", "size_bytes", "latency_ms"}
     history = hypervolume_history(trials_frame(study), ref)
 """
 

@@ -17,7 +17,7 @@ teacher 2 points less accurate), a promotion being predicted to win back ``RECOV
 point's drop below the teacher. So promotions go where a longer fine-tune can move the front a
 user reads: deep cuts a few points down that it lifts within reach, not points far below the
 reference that stay there, nor the far ends of a trade-off nobody ships. Points no promotion is
-predicted to help follow in ``spread_order`` (each the farthest from those chosen). Without the
+predicted to help follow in ``spread_order`` among themselves. Without the
 teacher's numbers (a study not made by autocomp) the whole order is ``spread_order``. The order
 is decided once on the front the search found: promoting one point first and then re-reading
 the front would compare its long fine-tune with the others' short ones.
@@ -35,9 +35,9 @@ with ``records.DEFERRED``) and queued again once the promotions end (``requeue``
 
 Example::
 
-    split_trials(50, 0.2)                        # (40, 10): 40 search trials, then 10 promotions
+    split_trials(50, 0.2)                           # (40, 10): 40 search trials, then 10 promotions
     promotable(trials, read_study(study).teacher)  # the front's trials to promote, in order
-    enqueue_promotions(study, limit=10)           # [12, 3, 27]: queued, in that order
+    enqueue_promotions(study, limit=10)             # [12, 3, 27]: queued, in that order
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import numpy as np
 import optuna
 
 from autocomp.study import records
-from autocomp.study.hypervolume import ACCURACY_MARGIN, hypervolume, to_minimization
+from autocomp.study.hypervolume import contribution, reference_point, to_minimization
 from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
 from autocomp.study.storage import fail_waiting_trial
 
@@ -139,44 +139,47 @@ def promotable(trials: Sequence[optuna.trial.FrozenTrial], teacher: records.Teac
                limit: int | None = None) -> list[optuna.trial.FrozenTrial]:
     """The first ``limit`` (default all) ``candidates``, in the order to promote them: ``gain_order``
     when the teacher's accuracy, bytes and latency are known, else ``spread_order``."""
-    chosen = candidates(trials)
     known = teacher is not None and None not in (teacher.accuracy, teacher.size_bytes, teacher.reference_ms)
-    order = gain_order(chosen, front_trials(trials), teacher, limit) if known else spread_order(chosen)
+    order = gain_order(trials, teacher, limit) if known else spread_order(candidates(trials))
     return order if limit is None else order[:max(limit, 0)]
 
 
-def gain_order(chosen: Sequence[optuna.trial.FrozenTrial], front: Sequence[optuna.trial.FrozenTrial],
-               teacher: records.Teacher, limit: int | None = None) -> list[optuna.trial.FrozenTrial]:
-    """``chosen`` (points of ``front``) ordered: the most accurate first, then greedily the one
+def gain_order(trials: Sequence[optuna.trial.FrozenTrial], teacher: records.Teacher,
+               limit: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The ``candidates`` ordered: the most accurate first, then greedily the one
     whose promotion, predicted to win back ``RECOVERY`` of its drop below the teacher, adds the
-    most hypervolume to ``front`` with the promotions before it (ties: the earlier trial); once no
-    promotion is predicted to add any, or ``limit`` are ordered, the rest in ``spread_order``.
+    most hypervolume to the front with the promotions before it (ties: the earlier trial); once no
+    promotion is predicted to add any, or ``limit`` are ordered, the rest in ``spread_order``
+    among themselves. A front point whose promotion is queued or running (another worker) counts
+    as promoted.
 
     Example: the teacher at 99 %; a point at 98 % is predicted at 98.5 % once promoted, one at 90 %
     at 94.5 %, still below the reference (97 %), so it adds nothing and comes last.
     """
+    chosen, front, taken = candidates(trials), front_trials(trials), promoted_or_queued(trials)
     if not chosen:
         return []
-    ref = (teacher.accuracy - ACCURACY_MARGIN, float(teacher.size_bytes), float(teacher.reference_ms))
+    ref = reference_point({"accuracy": teacher.accuracy, "size_bytes": teacher.size_bytes,
+                           "latency_ms": teacher.reference_ms})
+    raw = np.asarray([t.values for t in front], dtype=float)
+    points, unit = to_minimization(raw, ref)
+    raw[:, 0] += RECOVERY * np.maximum(teacher.accuracy - raw[:, 0], 0.0)
+    lifted = to_minimization(raw, ref)[0]
     rows = {t.number: i for i, t in enumerate(front)}
-    points = np.asarray([t.values for t in front], dtype=float)
-    lifted = points[:, 0] + RECOVERY * np.maximum(teacher.accuracy - points[:, 0], 0.0)
+    elsewhere = [i for i, t in enumerate(front) if t.number in taken]
+    points[elsewhere] = lifted[elsewhere]
     first = min(chosen, key=lambda t: (-t.values[0], t.number))
     order, left = [first], [t for t in chosen if t is not first]
-    points[rows[first.number], 0] = lifted[rows[first.number]]
+    points[rows[first.number]] = lifted[rows[first.number]]
     while left and (limit is None or len(order) < limit):
-        now = hypervolume(*to_minimization(points, ref))
-        gains = []
-        for t in left:
-            trial = points.copy()
-            trial[rows[t.number], 0] = lifted[rows[t.number]]
-            gains.append(hypervolume(*to_minimization(trial, ref)) - now)
+        # A lifted point dominates its original: what promoting it adds is its contribution.
+        gains = [contribution(lifted[rows[t.number]], points, unit) for t in left]
         best = int(np.argmax(gains))  # the first of equals: the earlier trial
         if gains[best] <= 1e-12:
             break
         pick = left.pop(best)
         order.append(pick)
-        points[rows[pick.number], 0] = lifted[rows[pick.number]]
+        points[rows[pick.number]] = lifted[rows[pick.number]]
     return order + spread_order(left)
 
 

@@ -17,6 +17,7 @@ from autocomp.study import records
 from autocomp.study.pareto import front_trials
 from autocomp.study.promotion import (
     Schedule,
+    enqueue_promotion,
     enqueue_promotions,
     promotable,
     promoted_or_queued,
@@ -111,21 +112,38 @@ def test_the_feasible_front_is_promoted_without_the_teacher_most_accurate_first(
     assert order == [1, 2, 3]  # then the far end of the front (the smallest), then the middle
 
 
-def test_promotions_go_where_the_predicted_promotion_adds_most_hypervolume() -> None:
+def _teacher_study() -> optuna.Study:
+    """A front under a teacher at 99 %, 4000 B, 1 ms (the hypervolume's reference: 97 %)."""
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     _add(study, (98.9, 2000, 0.8), x=0.1)  # 0: the most accurate
-    _add(study, (90.0, 100, 0.1), x=0.2)  # 1: 9 points down; predicted 94.5 %, under the reference (97 %)
-    _add(study, (96.0, 500, 0.3), x=0.3)  # 2: under the reference now; predicted 97.5 %: adds 0.052
+    _add(study, (96.0, 500, 0.3), x=0.2)  # 1: under the reference; predicted 97.5 %: adds 0.052
+    _add(study, (96.1, 510, 0.31), x=0.3)  # 2: 1's near twin, predicted 97.55 %: adds 0.055, then 1 adds 0.002
     _add(study, (98.0, 1000, 0.6), x=0.4)  # 3: predicted 98.5 %: adds 0.033
-    teacher = records.Teacher(accuracy=99.0, size_bytes=4000, reference_ms=1.0)
-    assert [t.number for t in promotable(study.trials, teacher)] == [0, 2, 3, 1]
+    _add(study, (90.0, 100, 0.1), x=0.5)  # 4: 9 points down; predicted 94.5 %, still under the reference
+    study.set_user_attr(records.TEACHER_ACCURACY, 99.0)
+    study.set_user_attr(records.TEACHER_SIZE_BYTES, 4000)
+    study.set_user_attr(records.TEACHER_REFERENCE_MS, 1.0)
+    return study
+
+
+def test_promotions_go_where_the_predicted_promotion_adds_most_hypervolume() -> None:
+    study = _teacher_study()
+    teacher = records.read_study(study).teacher
+    # Greedy: once 2 is promoted, its twin 1 adds almost nothing, so 3 comes before it; 4 adds
+    # nothing at all and comes last.
+    assert [t.number for t in promotable(study.trials, teacher)] == [0, 2, 3, 1, 4]
     assert [t.number for t in promotable(study.trials, teacher, limit=2)] == [0, 2]
     # Without the teacher's numbers: the spread order, whose second pick is the far end.
     assert [t.number for t in promotable(study.trials)] == [t.number for t in spread_order(front_trials(study.trials))]
-    assert [t.number for t in promotable(study.trials)][:2] == [0, 1]
-    # Once 2's promotion finished, it stands for 2 on the front: 2 is not promoted again.
-    _add(study, (97.6, 500, 0.3), x=0.3, **records.promotion_marks(2))
-    assert [t.number for t in promotable(study.trials, teacher)] == [0, 3, 1]
+    assert [t.number for t in promotable(study.trials)][:2] == [0, 4]
+
+
+def test_queued_promotions_count_as_promoted_and_the_study_gives_the_teacher() -> None:
+    study = _teacher_study()
+    enqueue_promotion(study, study.trials[2])  # another worker queued 2's promotion
+    # 2 counts as promoted: its twin 1 adds almost nothing and waits behind 3 (were 2 left at
+    # 96.1 %, 1 would come second; without the study's teacher, 4 would).
+    assert enqueue_promotions(study, 5) == [0, 3, 1, 4]
 
 
 def test_spread_order_covers_the_front_before_filling_it_in() -> None:
