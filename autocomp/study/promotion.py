@@ -16,11 +16,13 @@ most to the front's hypervolume (``gain_order``: the report's volume, whose refe
 teacher 2 points less accurate), a promotion being predicted to win back ``RECOVERY`` of the
 point's drop below the teacher. So promotions go where a longer fine-tune can move the front a
 user reads: deep cuts a few points down that it lifts within reach, not points far below the
-reference that stay there, nor the far ends of a trade-off nobody ships. Points no promotion is
-predicted to help follow in ``spread_order`` among themselves. Without the
-teacher's numbers (a study not made by autocomp) the whole order is ``spread_order``. The order
-is decided once on the front the search found: promoting one point first and then re-reading
-the front would compare its long fine-tune with the others' short ones.
+reference that stay there, nor the far ends of a trade-off nobody ships (measured against
+``spread_order`` on LeNet-5 and LeNet-300, the fronts differ inside the seeds' spread:
+experiments/README.md). Points no promotion is predicted to help follow in ``spread_order``
+among themselves. Without the teacher's numbers (a study not made by autocomp) the whole
+order is ``spread_order``. The order is decided once on the front the search found: promoting
+one point first and then re-reading the front would compare its long fine-tune with the
+others' short ones.
 
 The schedule (``Schedule``): a ``--timeout`` covers the profile, the seeded plans, the search
 and the promotions, from the moment the profile starts. The search stops starting trials when
@@ -64,7 +66,7 @@ PREPARE_SHARE = 0.25
 PROMOTION_SLACK = 1.5  # under --timeout, the search keeps at least this many promotions' time
 # The share of a point's accuracy drop below the teacher its promotion is predicted to win back.
 # Measured (2026-12-06, LeNet-5, 4x the steps): 34 promotions of points over 0.3 point down won
-# back 39-71 % of it (median 65 %); points within 0.15 point ended 0.01-0.04 above the teacher.
+# back 39-71 % of it (median 65 %); points within 0.15 point ended within 0.04 of the teacher.
 RECOVERY = 0.5
 
 
