@@ -91,7 +91,8 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     """
     params = space.params(model, outputs)
     allowed = {p.name: set(v) for p in params if (v := domain_values(p.spec)) is not None}
-    options = layer_options(record, allowed)
+    propose = _Proposer(record, allowed, space, params)
+    options = propose.options()
     if not options or n <= 0:
         return []
     teacher = float(record["teacher_bytes"])
@@ -102,7 +103,6 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     speeds = [("latency", "latency", lvl, float(np.log(lvl))) for lvl in _levels(fastest, 1.0, n // 2)]
     # Alternating, most compressed first: a run that reaches only some seeds has both ends.
     budgets = [b for pair in itertools.zip_longest(sizes, speeds) for b in pair if b is not None]
-    propose = _Proposer(record, options, space, params)
     if measure is None:
         seeds: dict[tuple, Seed] = {}
         for level, b in enumerate(budgets):
@@ -132,20 +132,27 @@ class _Proposer:
     """Turns solved budgets and edited plans into candidate points, each remembered once with
     its values, Optuna params and the additive model's prediction."""
 
-    def __init__(self, record: dict[str, Any], options: dict[str, list[Option]], space: SearchSpace,
-                 params: list) -> None:
-        self.record, self.options, self.space, self.params = record, options, space, params
+    def __init__(self, record: dict[str, Any], allowed: dict[str, set], space: SearchSpace, params: list) -> None:
+        self.record, self.allowed, self.space, self.params = record, allowed, space, params
+        self._options: dict[frozenset[str] | None, dict[str, list[Option]]] = {}
         self.entries = {(e["layer"], e["knob"], e["value"]): e for e in record["entries"]}
         self.found: dict[tuple, dict[str, Any]] = {}  # point -> {"values", "params", "predicted"}
         self._measured: dict[tuple, dict[str, Any] | None] = {}
 
     def __call__(self, family: frozenset[str] | None, budget: str, change: float,
                  minimize: str = "damage", cap: tuple[str, float] | None = None) -> tuple | None:
-        chosen = solve(_within(self.options, family), budget, change, minimize, cap)
+        options = self.options(family)
+        chosen = solve(options, budget, change, minimize, cap)
         if chosen is None:
             return None
-        return self.point({(layer, k): v for layer, o in zip(self.options, chosen, strict=True)
+        return self.point({(layer, k): v for layer, o in zip(options, chosen, strict=True)
                            for k, v in o.values.items()})
+
+    def options(self, family: frozenset[str] | None = None) -> dict[str, list[Option]]:
+        """Each layer's options from the knobs of ``family`` alone (None: every knob)."""
+        if family not in self._options:
+            self._options[family] = layer_options(self.record, self.allowed, family)
+        return self._options[family]
 
     def point(self, values: dict[tuple[str, str], Any]) -> tuple:
         """The candidate of ``{(layer, knob): value}``, predicted from its profile entries."""
@@ -227,16 +234,6 @@ def _families(options: dict[str, list[Option]]) -> list[frozenset[str] | None]:
     used = sorted({k for opts in options.values() for o in opts for k in o.values})
     subsets = [frozenset(c) for r in (len(used) - 1, 1) if r > 0 for c in itertools.combinations(used, r)]
     return [None, *dict.fromkeys(subsets)]
-
-
-def _within(options: dict[str, list[Option]], family: frozenset[str] | None) -> dict[str, list[Option]]:
-    """The options that change only knobs of ``family``; the no-op stays even where another
-    option beat it in ``layer_options`` (that option may use a knob outside the family)."""
-    if family is None:
-        return options
-    noop = Option({}, 0.0, 0.0, 0.0)
-    return {layer: [noop, *(o for o in opts if o.values and set(o.values) <= family)]
-            for layer, opts in options.items()}
 
 
 def _measured_picks(propose: _Proposer, measure: Measure, budgets: list[tuple], used: set) -> list[Seed]:
