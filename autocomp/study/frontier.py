@@ -109,7 +109,7 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
             if (k := propose(None, b[1], b[3])) is not None and k not in seeds:
                 seeds[k] = propose.seed(k, level, b)
         return list(seeds.values())
-    families = _families(options)
+    families = _families(record, allowed)
     tried = {(f, level): propose(f, b[1], b[3]) for level, b in enumerate(budgets) for f in families}
     for f, goal, level in itertools.product(families, ("bytes", "latency"), DAMAGE_LEVELS):
         propose(f, "damage", level, minimize=goal)
@@ -229,9 +229,10 @@ def _miss(found: dict[str, Any] | None, measured: dict[str, Any] | None, key: st
     return spend / want if math.isfinite(spend) and want > 0 and spend > 0 else None
 
 
-def _families(options: dict[str, list[Option]]) -> list[frozenset[str] | None]:
-    """The sets of knobs a budget is solved with: all of them (None), each but one, each alone."""
-    used = sorted({k for opts in options.values() for o in opts for k in o.values})
+def _families(record: dict[str, Any], allowed: dict[str, set]) -> list[frozenset[str] | None]:
+    """The sets of knobs a budget is solved with: all of them (None), each but one, each alone;
+    the knobs are those the profile measured at a value the space still offers."""
+    used = sorted({e["knob"] for e in record["entries"] if e["value"] in allowed.get(e["param"], ())})
     subsets = [frozenset(c) for r in (len(used) - 1, 1) if r > 0 for c in itertools.combinations(used, r)]
     return [None, *dict.fromkeys(subsets)]
 
