@@ -46,7 +46,7 @@ def layer_options(record: dict[str, Any], allowed: dict[str, set] | None = None,
     """``{layer: options}``: every combination of its profiled values (no-op included), those
     beaten on damage, bytes and latency by another of the layer left out. ``allowed``
     (``{param: values}``) keeps only values the (shaped) space still offers; ``only`` (knob
-    names) keeps only those knobs' values, and the same layers, each with its no-op at least.
+    names) keeps only those knobs' values, and the same layers (one with none keeps its no-op alone).
     Restricting before the comparison matters: LeNet-5's fc1 cut by 3/4 alone was beaten by a
     cut of 5/8 with rank 1/8 (rank's KL is near 0, and predicted times multiply), so filtering
     the combined options by knob afterwards left no fc1 cut to plans of channel cuts alone."""
