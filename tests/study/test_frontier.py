@@ -162,7 +162,7 @@ def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_giv
     from autocomp.study.frontier import KL_NEAR, REFINE_STEP
 
     measure, hand, seed = _against_hand_picks()
-    seeds = seed(16)
+    seeds = seed(8)
     files = [s.untrained for s in seeds]
 
     def covers(t: dict, m: dict) -> bool:  # t gives what m gives: no more damage, bytes and time within 3 %
@@ -177,5 +177,5 @@ def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_giv
     from autocomp.study import frontier
 
     monkeypatch.setattr(frontier, "_redundant", lambda *a: False)
-    loose = [s.untrained for s in seed(16)]
+    loose = [s.untrained for s in seed(8)]
     assert any(covers(t, m) for i, m in enumerate(loose) for t in loose[:i])
