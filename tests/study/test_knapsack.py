@@ -1,4 +1,4 @@
-"""The integer program: its known optima on toy instances."""
+"""The integer program: its known optima on toy instances, and the per-layer options it picks from."""
 
 from __future__ import annotations
 
