@@ -99,7 +99,7 @@ class LayerPlan:
 
 @dataclass(frozen=True)
 class DistillPlan:
-    """Global fine-tune settings: KD temperature and weight, L1 penalty, budget."""
+    """Global fine-tune settings: KD temperature and weight, L1 penalty, budget, sparsity ramp."""
 
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the KD term; (1 - alpha) goes to cross-entropy
@@ -107,6 +107,9 @@ class DistillPlan:
     steps: int = 100  # optimizer steps of the brief fine-tune; 0 = none
     lr: float = 1e-3
     batch_size: int = 64
+    # Share of the steps over which pruned layers' sparsity ramps up from 0 (``ramp_masks``);
+    # 0: the masks hold their full sparsity from the first step.
+    sparsity_ramp: float = 0.0
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -121,6 +124,8 @@ class DistillPlan:
             raise AutocompError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1:
             raise AutocompError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.sparsity_ramp < 1.0:
+            raise AutocompError(f"sparsity_ramp must be in [0, 1), got {self.sparsity_ramp}")
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,9 @@ def build_artifact(bench: Workbench, trial: TrialRecord, reusable: bool, extra: 
     student, _ = bench.rebuild(plan)
     if extra:
         bench.on_progress = _step_bar(progress, extra)
-        # A fresh seed for the continued fine-tune: its batches are new ones, not a replay.
-        bench.finetune(student, plan, steps=extra, seed=plan.seed + 1)
+        # A fresh seed for the continued fine-tune: its batches are new ones, not a replay; the
+        # masks stay as the trial's fine-tune left them (a sparsity ramp is not run again).
+        bench.finetune(student, plan.with_distill(sparsity_ramp=0.0), steps=extra, seed=plan.seed + 1)
     # Bakes the student in place: .pt formats get exactly the weights the artifact holds.
     export(student, bench.example, bench.calibration, target, plan.quant_mode)
     source = (f"rebuilt from the Plan, fine-tune continued for {extra} more steps" if extra

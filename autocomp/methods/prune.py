@@ -1,7 +1,13 @@
-"""Unstructured magnitude pruning with masks that stay fixed through fine-tuning."""
+"""Unstructured magnitude pruning: masks fixed through the fine-tune, or ramped up along it.
+
+``ramp_masks`` is Zhu & Gupta's gradual pruning (2017): each layer's sparsity rises from 0 to
+its target along a cubic over the first part of the fine-tune, re-pruning by magnitude as the
+weights move, so the network adapts while it loses weights instead of after.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,3 +69,47 @@ def apply_magnitude_prune(
         for _, layer in leaf_targets(model, name):
             mask = magnitude_mask(layer.weight, config.sparsity)
             parametrize.register_parametrization(layer, "weight", WeightMask(mask))
+
+
+RAMP_UPDATES = 20  # mask updates along a ramp
+
+
+def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], None] | None:
+    """A ramp for ``model``'s magnitude masks over the first ``share`` of ``steps`` optimizer
+    steps: ``ramp(step)`` (0 before the first step) sets each mask to its target sparsity times
+    ``1 - (1 - step / end) ** 3``, ``RAMP_UPDATES`` times along it; from ``end`` on every mask
+    holds exactly as many zeros as ``apply_magnitude_prune`` gave it. Weights a mask has zeroed
+    count as 0, so a mask only grows. None when there is no mask or no ramp.
+
+    Example::
+
+        ramp = ramp_masks(student, 0.6, 600)   # full sparsity from step 360
+        ramp(0)                                 # before the first step: every mask all ones
+    """
+    held = [(mask, plist) for module in model.modules()
+            for plist in [getattr(getattr(module, "parametrizations", None), "weight", None)] if plist is not None
+            for mask in plist if isinstance(mask, WeightMask)]
+    if not held or share <= 0 or steps <= 0:
+        return None
+    zeros = {mask: int((mask.mask == 0).sum()) for mask, _ in held}
+    end = max(1, int(share * steps))
+    every = max(1, end // RAMP_UPDATES)
+
+    def masked_input(mask: WeightMask, plist: Any) -> torch.Tensor:
+        weight = plist.original
+        for p in plist:  # the parametrizations before the mask (none in the registered order)
+            if p is mask:
+                return weight
+            weight = p(weight)
+        return weight
+
+    def ramp(step: int) -> None:
+        if step > end or (step % every and step != end):
+            return
+        done = 1.0 - (1.0 - step / end) ** 3
+        with torch.no_grad():
+            for mask, plist in held:
+                n_zero = zeros[mask] if step == end else int(zeros[mask] * done)
+                mask.mask.copy_(magnitude_mask(masked_input(mask, plist) * mask.mask, n_zero / mask.mask.numel()))
+
+    return ramp

@@ -26,6 +26,7 @@ from torch import nn
 
 from autocomp._device import amp_dtype, autocast, back_to_cpu, batch_to, to_device
 from autocomp.errors import TrialFailed
+from autocomp.methods.prune import ramp_masks
 from autocomp.models.layers import COMPUTE_TYPES
 from autocomp.plan import DistillPlan
 
@@ -155,6 +156,9 @@ def finetune_stream(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     sync_every = 16 if device.startswith("cuda") else 1  # reading the loss back stalls a GPU
+    ramp = ramp_masks(student, settings.sparsity_ramp, n_steps)
+    if ramp:
+        ramp(0)
     pending: list[torch.Tensor] = []
     images, started = 0, time.perf_counter()
     for step in range(1, n_steps + 1):
@@ -169,6 +173,8 @@ def finetune_stream(
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if ramp:
+            ramp(step)
         pending.append(loss.detach())
         images += len(x)
         if step % sync_every == 0 or step == n_steps:

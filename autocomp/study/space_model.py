@@ -27,6 +27,7 @@ GLOBAL_KNOBS = {  # knob -> (kind, lowest, highest); per-layer knobs come from t
     "steps": ("int", 0, 1_000_000),
     "lr": ("float", 1e-7, 1.0),
     "batch_size": ("int", 1, 65536),
+    "sparsity_ramp": ("float", 0.0, 0.95),
 }
 LAYER_TYPES = ("Conv2d", "DepthwiseConv2d", "PointwiseConv2d", "Linear")
 CONSTRAINTS = ("max_accuracy_drop", "max_size_bytes", "max_latency_ms")

@@ -1,4 +1,4 @@
-"""Unstructured magnitude pruning: exact per-layer sparsity, kept through fine-tuning, stored sparse."""
+"""Unstructured magnitude pruning: exact per-layer sparsity, kept through or ramped along fine-tuning, stored sparse."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tiny_models import wide_mlp
 from torch import nn
 
 from autocomp.errors import AutocompError
-from autocomp.methods.prune import MagnitudePruneConfig, magnitude_mask
+from autocomp.methods.prune import MagnitudePruneConfig, WeightMask, magnitude_mask, ramp_masks
 from autocomp.pipeline.compress import apply
 from autocomp.pipeline.finetune import finetune, teacher_logits
 from autocomp.plan import DistillPlan, LayerPlan, Plan
@@ -87,3 +87,52 @@ def test_sparse_and_quantized_weights_keep_their_zeros(exporter) -> None:
     codes = out.weights()[name]
     assert int((codes == 0).sum()) >= int(round(0.8 * codes.size))
     assert abs(int(codes.max())) <= 7 and abs(int(codes.min())) <= 7
+
+
+def _zeros(mask: WeightMask) -> set[int]:
+    return set(torch.nonzero(mask.mask.flatten() == 0).flatten().tolist())
+
+
+def test_a_ramp_raises_each_mask_along_a_cubic_to_exactly_the_plans_zeros() -> None:
+    torch.manual_seed(0)
+    student = apply(nn.Sequential(nn.Linear(20, 30)), Plan(layers={"0": LayerPlan(sparsity=0.8)}), torch.zeros(1, 20))
+    (mask,) = [m for m in student.modules() if isinstance(m, WeightMask)]
+    assert len(_zeros(mask)) == 480  # 0.8 of 600 weights, from the start without a ramp
+    ramp = ramp_masks(student, 0.5, 40)  # full sparsity from step 20, updated every step
+    ramp(0)
+    assert not _zeros(mask)
+    ramp(5)
+    early = _zeros(mask)
+    ramp(10)
+    middle = _zeros(mask)
+    assert len(early) == int(480 * (1 - 0.75 ** 3)) and len(middle) == int(480 * (1 - 0.5 ** 3))
+    assert early < middle  # a mask only grows
+    with torch.no_grad():  # the weights move: the ramp prunes by the magnitudes they have now
+        student[0].parametrizations.weight.original.copy_(torch.arange(600.0).reshape(30, 20))
+    ramp(20)
+    final = _zeros(mask)
+    assert len(final) == 480
+    assert final == middle | set(sorted(set(range(600)) - middle)[:480 - len(middle)])  # the now-smallest
+    ramp(30)
+    assert _zeros(mask) == final  # past the ramp, nothing changes
+
+
+def test_no_ramp_without_masks_or_a_share() -> None:
+    pruned = apply(nn.Sequential(nn.Linear(4, 4)), Plan(layers={"0": LayerPlan(sparsity=0.5)}), torch.zeros(1, 4))
+    assert ramp_masks(pruned, 0.0, 100) is None
+    assert ramp_masks(pruned, 0.5, 0) is None
+    assert ramp_masks(nn.Sequential(nn.Linear(4, 4)), 0.5, 100) is None
+
+
+def test_a_ramped_fine_tune_ends_at_the_plans_sparsity(tiny_data) -> None:
+    teacher = seeded(cnn)
+    x = tiny_data.train_x
+    student = apply(teacher, Plan(layers={k: LayerPlan(sparsity=s) for k, s in SPARSITY.items()}), x[:1])
+    masks = {name: m for name, m in student.named_modules() if isinstance(m, WeightMask)}
+    seen: list[int] = []
+    settings = DistillPlan(steps=20, lr=1e-2, batch_size=32, sparsity_ramp=0.5)
+    finetune(student, x, tiny_data.train_y, teacher_logits(teacher, x), settings,
+             on_step=lambda step, _: seen.append(sum(len(_zeros(m)) for m in masks.values())))
+    target = sum(int(round(s * teacher.get_submodule(k).weight.numel())) for k, s in SPARSITY.items())
+    assert seen[0] < seen[4] < seen[9] == target == seen[-1]  # the ramp ends at step 10 of 20
+    assert seen == sorted(seen)

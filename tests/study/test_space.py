@@ -219,6 +219,7 @@ def test_fixed_distill_takes_midpoints() -> None:
     ("version: 1\nglobal:\n  lr: {low: 0.0, high: 0.1, log: true}\n", "global.lr", "from 1e-07"),
     ("version: 1\nglobal:\n  l1: {low: 0.0, high: 0.1, log: true}\n", "global.l1", "log range needs low > 0"),
     ("version: 1\nglobal:\n  quant_mode: int8\n", "global.quant_mode", "qat, ptq or dynamic"),
+    ("version: 1\nglobal:\n  sparsity_ramp: 0.99\n", "global.sparsity_ramp", "from 0 to 0.95"),
     ("version: 1\nconstraints:\n  max_accuracy_drop: -1\n", "constraints.max_accuracy_drop", "cannot be met"),
     ("version: 1\nconstraints:\n  max_size_bytes: 0\n", "constraints.max_size_bytes", "cannot be met"),
     ("version: 1\nconstraints:\n  max_latency_ms: .inf\n", "constraints.max_latency_ms", "cannot be met"),
