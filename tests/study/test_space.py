@@ -385,3 +385,10 @@ def test_shipped_space_runs_trials_on_torchvision(arch: str, name: str, tmp_path
     model, s = build_model(f"torchvision:{arch}", 10, (3, 32, 32)).eval(), quick(load_space(name))
     study = run_trials(model, synthetic((3, 32, 32)), s, tmp_path, n=2)
     assert_ran(study, model, s, n=2)
+
+
+def test_the_ramp_benchmarks_space_is_default_with_a_sparsity_ramp() -> None:
+    """experiments/default_ramp.yaml is one arm of an A/B: it must stay `default` plus the ramp."""
+    default, ramp = load_space("default"), load_space(str(ROOT / "experiments" / "default_ramp.yaml"))
+    assert (ramp.rules, ramp.default, ramp.constraints) == (default.rules, default.default, default.constraints)
+    assert ramp.fixed_distill() == dataclasses.replace(default.fixed_distill(), sparsity_ramp=0.6)
