@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autocomp.study.baselines import in_domain
-from autocomp.study.frontier import seed_plans
+from autocomp.study.frontier import Seed, hv_order, seed_plans
 from autocomp.study.knapsack import layer_options
 from autocomp.study.space import load_space
 
@@ -49,7 +49,7 @@ def test_every_seeded_plan_is_a_point_of_the_space_and_its_params_read_back_to_t
     space = load_space("default")
     seeds = seed_plans(_record(model), space, model, outputs, n=6)
     assert len(seeds) >= 4 and {s.budget for s in seeds} == {"size", "latency"}
-    sizes = [s.predicted["size_bytes"] for s in seeds if s.budget == "size"]
+    sizes = [s.predicted["size_bytes"] for s in sorted(seeds, key=lambda s: s.level) if s.budget == "size"]
     assert sizes == sorted(sizes) and all(s.predicted["size_bytes"] <= s.limit + 1 for s in seeds if s.budget == "size")
     domains = {p.name: p.spec for p in space.params(model, outputs) if p.spec.searched}
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
@@ -145,7 +145,7 @@ def _against_hand_picks() -> tuple:
 def test_a_seed_beats_each_hand_picked_plan_on_bytes_and_time_when_a_candidate_does() -> None:
     measure, hand, seed = _against_hand_picks()
     assert {"int8", "int4", "channels50"} <= set(hand)
-    seeds = seed(4)
+    seeds = sorted(seed(4), key=lambda s: s.level)  # in the order they were picked
     levels = [s.level for s in seeds]  # 4 budgets (one may have no seed), then the beating ones
     assert levels == sorted(set(levels))
     assert len({tuple(sorted(s.params.items())) for s in seeds}) == len(seeds)
@@ -162,7 +162,7 @@ def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_giv
     from autocomp.study.frontier import KL_NEAR, REFINE_STEP
 
     measure, hand, seed = _against_hand_picks()
-    seeds = seed(8)
+    seeds = sorted(seed(8), key=lambda s: s.level)  # in the order they were picked
     files = [s.untrained for s in seeds]
 
     def covers(t: dict, m: dict) -> bool:  # t gives what m gives: no more damage, bytes and time within 3 %
@@ -177,5 +177,33 @@ def test_no_seed_repeats_on_its_file_what_another_seed_or_a_hand_picked_plan_giv
     from autocomp.study import frontier
 
     monkeypatch.setattr(frontier, "_redundant", lambda *a: False)
-    loose = [s.untrained for s in seed(8)]
+    loose = [s.untrained for s in sorted(seed(8), key=lambda s: s.level)]
     assert any(covers(t, m) for i, m in enumerate(loose) for t in loose[:i])
+
+
+def _seed(kl: float, size: float, latency: float, level: int, measured: bool = True) -> Seed:
+    values = {"kl": kl, "size_bytes": size, "latency_ratio": [latency, latency, latency] if measured else None}
+    return Seed({"x": level}, "size", level, 0.0, {"kl": kl, "size_bytes": size, "latency_ratio": latency},
+                values if measured else None)
+
+
+def test_seeds_run_in_the_order_that_adds_the_most_front_first() -> None:
+    """Volumes in a unit box (KL over the largest KL x 1.01, bytes over the teacher's, latency):
+    ``wide`` 0.999 x 0.55 x 0.12 = 0.066, ``fast`` (KL 1 nat, the largest) 0.0099 x 0.7 x 0.7
+    = 0.0049, ``slow`` 0.05; ``slow`` lies inside ``wide``'s box, so it adds nothing once
+    ``wide`` runs and goes last, though its own box is ten times ``fast``'s."""
+    slow, wide, fast = _seed(0.001, 500, 0.90, 0), _seed(0.001, 450, 0.88, 1), _seed(1.0, 300, 0.30, 2)
+    assert hv_order([slow, fast, wide], teacher_bytes=1000) == [wide, fast, slow]
+    # Unmeasured seeds count with their prediction; a single seed is its own order.
+    predicted = [_seed(0.001, 500, 0.90, 0, measured=False), _seed(0.001, 450, 0.88, 1, measured=False)]
+    assert hv_order(predicted, 1000) == predicted[::-1]
+    assert hv_order([slow], 1000) == [slow]
+
+
+def test_seed_plans_come_back_in_hv_order() -> None:
+    from tiny_models import tiny_cnn
+
+    _, _, seed = _against_hand_picks()
+    seeds = seed(8)
+    assert len(seeds) >= 4 and seeds == hv_order(seeds, _record(tiny_cnn().eval())["teacher_bytes"])
+    assert [s.level for s in seeds] != sorted(s.level for s in seeds)  # not the order the budgets picked them
