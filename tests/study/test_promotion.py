@@ -138,6 +138,24 @@ def test_promotions_go_where_the_predicted_promotion_adds_most_hypervolume() -> 
     assert [t.number for t in promotable(study.trials)][:2] == [0, 4]
 
 
+def test_the_first_promotion_is_the_most_accurate_point_smaller_and_faster_than_the_teacher() -> None:
+    """A baseline more accurate than every compressed point but at the teacher's latency (the
+    224-px night's prune50) adds nothing to the volume: it is not promoted first."""
+    study = _teacher_study()
+    outside = _add(study, (99.4, 2000, 1.0), x=0.6)
+    teacher = records.read_study(study).teacher
+    order = [t.number for t in promotable(study.trials, teacher)]
+    assert order[0] == 0 and order.index(outside) > order.index(3)
+    # With no point inside the teacher's bytes and time, the most accurate comes first still.
+    lone = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    _add(lone, (99.4, 2000, 1.0), x=0.6)
+    _add(lone, (98.0, 1500, 1.2), x=0.7)  # smaller, slower: on the front, outside too
+    for key, value in ((records.TEACHER_ACCURACY, 99.0), (records.TEACHER_SIZE_BYTES, 4000),
+                       (records.TEACHER_REFERENCE_MS, 1.0)):
+        lone.set_user_attr(key, value)
+    assert promotable(lone.trials, records.read_study(lone).teacher)[0].number == 0
+
+
 def test_queued_promotions_count_as_promoted_and_the_study_gives_the_teacher() -> None:
     study = _teacher_study()
     enqueue_promotion(study, study.trials[2])  # another worker queued 2's promotion
