@@ -74,23 +74,22 @@ def apply_magnitude_prune(
 RAMP_UPDATES = 20  # mask updates along a ramp
 
 
-def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], None] | None:
-    """A ramp for ``model``'s magnitude masks over the first ``share`` of ``steps`` optimizer
-    steps: ``ramp(step)`` (0 before the first step) sets each mask to its target sparsity times
-    ``1 - (1 - step / end) ** 3``, ``RAMP_UPDATES`` times along it; from ``end`` on every mask
-    holds exactly as many zeros as ``apply_magnitude_prune`` gave it. Weights a mask has zeroed
-    count as 0, so a mask only grows. None when there is no mask or no ramp.
+def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], None]:
+    """Ramp ``model``'s magnitude masks over the first ``share`` of ``steps`` optimizer steps:
+    the masks are emptied now (step 0), and ``ramp(step)`` after each step sets each mask to its
+    target sparsity times ``1 - (1 - step / end) ** 3``, ``RAMP_UPDATES`` times along it; from
+    ``end`` on every mask holds exactly as many zeros as ``apply_magnitude_prune`` gave it.
+    Weights a mask has zeroed count as 0, so a mask only grows. Without a mask or a share, the
+    masks stay as they are and ``ramp`` does nothing.
 
     Example::
 
-        ramp = ramp_masks(student, 0.6, 600)   # full sparsity from step 360
-        ramp(0)                                 # before the first step: every mask all ones
+        ramp = ramp_masks(student, 0.6, 600)   # every mask all ones now; full sparsity from step 360
+        ramp(1)                                 # after the first optimizer step
     """
     held = [(mask, plist) for module in model.modules()
             for plist in [getattr(getattr(module, "parametrizations", None), "weight", None)] if plist is not None
             for mask in plist if isinstance(mask, WeightMask)]
-    if not held or share <= 0 or steps <= 0:
-        return None
     zeros = {mask: int((mask.mask == 0).sum()) for mask, _ in held}
     end = max(1, int(share * steps))
     every = max(1, end // RAMP_UPDATES)
@@ -104,7 +103,7 @@ def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], No
         return weight
 
     def ramp(step: int) -> None:
-        if step > end or (step % every and step != end):
+        if share <= 0 or steps <= 0 or step > end or (step % every and step != end):
             return
         done = 1.0 - (1.0 - step / end) ** 3
         with torch.no_grad():
@@ -112,4 +111,5 @@ def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], No
                 n_zero = zeros[mask] if step == end else int(zeros[mask] * done)
                 mask.mask.copy_(magnitude_mask(masked_input(mask, plist) * mask.mask, n_zero / mask.mask.numel()))
 
+    ramp(0)
     return ramp

@@ -156,9 +156,7 @@ def finetune_stream(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=n_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
     sync_every = 16 if device.startswith("cuda") else 1  # reading the loss back stalls a GPU
-    ramp = ramp_masks(student, settings.sparsity_ramp, n_steps)
-    if ramp:
-        ramp(0)
+    ramp = ramp_masks(student, settings.sparsity_ramp, n_steps)  # a no-op without masks or a ramp
     pending: list[torch.Tensor] = []
     images, started = 0, time.perf_counter()
     for step in range(1, n_steps + 1):
@@ -173,8 +171,7 @@ def finetune_stream(
         scaler.step(opt)
         scaler.update()
         sched.step()
-        if ramp:
-            ramp(step)
+        ramp(step)
         pending.append(loss.detach())
         images += len(x)
         if step % sync_every == 0 or step == n_steps:

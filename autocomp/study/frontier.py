@@ -72,8 +72,8 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
                references: dict[str, dict[str, Any]] | None = None) -> list[Seed]:
     """Up to ``n`` distinct plans: ``ceil(n/2)`` under byte budgets, the rest under latency
     budgets, each a point of ``space`` (unprofiled knobs at their no-op value where the space
-    offers it, global knobs at the baselines' values). Budgets pick in turn, alternating from
-    the tightest; the seeds come back in ``hv_order``.
+    offers it, global knobs at the baselines' values), picked alternately from the tightest
+    budgets and returned in ``hv_order``.
 
     With ``measure`` (params -> the untrained artifact's ``kl``, ``size_bytes`` and
     ``latency_ratio``, see ``profile.measure_plans``) the additive model only proposes and the
@@ -86,10 +86,9 @@ def seed_plans(record: dict[str, Any], space: SearchSpace, model: nn.Module, out
     whose inputs a channel cut has halved can cost more than it saves, and a cut's saving in
     the layer that reads it is counted again by that layer's own options.
 
-    ``references`` (``{name: params}``, with ``measure``): the plans a user would pick by hand
-    (uniform int8, int4 ...). Each is measured, and one more seed per reference is the least
-    damaging candidate whose file is smaller and ``REFINE_STEP`` faster than the reference's
-    (``_beating_picks``), when one is: the front should beat the hand-picks, not only sit near them.
+    ``references`` (``{name: params}``, with ``measure``): plans a user would pick by hand (uniform
+    int8, int4 ...), each measured; one more seed per reference is the least damaging candidate whose
+    file is smaller and ``REFINE_STEP`` faster than its (``_beating_picks``): beat them, not sit near them.
     """
     params = space.params(model, outputs)
     allowed = {p.name: set(v) for p in params if (v := domain_values(p.spec)) is not None}

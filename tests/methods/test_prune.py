@@ -99,8 +99,7 @@ def test_a_ramp_raises_each_mask_along_a_cubic_to_exactly_the_plans_zeros() -> N
     (mask,) = [m for m in student.modules() if isinstance(m, WeightMask)]
     assert len(_zeros(mask)) == 480  # 0.8 of 600 weights, from the start without a ramp
     ramp = ramp_masks(student, 0.5, 40)  # full sparsity from step 20, updated every step
-    ramp(0)
-    assert not _zeros(mask)
+    assert not _zeros(mask)  # emptied at step 0
     ramp(5)
     early = _zeros(mask)
     ramp(10)
@@ -117,11 +116,15 @@ def test_a_ramp_raises_each_mask_along_a_cubic_to_exactly_the_plans_zeros() -> N
     assert _zeros(mask) == final  # past the ramp, nothing changes
 
 
-def test_no_ramp_without_masks_or_a_share() -> None:
+def test_no_ramp_without_a_share_or_steps() -> None:
     pruned = apply(nn.Sequential(nn.Linear(4, 4)), Plan(layers={"0": LayerPlan(sparsity=0.5)}), torch.zeros(1, 4))
-    assert ramp_masks(pruned, 0.0, 100) is None
-    assert ramp_masks(pruned, 0.5, 0) is None
-    assert ramp_masks(nn.Sequential(nn.Linear(4, 4)), 0.5, 100) is None
+    (mask,) = [m for m in pruned.modules() if isinstance(m, WeightMask)]
+    before = _zeros(mask)
+    for share, steps in ((0.0, 100), (0.5, 0)):
+        ramp = ramp_masks(pruned, share, steps)
+        ramp(1)
+        assert _zeros(mask) == before and len(before) == 8  # full sparsity from the first step
+    ramp_masks(nn.Sequential(nn.Linear(4, 4)), 0.5, 100)(1)  # no mask: nothing to ramp, no error
 
 
 def test_a_ramped_fine_tune_ends_at_the_plans_sparsity(tiny_data) -> None:
