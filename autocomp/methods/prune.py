@@ -90,6 +90,8 @@ def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], No
     held = [(mask, plist) for module in model.modules()
             for plist in [getattr(getattr(module, "parametrizations", None), "weight", None)] if plist is not None
             for mask in plist if isinstance(mask, WeightMask)]
+    if not held or share <= 0 or steps <= 0:
+        return lambda step: None
     zeros = {mask: int((mask.mask == 0).sum()) for mask, _ in held}
     end = max(1, int(share * steps))
     every = max(1, end // RAMP_UPDATES)
@@ -103,7 +105,7 @@ def ramp_masks(model: nn.Module, share: float, steps: int) -> Callable[[int], No
         return weight
 
     def ramp(step: int) -> None:
-        if share <= 0 or steps <= 0 or step > end or (step % every and step != end):
+        if step > end or (step % every and step != end):
             return
         done = 1.0 - (1.0 - step / end) ** 3
         with torch.no_grad():
