@@ -43,8 +43,9 @@ front shows it (``pareto.front_trials``); HV@20% takes the early trials with the
   count with every difference counting.
 - ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
   minus the run's HV (0 = the run found the whole pooled front).
-- ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact within 0.5 / 1
-  point of the teacher's accuracy (Deep Compression's "39x"); ``-`` when none is.
+- ``x@0`` / ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact at no drop
+  (at least the teacher's accuracy) / within 0.5 / 1 point of it (Deep Compression's "39x", "40x
+  at no loss"); ``-`` when none is.
 - ``lat@1``: latency of the fastest artifact within 1 point, as a ratio to the fp32 teacher.
 - ``trials/h``: trials started per hour of wall time (failed and early-stopped ones count;
   the wall time includes the profile).
@@ -99,7 +100,7 @@ HERE = Path(__file__).resolve().parent
 UNIFORM_BASELINES = tuple(b for b in BASELINES if b != "teacher")
 DEFAULT_SAMPLERS = ("tpe", "random", "profile")
 QUICK = {"config": str(HERE / "default.yaml"), "trials": 20, "seeds": "0,1", "samplers": "tpe,random,profile"}
-COLUMNS = ["run", "seeds", "trials", "HV", "HV@20%", "regret", "regret/random", "HV acc+size", "x@0.5", "x@1",
+COLUMNS = ["run", "seeds", "trials", "HV", "HV@20%", "regret", "regret/random", "HV acc+size", "x@0", "x@0.5", "x@1",
            "lat@1", "trials/h", "profile %", "outside %"]
 # Latency ratios of two points timed in different rounds that differ by less than this share are
 # equally fast: the measurement's floor (``autocomp.measure.latency``: A/A sessions of one file
@@ -408,12 +409,13 @@ def run_scores(run: Run, teacher: Teacher, best_volume: float) -> dict[str, floa
     def within(drop: float) -> list[dict[str, Any]]:
         return [p for p in pts if p["accuracy"] >= teacher.accuracy - drop - 1e-9]
 
-    small05, small1 = within(0.5), within(1.0)
+    small0, small05, small1 = within(0.0), within(0.5), within(1.0)
     return {
         "HV": volume,
         "HV@20%": early_volume(run, teacher) if run.started > 1 else math.nan,
         "regret": max(0.0, best_volume - volume),
         "HV acc+size": front_volume(pts, teacher, objectives=2),
+        "x@0": teacher.size_bytes / min(p["size_bytes"] for p in small0) if small0 else math.nan,
         "x@0.5": teacher.size_bytes / min(p["size_bytes"] for p in small05) if small05 else math.nan,
         "x@1": teacher.size_bytes / min(p["size_bytes"] for p in small1) if small1 else math.nan,
         "lat@1": min(p["latency_ratio"] for p in small1) if small1 else math.nan,
@@ -451,9 +453,11 @@ def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[s
     for label in labels:
         mine = seeds[seeds["run"] == label]
         row = {"run": label, "seeds": len(mine), "trials": int(mine["trials"].median())}
-        for col in COLUMNS[3:]:
-            if col != "regret/random":
-                row[col] = _median(mine[col].tolist())
+        for col in (c for c in COLUMNS[3:] if c != "regret/random"):
+            values = mine[col].tolist()
+            if col.startswith("x@"):  # a seed with no such point ships the teacher: 1x, not left out
+                values = [1.0 if math.isnan(v) else v for v in values]
+            row[col] = _median(values)
         rows.append(row)
     random_regret = next((r["regret"] for r in rows if r["run"] == "random"), math.nan)
     for row in rows:
@@ -560,7 +564,7 @@ def _cell(col: str, v: Any) -> str:
         return f"{v:.0f}"
     if col in ("HV", "regret", "HV acc+size"):
         return f"{v:.4f}"
-    if col in ("x@0.5", "x@1", "x smaller"):
+    if col in ("x@0", "x@0.5", "x@1", "x smaller"):
         return f"{v:.1f}x"
     if col in ("lat@1", "latency x", "regret/random"):
         return f"{v:.2f}"

@@ -53,9 +53,16 @@ def test_scores_of_known_points(bench) -> None:  # noqa: ANN001
                     profile_s=1.0, profiled=True)
     scores = bench.run_scores(run, teacher, best_volume=0.5)
     assert scores["regret"] == pytest.approx(0.5 - 1 / 12)
-    assert math.isnan(scores["x@0.5"])  # 1 point down is not within 0.5
+    assert math.isnan(scores["x@0.5"]) and math.isnan(scores["x@0"])  # 1 point down is not within 0.5
     assert scores["x@1"] == pytest.approx(2.0) and scores["lat@1"] == pytest.approx(0.5)
     assert scores["trials/h"] == pytest.approx(720.0)
+    level = {**point, "accuracy": 99.0, "size_bytes": 250}  # the teacher's accuracy: no drop
+    found = bench.Run("tpe", 1, [point, level], started=2, wall_s=10.0, finetune_s=5.0, measure_s=3.0,
+                      profile_s=1.0, profiled=True)
+    assert bench.run_scores(found, teacher, 0.5)["x@0"] == 4.0
+    # Over seeds, one with no point at no drop counts as the teacher (1x): median of 4x and 1x.
+    row = bench.summarize(teacher, [run, found])["table"].set_index("run").loc["tpe"]
+    assert row["x@0"] == pytest.approx(2.5) and row["x@1"] == pytest.approx(3.0)
     # The profile has its own column, and is not counted again as outside.
     assert scores["profile %"] == pytest.approx(10.0) and scores["outside %"] == pytest.approx(10.0)
     assert math.isnan(bench.run_scores(bench.Run("random", 0, [point], started=1, wall_s=1.0), teacher,
@@ -172,7 +179,7 @@ def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN0
     assert 0.0 <= summary["best_hv"] <= 1.0
     assert (table["regret"] >= 0).all() and (table["HV"] <= summary["best_hv"] + 1e-12).all()
     assert (table["HV"] + table["regret"] - summary["best_hv"]).abs().max() < 1e-9
-    for col in ("x@0.5", "x@1", "lat@1", "trials/h"):
+    for col in ("x@0", "x@0.5", "x@1", "lat@1", "trials/h"):
         finite = table[col][table[col].notna()]
         assert (finite > 0).all(), col
     assert ((table["outside %"] >= 0) & (table["outside %"] <= 100)).all()
