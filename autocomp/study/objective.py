@@ -25,7 +25,7 @@ from autocomp.pipeline.workbench import Workbench
 from autocomp.plan import Plan
 from autocomp.study import records
 from autocomp.study.failures import TRIAL_LOG, failure_reason
-from autocomp.study.promotion import split_trials
+from autocomp.study.promotion import promoted_plan, split_trials
 from autocomp.study.recovery import same_plan_as
 from autocomp.study.space import SearchSpace
 from autocomp.study.storage import enqueued_params
@@ -132,7 +132,7 @@ class Objective:
             # A promotion re-runs trial N's own Plan with a longer fine-tune: its params are N's.
             original = records.read_trial(trial.study.get_trials(deepcopy=False)[promoted]).plan
             self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
-            return original.with_distill(steps=original.distill.steps * self.config.promote_factor)
+            return promoted_plan(original, self.config.promote_factor)
         if not baseline:
             return self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)

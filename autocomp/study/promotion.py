@@ -3,7 +3,8 @@ fits a search and its promotions into ``--timeout``.
 
 A search ranks candidates on short fine-tunes (the Plan's ``steps``); the front it finds is
 then confirmed: each front point's own Plan runs again with ``config.promote_factor`` times the
-steps, as a new trial marked ``promoted_from = N`` (``records.promotion_marks``). Trial N keeps
+steps (``promoted_plan``: from ``LONG_FINETUNE`` steps on, its sparsity ramped), as a new trial
+marked ``promoted_from = N`` (``records.promotion_marks``). Trial N keeps
 its values; once its promotion is COMPLETE, the promotion stands for it on the front
 (``autocomp.study.pareto.front_trials``), so the front holds the accuracies an export gives.
 
@@ -54,6 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
+from autocomp.plan import Plan
 from autocomp.study import records
 from autocomp.study.hypervolume import contribution, reference_point, to_minimization
 from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
@@ -69,6 +71,25 @@ PROMOTION_SLACK = 1.5  # under --timeout, the search keeps at least this many pr
 # Measured (2026-12-06, LeNet-5, 4x the steps): 34 promotions of points over 0.3 point down won
 # back 39-71 % of it (median 65 %); points within 0.15 point ended within 0.04 of the teacher.
 RECOVERY = 0.5
+# A promotion at least this many steps long ramps its plan's sparsity over the first RAMP of them
+# (``DistillPlan.sparsity_ramp``, when the plan has no ramp of its own): on LeNet-300-100 the ramp
+# was ahead of one-shot masks in 3 of 3 plans at 2,400 steps and 4 of 4 at 9,600 (one by 0.01
+# point), and behind in 3 of 5 at 600 (2026-12-06, experiments/README.md), so the default 4x
+# promotion of 150 steps stays one-shot.
+LONG_FINETUNE = 2400
+RAMP = 0.6
+
+
+def promoted_plan(plan: Plan, factor: int) -> Plan:
+    """``plan`` with ``factor`` times its fine-tune steps, its sparsity ramped when that is long.
+
+    Example::
+
+        promoted_plan(plan, 4).distill.steps  # 600 for a plan of 150 steps
+    """
+    steps = plan.distill.steps * factor
+    ramp = plan.distill.sparsity_ramp or (RAMP if steps >= LONG_FINETUNE else 0.0)
+    return plan.with_distill(steps=steps, sparsity_ramp=ramp)
 
 
 def split_trials(n_trials: int, share: float) -> tuple[int, int]:

@@ -12,7 +12,7 @@ import torch
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autocomp.plan import DistillPlan, Plan
+from autocomp.plan import DistillPlan, LayerPlan, Plan
 from autocomp.study import records
 from autocomp.study.pareto import front_trials
 from autocomp.study.promotion import (
@@ -21,6 +21,7 @@ from autocomp.study.promotion import (
     enqueue_promotions,
     promotable,
     promoted_or_queued,
+    promoted_plan,
     split_trials,
     spread_order,
 )
@@ -60,6 +61,15 @@ def _study() -> optuna.Study:
 def test_n_trials_split_into_search_and_promotion(n: int, share: float, expect: tuple[int, int]) -> None:
     assert split_trials(n, share) == expect
     assert sum(split_trials(n, share)) == n
+
+
+def test_a_long_promotion_ramps_a_pruned_plans_sparsity_and_a_short_one_does_not() -> None:
+    plan = Plan(layers={"fc": LayerPlan(sparsity=0.9, bits=4)}, distill=DistillPlan(steps=150, temperature=2.0))
+    short = promoted_plan(plan, 4)  # 600 steps: one-shot masks, as the plan's own fine-tune
+    assert short.distill == DistillPlan(steps=600, temperature=2.0) and short.layers == plan.layers
+    long = promoted_plan(plan, 16)  # 2,400 steps: the ramp over its first 60 %
+    assert long.distill == DistillPlan(steps=2400, temperature=2.0, sparsity_ramp=0.6) and long.layers == plan.layers
+    assert promoted_plan(plan.with_distill(sparsity_ramp=0.3), 64).distill.sparsity_ramp == 0.3  # its own ramp stays
 
 
 def test_promotion_trials_the_front_cannot_use_search_instead() -> None:
