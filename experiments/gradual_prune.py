@@ -10,6 +10,7 @@ lengths and the same artifacts:
 
     python experiments/gradual_prune.py                 # 600 and 2400 steps: about 3 minutes
     python experiments/gradual_prune.py --steps 600 --ramp 0.6
+    python experiments/gradual_prune.py --steps 600,2400,9600 --seeds 0,1   # about 9 minutes
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--config", default=str(HERE / "lenet300.yaml"))
     ap.add_argument("--steps", default="600,2400", help="fine-tune lengths, comma-separated")
     ap.add_argument("--ramp", type=float, default=0.6, help="share of the steps the sparsity ramps over")
+    ap.add_argument("--seeds", default="0", help="fine-tune seeds (the Plan's seed), comma-separated")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     config = SearchConfig(**read_config_file(args.config))  # the run file's teacher: 10 epochs, full 60 k
@@ -54,12 +56,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for steps in (int(s) for s in args.steps.split(",")):
             for name, per in sparse_long.PLANS.items():
-                plan = replace(template, layers={n: LayerPlan(**per.get(n, {})) for n in compute_layers(teacher)})
-                for label, ramp in (("one-shot", 0.0), (f"ramp {args.ramp:g}", args.ramp)):
-                    m = bench.run(plan.with_distill(steps=steps, sparsity_ramp=ramp), Path(tmp, "p.acz")).metrics
-                    drop = m.accuracy - bench.teacher_accuracy
-                    print(f"{steps} steps, {name}, {label}: {m.accuracy:.2f} % ({drop:+.2f}), "
-                          f"{fp32 / m.size_bytes:.1f}x smaller", flush=True)
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    plan = replace(template, seed=seed,
+                                   layers={n: LayerPlan(**per.get(n, {})) for n in compute_layers(teacher)})
+                    for label, ramp in (("one-shot", 0.0), (f"ramp {args.ramp:g}", args.ramp)):
+                        m = bench.run(plan.with_distill(steps=steps, sparsity_ramp=ramp), Path(tmp, "p.acz")).metrics
+                        drop = m.accuracy - bench.teacher_accuracy
+                        print(f"{steps} steps, {name}, seed {seed}, {label}: {m.accuracy:.2f} % ({drop:+.2f}), "
+                              f"{fp32 / m.size_bytes:.1f}x smaller", flush=True)
 
 
 if __name__ == "__main__":
