@@ -72,10 +72,11 @@ PROMOTION_SLACK = 1.5  # under --timeout, the search keeps at least this many pr
 # back 39-71 % of it (median 65 %); points within 0.15 point ended within 0.04 of the teacher.
 RECOVERY = 0.5
 # A promotion at least this many steps long ramps its plan's sparsity over the first RAMP of them
-# (``DistillPlan.sparsity_ramp``, when the plan has no ramp of its own): on LeNet-300-100 the ramp
-# was ahead of one-shot masks in 3 of 3 plans at 2,400 steps and 4 of 4 at 9,600 (one by 0.01
-# point), and behind in 3 of 5 at 600 (2026-12-06, experiments/README.md), so the default 4x
-# promotion of 150 steps stays one-shot.
+# (``DistillPlan.sparsity_ramp``, when the plan has no ramp of its own). On LeNet-300-100's sparse
+# plans (experiments/gradual_prune.py, 3 plans x 2 fine-tune seeds) the ramp was ahead of one-shot
+# masks in 6 of 6 pairs at 2,400 and at 9,600 steps, but in 4 of 6 at 600; on a search's own
+# promotions of 9,600 steps in 15 of 24, behind in 5 (experiments/README.md). The default 4x
+# promotion of 150 steps, the one the default search was benchmarked with, stays one-shot.
 LONG_FINETUNE = 2400
 RAMP = 0.6
 
