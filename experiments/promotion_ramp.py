@@ -3,10 +3,10 @@
 A promotion of ``promotion.LONG_FINETUNE`` steps or more ramps its plan's sparsity
 (``promotion.promoted_plan``). This script takes the promoted trials of a finished benchmark
 run (``benchmark.py --out``, with ``--storage`` the folder's name plus ``.db``), runs each of
-their plans that prune again with ``sparsity_ramp: 0`` (one-shot masks from the first step),
-everything else equal, and prints the two accuracies side by side. The first ``--check`` plans also run again as
-stored, to show that the study's figure repeats in this process (the fine-tune seed and the data
-order are the plan's).
+their plans that prune with a ramp again with ``sparsity_ramp: 0`` (one-shot masks from the first
+step), everything else equal, and prints the two accuracies side by side. The first ``--check``
+plans also run again as stored, to show that the study's figure repeats in this process (the
+fine-tune seed and the data order are the plan's).
 
     python experiments/promotion_ramp.py runs/benchmark/i21j_lenet300     # 30 promotions: ~10 min
 """
@@ -58,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 record = read_trial(t)
                 if record.promoted_from is None or "accuracy" not in record.metrics:
                     continue
-                if not any(layer.sparsity for layer in record.plan.layers.values()):
-                    continue  # nothing pruned: the ramp changes nothing
+                if not record.plan.distill.sparsity_ramp or not any(
+                        layer.sparsity for layer in record.plan.layers.values()):
+                    continue  # a short promotion (one-shot already) or nothing pruned: nothing to compare
                 plan, ramped = record.plan, record.metrics["accuracy"]
                 if len(gains) < args.check:
                     again = bench.run(plan, Path(tmp, "a.acz")).metrics.accuracy
