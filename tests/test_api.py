@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import autocomp
@@ -12,6 +13,8 @@ def test_import_is_light() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.e2e  # a whole search (profile, seeds, trials, report); the quick loop's API search is
+# tests/test_pipeline.py::test_python_api_searches_over_datasets
 def test_search_in_a_few_lines(tmp_path, tiny_data) -> None:
     from tiny_models import tiny_cnn
 

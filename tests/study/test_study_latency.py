@@ -13,6 +13,7 @@ from autocomp.report.recommend import recommend
 from autocomp.study.records import set_system_attr, study_attr
 
 
+# A whole search (8 s on 2 cores): the tests that read it are e2e, run with --all.
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     from tiny_models import tiny_cnn
@@ -35,6 +36,7 @@ def study(tmp_path_factory):
                            run_dir=str(tmp))
 
 
+@pytest.mark.e2e
 def test_the_reference_and_layer_timings_are_stored_once_on_the_study(study: optuna.Study) -> None:
     attrs = {key: study_attr(study, key) for key in ("teacher_reference_ms", "teacher_reference", "profile")}
     reference = attrs["teacher_reference_ms"]
@@ -45,6 +47,7 @@ def test_the_reference_and_layer_timings_are_stored_once_on_the_study(study: opt
     assert {t.user_attrs["teacher_reference_ms"] for t in done} == {reference}
 
 
+@pytest.mark.e2e
 def test_every_latency_value_is_the_used_ratio_times_the_reference(study: optuna.Study) -> None:
     reference = study.user_attrs["teacher_reference_ms"]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -62,6 +65,7 @@ def test_every_latency_value_is_the_used_ratio_times_the_reference(study: optuna
             assert used == m["latency_ratio"]
 
 
+@pytest.mark.e2e
 def test_front_tables_header_and_recommendation_use_the_same_numbers(study: optuna.Study) -> None:
     frame = trials_frame(study)
     reference = study.user_attrs["teacher_reference_ms"]
