@@ -4,6 +4,7 @@ the search and the promotions into --timeout."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -16,6 +17,8 @@ from autocomp.plan import DistillPlan, LayerPlan, Plan
 from autocomp.study import records
 from autocomp.study.pareto import front_trials
 from autocomp.study.promotion import (
+    LONG_FINETUNE,
+    LONG_KD,
     Schedule,
     enqueue_promotion,
     enqueue_promotions,
@@ -70,6 +73,16 @@ def test_a_long_promotion_ramps_a_pruned_plans_sparsity_and_a_short_one_does_not
     long = promoted_plan(plan, 16)  # 2,400 steps: the ramp over its first 60 %
     assert long.distill == DistillPlan(steps=2400, temperature=2.0, sparsity_ramp=0.6) and long.layers == plan.layers
     assert promoted_plan(plan.with_distill(sparsity_ramp=0.3), 64).distill.sparsity_ramp == 0.3  # its own ramp stays
+
+
+def test_a_long_promotion_distils_with_the_long_kd_settings_where_the_space_searches_them() -> None:
+    plan = Plan(layers={"fc": LayerPlan(sparsity=0.9)}, distill=DistillPlan(steps=150, temperature=5.0, alpha=0.4))
+    both, long = {"temperature", "alpha"}, DistillPlan(steps=9600, temperature=5.0, alpha=0.4, sparsity_ramp=0.6)
+    assert promoted_plan(plan, 4, both).distill == DistillPlan(steps=600, temperature=5.0, alpha=0.4)  # as searched
+    assert promoted_plan(plan, 64, both).distill == replace(long, temperature=2.0, alpha=0.9)
+    # A setting the space fixes is the user's: only the searched one changes.
+    assert promoted_plan(plan, 64, {"alpha"}).distill == replace(long, alpha=0.9)
+    assert promoted_plan(plan, 64).distill == long
 
 
 def test_promotion_trials_the_front_cannot_use_search_instead() -> None:
@@ -328,7 +341,8 @@ def _fake_run(self, plan, path, deadline=None, on_step=None):  # noqa: ANN001, A
 
 
 @pytest.mark.slow
-def test_a_search_promotes_its_front_with_a_longer_fine_tune(tmp_path, tiny_data, monkeypatch) -> None:
+@pytest.mark.parametrize("factor", [4, 1200])  # 8 steps; 2,400: long, its searched temperature LONG_KD's
+def test_a_search_promotes_its_front_with_a_longer_fine_tune(tmp_path, tiny_data, monkeypatch, factor: int) -> None:
     from tiny_models import tiny_cnn
 
     from autocomp.api import run_search
@@ -339,9 +353,11 @@ def test_a_search_promotes_its_front_with_a_longer_fine_tune(tmp_path, tiny_data
     monkeypatch.setattr(Workbench, "run", _fake_run)
     torch.manual_seed(0)
     config = SearchConfig(model="python", dataset="python", storage=f"sqlite:///{tmp_path / 's.db'}",
-                          study_name="s", n_trials=10, promote=0.3, promote_factor=4, run_dir=str(tmp_path / "run"),
-                          keep_artifacts=False, baselines=("teacher", "int8"), profile=False, seeds=0)
-    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, space=parse_space(SPACE),
+                          study_name="s", n_trials=10, promote=0.3, promote_factor=factor,
+                          run_dir=str(tmp_path / "run"), keep_artifacts=False, baselines=("teacher", "int8"),
+                          profile=False, seeds=0)
+    space = parse_space(SPACE.replace("  steps: 2\n", "  steps: 2\n  temperature: {low: 1.0, high: 8.0}\n"))
+    study = run_search(config, teacher=tiny_cnn().eval(), data=tiny_data, space=space,
                        progress=False, log=lambda s: None)
     done = [records.read_trial(t) for t in study.trials]
     promoted = [r for r in done if r.promoted_from is not None]
@@ -349,8 +365,11 @@ def test_a_search_promotes_its_front_with_a_longer_fine_tune(tmp_path, tiny_data
     for p in promoted:
         original = done[p.promoted_from]
         assert p.state == TrialState.COMPLETE and original.state == TrialState.COMPLETE
-        assert p.plan.distill.steps == 4 * original.plan.distill.steps == 8
+        assert p.plan.distill.steps == factor * original.plan.distill.steps == factor * 2
         assert p.plan.layers == original.plan.layers
+        long = factor * 2 >= LONG_FINETUNE
+        assert p.plan.distill.temperature == (LONG_KD["temperature"] if long else original.plan.distill.temperature)
+        assert p.plan.distill.alpha == original.plan.distill.alpha  # the space fixes it: the user's
         assert p.metrics["accuracy"] > original.metrics["accuracy"]  # both accuracies kept
         assert original.baseline != "teacher"
     front = {t.number for t in front_trials(study.trials)}
