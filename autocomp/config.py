@@ -141,8 +141,8 @@ class SearchConfig:
         "same Plan, so the front holds the accuracies export gives; with --timeout, the share of the trials' time "
         "kept for them, at least one (default 0.2; 0 = none)")
     promote_factor: int = setting(
-        "study", 4, "a promoted re-run fine-tunes this many times the Plan's steps, its sparsity ramped from "
-        "2,400 steps on (default 4)")
+        "study", 4, "a promoted re-run fine-tunes this many times the Plan's steps; from 2,400 steps on, its "
+        "sparsity ramped and the searched KD settings temperature 2, alpha 0.9 (default 4)")
     seed: int = setting("study", 0, "seed for the teacher, fine-tunes and sampler (default 0)")
     baselines: tuple[str, ...] = setting(
         "study", ("teacher", "int8", "prune50", "channels50"), "comma list of fixed trials enqueued in a new "

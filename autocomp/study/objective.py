@@ -132,8 +132,7 @@ class Objective:
             # A promotion re-runs trial N's own Plan with a longer fine-tune: its params are N's.
             original = records.read_trial(trial.study.get_trials(deepcopy=False)[promoted]).plan
             self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
-            searched = {k for k, knob in self.space.globals.items() if knob.searched}
-            return promoted_plan(original, self.config.promote_factor, searched)
+            return promoted_plan(original, self.config.promote_factor, self.space.globals)
         if not baseline:
             return self.space.sample(trial, self.bench.teacher, self.bench.outputs, seed=self.config.seed)
         template = Plan(distill=self.space.fixed_distill(), quant_mode=self.space.quant_mode, seed=self.config.seed)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +59,7 @@ from autocomp.plan import Plan
 from autocomp.study import records
 from autocomp.study.hypervolume import contribution, reference_point, to_minimization
 from autocomp.study.pareto import MAXIMIZE, front_trials, to_minimize
+from autocomp.study.space_model import Domain
 from autocomp.study.storage import fail_waiting_trial
 
 State = optuna.trial.TrialState
@@ -72,34 +73,33 @@ PROMOTION_SLACK = 1.5  # under --timeout, the search keeps at least this many pr
 # back 39-71 % of it (median 65 %); points within 0.15 point ended within 0.04 of the teacher.
 RECOVERY = 0.5
 # A promotion at least this many steps long ramps its plan's sparsity over the first RAMP of them
-# (``DistillPlan.sparsity_ramp``, when the plan has no ramp of its own). On LeNet-300-100's sparse
-# plans (experiments/gradual_prune.py, 3 plans x 2 fine-tune seeds) the ramp was ahead of one-shot
-# masks in 6 of 6 pairs at 2,400 and at 9,600 steps, but in 4 of 6 at 600; on a search's own
-# promotions of 9,600 steps in 15 of 24, behind in 5 (experiments/README.md). The default 4x
-# promotion of 150 steps, the one the default search was benchmarked with, stays one-shot.
+# (``DistillPlan.sparsity_ramp``, unless the plan has its own): on LeNet-300-100's sparse plans the
+# ramp was ahead of one-shot masks in 6 of 6 pairs at 2,400 and 9,600 steps, 4 of 6 at 600
+# (experiments/gradual_prune.py), so the default 4x promotion of 150 steps stays one-shot.
 LONG_FINETUNE = 2400
 RAMP = 0.6
-# A long promotion also distils with these in place of the KD settings the space searches: those
-# were picked by a fine-tune of 150 steps. On the 9 plans 40x or more smaller that 5 seeds of
-# LeNet-300-100 promoted at 9,600 steps, with 3 fine-tune seeds, they came out ahead of the
-# searched ones in 21 of 27 pairs and behind in 5 (mean +0.06 point), and 12 of the 27 runs ended
-# at or above the teacher against 3 (experiments/README.md). A setting the space fixes stays.
+# It also distils with LONG_KD where the space searches those settings over its values (the search
+# picked them on 150 steps): on the 9 plans 40x or more smaller that LeNet-300-100 promoted at
+# 9,600 steps, 3 fine-tune seeds, ahead of the searched ones in 21 of 27 pairs, behind in 5, and
+# 12 of 27 runs at or above the teacher against 3 (experiments/promotion_kd.py).
 LONG_KD = {"temperature": 2.0, "alpha": 0.9}
 
 
-def promoted_plan(plan: Plan, factor: int, searched: Collection[str] = ()) -> Plan:
+def promoted_plan(plan: Plan, factor: int, knobs: Mapping[str, Domain] | None = None) -> Plan:
     """``plan`` with ``factor`` times its fine-tune steps; when that is long, its sparsity ramped
-    and the KD settings named in ``searched`` (the space's searched ``distill`` knobs) ``LONG_KD``'s.
+    and each KD setting that ``knobs`` (the space's global knobs) searches over ``LONG_KD``'s
+    value set to it.
 
     Example::
 
         promoted_plan(plan, 4).distill.steps  # 600 for a plan of 150 steps
-        promoted_plan(plan, 64, {"temperature", "alpha"}).distill.alpha  # 0.9
+        promoted_plan(plan, 64, space.globals).distill.alpha  # 0.9 where the space searches 0.3-0.9
     """
     steps = plan.distill.steps * factor
     if steps < LONG_FINETUNE:
         return plan.with_distill(steps=steps)
-    kd = {k: v for k, v in LONG_KD.items() if k in searched}
+    knobs = knobs or {}
+    kd = {k: v for k, v in LONG_KD.items() if k in knobs and knobs[k].searched and knobs[k].offers(v)}
     return plan.with_distill(steps=steps, sparsity_ramp=plan.distill.sparsity_ramp or RAMP, **kd)
 
 

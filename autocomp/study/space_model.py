@@ -76,6 +76,14 @@ class Domain:
     def searched(self) -> bool:
         return self.choices is not None and len(self.choices) > 1 or (self.low is not None and self.low < self.high)
 
+    def offers(self, value: Any) -> bool:
+        """``value`` is one of the choices, inside the range (its step aside) or the fixed value."""
+        if self.choices is not None:
+            return value in self.choices
+        if self.low is None:
+            return value == self.fixed
+        return self.low <= value <= self.high
+
 
 @dataclass(frozen=True)
 class Rule:

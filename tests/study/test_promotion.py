@@ -28,6 +28,7 @@ from autocomp.study.promotion import (
     split_trials,
     spread_order,
 )
+from autocomp.study.space_model import Domain
 
 DIST = {"x": FloatDistribution(0, 1)}
 
@@ -77,11 +78,14 @@ def test_a_long_promotion_ramps_a_pruned_plans_sparsity_and_a_short_one_does_not
 
 def test_a_long_promotion_distils_with_the_long_kd_settings_where_the_space_searches_them() -> None:
     plan = Plan(layers={"fc": LayerPlan(sparsity=0.9)}, distill=DistillPlan(steps=150, temperature=5.0, alpha=0.4))
-    both, long = {"temperature", "alpha"}, DistillPlan(steps=9600, temperature=5.0, alpha=0.4, sparsity_ramp=0.6)
+    long = DistillPlan(steps=9600, temperature=5.0, alpha=0.4, sparsity_ramp=0.6)
+    both = {"temperature": Domain(low=1.0, high=8.0), "alpha": Domain(choices=(0.4, 0.9))}
     assert promoted_plan(plan, 4, both).distill == DistillPlan(steps=600, temperature=5.0, alpha=0.4)  # as searched
     assert promoted_plan(plan, 64, both).distill == replace(long, temperature=2.0, alpha=0.9)
-    # A setting the space fixes is the user's: only the searched one changes.
-    assert promoted_plan(plan, 64, {"alpha"}).distill == replace(long, alpha=0.9)
+    # A setting the space fixes, or whose range leaves LONG_KD's value out, is the user's.
+    assert promoted_plan(plan, 64, {**both, "temperature": Domain(fixed=5.0)}).distill == replace(long, alpha=0.9)
+    bounded = {**both, "alpha": Domain(low=0.2, high=0.6)}
+    assert promoted_plan(plan, 64, bounded).distill == replace(long, temperature=2.0)
     assert promoted_plan(plan, 64).distill == long
 
 
