@@ -506,8 +506,8 @@ def findings(teacher: Teacher, runs: list[Run], per_seed: Any, default: str) -> 
     if "channels50" in fixed:
         lines.append(channels_line(teacher, fixed["channels50"], per_seed))
     if default != PROFILE_ONLY and (only := [r for r in runs if r.label == PROFILE_ONLY]) and fronts:
-        lines.append(profile_line(teacher, [p for f in fronts for p in f], [p for r in only for p in r.points],
-                                  per_seed, default))
+        lines.append(profile_line(teacher, [p for f in fronts for p in f],
+                                  [{**p, "seed": r.seed} for r in only for p in r.points], per_seed, default))
     return lines
 
 
@@ -538,14 +538,17 @@ def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
 def profile_line(teacher: Teacher, full: list[dict[str, Any]], only: list[dict[str, Any]], per_seed: Any,
                  default: str) -> str:
     """Does the full search's front, pooled over its seeds, dominate or match the points of the
-    profile's allocation alone (pooled over its seeds), and by how much HV."""
+    profile's allocation alone (pooled over its seeds), and by how much HV; the points it does
+    not cover, each by its seed and trial."""
     verdicts = [covered(p, full) for p in only]
+    left = "; ".join(f"seed {p.get('seed')} trial {p['trial']} ({p['accuracy']:.2f} %, {p['size_bytes']:,} B, "
+                     f"{p['latency_ratio']:.2f}x)" for p, v in zip(only, verdicts, strict=True) if v == "no")
     hv_full, hv_only = front_volume(full, teacher), front_volume(only, teacher)
     two_full, two_only = front_volume(full, teacher, 2), front_volume(only, teacher, 2)
     med = {label: _median(per_seed[per_seed["run"] == label]["HV"].tolist()) for label in (default, PROFILE_ONLY)}
     return (f"profile-only vs full search: {default}'s pooled front dominates {verdicts.count('dominated')} and "
             f"matches {verdicts.count('matched')} of the {len(only)} points of `{PROFILE_ONLY}` "
-            f"({verdicts.count('no')} neither); pooled HV {hv_full:.4f} vs {hv_only:.4f} "
+            f"({verdicts.count('no')} neither{': ' + left if left else ''}); pooled HV {hv_full:.4f} vs {hv_only:.4f} "
             f"(difference {hv_full - hv_only:+.4f}; HV acc+size {two_full:.4f} vs {two_only:.4f}, "
             f"{two_full - two_only:+.4f}); median HV over seeds {med[default]:.4f} vs {med[PROFILE_ONLY]:.4f}")
 
