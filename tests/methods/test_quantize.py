@@ -132,6 +132,7 @@ def test_static_int8_is_calibrated_on_the_given_batches(tmp_path) -> None:
     assert first_scales[1] == pytest.approx(10 * first_scales[0], rel=0.05)  # the range follows the data
 
 
+@pytest.mark.slow  # torchvision-size models (4 s); the quick loop's resnet18 int8 export: tests/artifact/test_export.py
 def test_torchvision_resnet18_int8_and_mobilenet_v2_int4(exporter) -> None:
     x = torch.randn(4, *IMAGE)
     resnet = torchvision_model("resnet18")
