@@ -7,8 +7,9 @@ KD settings the space searches (``promotion.promoted_plan``): those were picked 
 --out``, with ``--storage`` the folder's name plus ``.db``) whose artifact is ``--min-x`` times
 smaller than the teacher's or more, runs each plan with the KD settings of the trial it promoted
 (the searched ones) and with ``LONG_KD``, everything else equal, for each fine-tune seed in
-``--seeds`` (added to the plan's seed: 0 is the plan as stored), and prints the accuracies side by
-side and how many runs end at or above the teacher. ``--kd temperature=2`` compares one setting alone.
+``--seeds`` (added to the plan's seed: 0 is the plan as stored; the same plan at the same seed,
+found in several seeds' studies, runs once), and prints the accuracies side by side and how many
+runs end at or above the teacher. ``--kd temperature=2`` compares one setting alone.
 
     python experiments/promotion_kd.py runs/benchmark/i21j_lenet300 runs/benchmark/i21j_lenet300_s34 --seeds 0,1,2
 """
@@ -20,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch is imported
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -90,10 +92,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     teacher = bench.teacher_accuracy
     print(f"teacher {teacher:.2f} %; {len(plans)} promotions {args.min_x:g}x smaller or more; against {kd}",
           flush=True)
-    gains, at_teacher = [], {"searched": 0, "other": 0}
+    gains, at_teacher, seen = [], {"searched": 0, "other": 0}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for shift in (int(s) for s in args.seeds.split(",")):
             for name, x, searched, long in plans:
+                # A profile-seeded plan recurs in several seeds' studies, its plan seed the study's:
+                # the same plan at the same fine-tune seed is the same run, counted once.
+                key = json.dumps(replace(searched, seed=searched.seed + shift).to_dict(), sort_keys=True)
+                if key in seen:
+                    print(f"{name}, fine-tune seed +{shift}: the run of {seen[key]}, counted there", flush=True)
+                    continue
+                seen[key] = f"{name} at +{shift}"
                 a, b = (bench.run(replace(p, seed=p.seed + shift), Path(tmp, "a.acz")).metrics.accuracy
                         for p in (searched, long))
                 gains.append(b - a)
