@@ -134,7 +134,8 @@ def test_static_int8_is_calibrated_on_the_given_batches(tmp_path) -> None:
 
 @pytest.mark.slow  # torchvision-size models (4 s); the quick loop's resnet18 int8 export: tests/artifact/test_export.py
 def test_torchvision_resnet18_int8_and_mobilenet_v2_int4(exporter) -> None:
-    x = torch.randn(4, *IMAGE)
+    torch.manual_seed(0)  # random-init nets on noise: int8's error over 4 images ranges 6-19 % of the largest logit
+    x = torch.randn(4, *IMAGE)  # across input seeds, so an unseeded input made the bound a draw
     resnet = torchvision_model("resnet18")
     student = apply(resnet, _plan(resnet, 8), x[:1])
     out = exporter(student, x, name="r")
@@ -142,7 +143,8 @@ def test_torchvision_resnet18_int8_and_mobilenet_v2_int4(exporter) -> None:
     assert out.bytes < 0.27 * 4 * sum(m.weight.numel() for m in compute_layers(resnet).values())
     with torch.no_grad():
         ref = student(x).numpy()
-    assert np.abs(out.run(x) - ref).max() < 0.15 * np.abs(ref).max()
+    got = out.run(x)
+    assert np.linalg.norm(got - ref) < 0.12 * np.linalg.norm(ref)  # 0.09 here; the unquantized net is 0.13 off
     mobile = torchvision_model("mobilenet_v2")
     out = exporter(apply(mobile, _plan(mobile, 4), x[:1]), x, name="m")
     assert out.info.quantized_nodes == 53 and set(out.info.packed_tensors.values()) == {4}
