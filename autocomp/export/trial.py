@@ -28,7 +28,7 @@ from pathlib import Path
 from autocomp.errors import AutocompError
 from autocomp.export.card import CardFacts, card_paths, make_card, summary_line, write_card
 from autocomp.export.formats import REUSES_ARTIFACT, output_format, write_format, written_file
-from autocomp.export.rebuild import build_artifact, extra_steps, load_trial, rebuild_bench
+from autocomp.export.rebuild import TrialSource, build_artifact, extra_steps, load_trial, rebuild_bench
 from autocomp.measure import measure_artifact, session_accuracy, session_for
 from autocomp.pipeline.workbench import file_sha256
 from autocomp.runtimes import format_runtime, require
@@ -67,7 +67,9 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
     target = out_path if fmt == "acz" else bench.workdir / "export.acz"
     built = build_artifact(bench, src.trial, fmt in REUSES_ARTIFACT, extra, target, progress, storage)
     digest = file_sha256(built.acz)
-    metrics = measure_artifact(built.acz, bench.val, measure_cfg, bench.teacher_session)
+    if measure_on is None and (own is None or own.name == config.runtime):
+        bench.pace.floor_ms = _study_pace(src)
+    metrics = measure_artifact(built.acz, bench.val, measure_cfg, bench.teacher_session, bench.pace)
     session = session_for(built.acz, measure_cfg)  # the exported graph, on the card's runtime and settings
     # The search ranked on a seeded subset of the validation split: this file on that subset too,
     # on the same runtime and settings as every other number on the card.
@@ -92,6 +94,14 @@ def export_trial(storage: str, study_name: str, number: int, out: str, fmt: str 
         batch=config.batch, threads=config.threads))
     write_card(out_path, card)
     return summary_line(card)
+
+
+def _study_pace(src: TrialSource) -> float | None:
+    """The fastest the study's teacher ran (ms), for an export timed where the study timed: a
+    teacher slower than that now means the host runs slower, and the pair is timed again
+    (``autocomp.measure.latency.TeacherPace``)."""
+    known = [v for v in (src.trial.metrics.get("teacher_latency_ms"), src.study.teacher.reference_ms) if v]
+    return min(known, default=None)
 
 
 def _checked_out(out: str, epochs: float | None, steps: int | None) -> Path:

@@ -7,6 +7,7 @@ from autocomp.measure.accuracy import module_accuracy, session_accuracy
 from autocomp.measure.latency import (
     Ratio,
     Rounds,
+    TeacherPace,
     Timing,
     eager_latency,
     paired_latency,
@@ -24,5 +25,5 @@ __all__ = [
     "MeasureConfig", "Metrics", "Timing", "measure_artifact", "module_accuracy", "session_accuracy",
     "eager_latency", "paired_latency", "session_latency", "artifact_bytes", "graph_macs", "graph_params",
     "Ratio", "Rounds", "paired_rounds", "ratio_spread", "reference_latency", "time_rounds", "session_for",
-    "timing_input", "timing_protocol",
+    "timing_input", "timing_protocol", "TeacherPace",
 ]

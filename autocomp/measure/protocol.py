@@ -9,7 +9,9 @@
   teacher's artifact is timed in the same rounds, the order shuffled each round
   (``autocomp.measure.latency``): ``latency_ratio`` is the median of the per-round ratios and
   ``[latency_ratio_low, latency_ratio_high]`` their spread (interquartile range, at least +-3 %).
-  ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too).
+  ``latency_ms``/``teacher_latency_ms`` are the two medians of this measurement (p90 too). A
+  pair timed while the host ran slower (the teacher >10 % above its fastest median beside an
+  earlier candidate, ``TeacherPace``) is timed again, up to twice; ``latency_timings`` counts them.
   The study's latency objective is built from the ratio (``autocomp.study.create.Objective``).
 - **reference only**: params and MACs of the executed graph, eager-PyTorch latency.
 - **the record**: ``timing_protocol(config, input_shape)`` names the timing input, the warm-up
@@ -34,8 +36,11 @@ from autocomp.measure.latency import (
     MIN_SPREAD,
     REFERENCE_MAX_RUNS,
     REFERENCE_RUNS,
+    RETIMES,
+    SPELL,
     WARMUP_RUNS,
     Ratio,
+    TeacherPace,
     paired_rounds,
     session_latency,
 )
@@ -78,6 +83,7 @@ class Metrics:
     latency_ratio_low: float | None = None  # spread of the per-round ratios: interquartile range,
     latency_ratio_high: float | None = None  # at least +-min_spread around the median
     latency_rounds: int | None = None
+    latency_timings: int | None = None  # paired timings run: 1, or more when the host ran slower (TeacherPace)
     runtime: str | None = None  # the runtime it was measured on, in one line (autocomp.runtimes.summary)
 
     def to_dict(self) -> dict:
@@ -106,18 +112,21 @@ def measure_artifact(
     val: Any,
     config: MeasureConfig = MeasureConfig(),
     teacher_session=None,  # noqa: ANN001
+    pace: TeacherPace | None = None,
 ) -> Metrics:
     """Accuracy, bytes and latency of the artifact at ``path``: accuracy on ``val`` (an
     ``autocomp.data.EvalSet`` streaming batches, or an ``(x, y)`` pair of arrays), latency as its
-    ratio to ``teacher_session`` timed interleaved when one is given."""
+    ratio to ``teacher_session`` timed interleaved when one is given; ``pace`` (the caller's, kept
+    across its candidates) times the pair again while the teacher ran slower than its fastest."""
     x, y = val if isinstance(val, tuple) else (val, None)
     session = session_for(path, config)
     accuracy = session_accuracy(session, x, y)
     shape = tuple(x.shape[1:])
     kw = {"min_runs": config.min_runs, "min_seconds": config.min_seconds}
-    ratio = None
+    ratio, timings = None, None
     if teacher_session is not None:
-        rounds = paired_rounds([session, teacher_session], shape, config.batch, **kw)
+        rounds, timings = (pace or TeacherPace()).rounds(
+            lambda: paired_rounds([session, teacher_session], shape, config.batch, **kw), teacher=1)
         mine, teacher = rounds.timings()
         ratio = rounds.ratio(0, 1, config.min_spread)
     else:
@@ -137,6 +146,7 @@ def measure_artifact(
         latency_ratio_low=ratio.low if ratio else None,
         latency_ratio_high=ratio.high if ratio else None,
         latency_rounds=ratio.rounds if ratio else None,
+        latency_timings=timings,
         runtime=summary(session.describe()),
     )
 
@@ -162,6 +172,9 @@ def timing_protocol(config: MeasureConfig, input_shape: tuple[int, ...]) -> dict
         "warmup_runs": WARMUP_RUNS,  # per competitor, untimed, before the first round
         "min_runs": config.min_runs, "min_seconds": config.min_seconds, "max_runs": MAX_RUNS,
         "round_size": 1,
+        "retime": f"when the teacher's median in a pair's rounds is more than {SPELL:.0%} above the fastest median "
+                  f"it was timed at beside an earlier candidate, the pair is timed again, up to {RETIMES} more "
+                  "times, and the timing in which the teacher ran fastest is kept (latency_timings: how many ran)",
         "rounds": "each round times every competitor (the trial's artifact and the teacher's) once, in an order "
                   "shuffled by numpy.random.default_rng(0).permutation; rounds continue until each ran min_runs "
                   "times and min_seconds passed, or max_runs",

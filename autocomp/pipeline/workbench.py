@@ -28,6 +28,7 @@ from autocomp.errors import TrialFailed, storage_fault
 from autocomp.measure import (
     MeasureConfig,
     Metrics,
+    TeacherPace,
     eager_latency,
     measure_artifact,
     module_accuracy,
@@ -93,6 +94,9 @@ class Workbench:
         export(apply(self.teacher, Plan(), self.example), self.example, self.calibration, teacher_path)
         self.teacher_session = session_for(teacher_path, measure)  # opened as every trial's artifact is
         self.teacher_path = teacher_path
+        # The teacher's fastest median beside a candidate so far: a pair timed while the host ran
+        # slower is timed again (``autocomp.measure.latency.TeacherPace``).
+        self.pace = TeacherPace()
         # What every latency of this bench is timed on (input, warm-up, rounds): a record to store.
         self.timing: dict = timing_protocol(measure, data.input_shape)
         # Drops are measured artifact to artifact, like every other accuracy.
@@ -165,7 +169,7 @@ class Workbench:
             raise TrialFailed(f"export failed: {type(exc).__name__}: {exc}".splitlines()[0][:300]) from exc
         seconds["export"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        metrics = measure_artifact(path, self.val, self.measure, self.teacher_session)
+        metrics = measure_artifact(path, self.val, self.measure, self.teacher_session, self.pace)
         seconds["measure"] = time.perf_counter() - t2
         # A reference number, never an objective: the baked student (export folded masks and
         # fake quantization into plain float weights) run in eager PyTorch.

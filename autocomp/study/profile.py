@@ -158,12 +158,14 @@ def measure_plans(bench: Workbench, plans: list[Plan], progress: Callable | None
 def _ratio_to_teacher(bench: Workbench, session: Any) -> Ratio:
     """The session's time over the teacher's, timed beside it alone; timed once more, 4x as long,
     when the rounds spread wider than ``WIDE`` (a busy host: on ResNet-18 a seed measured 0.25x
-    with its upper quartile at 0.76x, and its trial then 0.73x). The tighter of the two is kept."""
+    with its upper quartile at 0.76x, and its trial then 0.73x). The tighter of the two is kept.
+    Each is timed again while the host ran slower than the teacher's fastest (``bench.pace``)."""
     m = bench.measure
     best = None
     for seconds in (m.min_seconds, 4 * m.min_seconds):
-        rounds = paired_rounds([session, bench.teacher_session], tuple(bench.data.input_shape), m.batch,
-                               min_runs=m.min_runs, min_seconds=seconds)
+        rounds, _ = bench.pace.rounds(lambda s=seconds: paired_rounds(
+            [session, bench.teacher_session], tuple(bench.data.input_shape), m.batch, min_runs=m.min_runs,
+            min_seconds=s), teacher=1)
         ratio = rounds.ratio(0, 1, m.min_spread)
         if best is None or ratio.high / ratio.low < best.high / best.low:
             best = ratio

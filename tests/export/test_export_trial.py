@@ -42,6 +42,30 @@ def test_exported_pareto_points_match_the_study(searched, capsys) -> None:
         assert Path(f"{out}.card.md").read_text().startswith("# autocomp artifact")
 
 
+def test_an_export_timed_where_the_study_timed_starts_from_the_studys_teacher_pace(searched, monkeypatch) -> None:
+    """A teacher slower now than the study's fastest (its trial's, or the reference) means the
+    host runs slower: the export's pace starts there, so the pair is timed again (TeacherPace)."""
+    import autocomp.export.trial as trial_module
+
+    storage, tmp = searched
+    study = optuna.load_study(study_name="e", storage=storage)
+    trial = pareto_trials(study)[0]
+    floors, real = [], trial_module.measure_artifact
+
+    def spy(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        floors.append(args[4].floor_ms)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(trial_module, "measure_artifact", spy)
+    out = tmp / "paced.acz"
+    assert main(["export", "--storage", storage, "--study-name", "e", "--trial", str(trial.number),
+                 "--out", str(out)]) == 0
+    expected = min(trial.user_attrs["metrics"]["teacher_latency_ms"], study.user_attrs["teacher_reference_ms"])
+    assert floors == [pytest.approx(expected)]
+    now = json.loads(Path(f"{out}.card.json").read_text())["measured_now"]
+    assert 1 <= now["latency_timings"] <= 3
+
+
 @pytest.mark.parametrize("name, fmt", [("x.onnx", None), ("x.pt", None), ("x.pth", "state_dict")])
 def test_other_formats_are_written(searched, name: str, fmt: str | None) -> None:
     storage, tmp = searched

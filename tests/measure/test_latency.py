@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autocomp.measure.latency import MIN_SPREAD, Ratio, ratio_spread, time_rounds
+from autocomp.measure.latency import MIN_SPREAD, RETIMES, SPELL, Ratio, TeacherPace, ratio_spread, time_rounds
 from autocomp.runtimes import device_timing
 
 
@@ -91,3 +91,35 @@ def test_ratio_spread_is_the_interquartile_range_with_a_floor() -> None:
 def test_used_ratio_snaps_to_one_inside_the_spread(ratio: Ratio, used: float, contains: bool) -> None:
     assert ratio.contains_one is contains
     assert ratio.used() == used
+
+
+def _spells(clock: FakeClock, teacher_costs: list[float]):
+    """``time_once`` for TeacherPace: the artifact costs 0.6 of a normal teacher (1.0), or 0.9 while the
+    host runs slower; each call takes the next teacher cost from ``teacher_costs``."""
+    costs = iter(teacher_costs)
+
+    def time_once():
+        t = next(costs)
+        return time_rounds([clock.competitor("a", 0.6 if t <= 1.0 else 0.9 * t), clock.competitor("t", t)],
+                           warmup=0, min_runs=5, min_seconds=0.0)
+
+    return time_once
+
+
+def test_a_pair_timed_while_the_host_ran_slower_is_timed_again_and_the_fastest_teacher_kept(clock: FakeClock) -> None:
+    pace = TeacherPace()
+    rounds, timings = pace.rounds(_spells(clock, [1.0]), teacher=1)  # the first sets the floor
+    assert timings == 1 and pace.floor_ms == pytest.approx(1000.0) and rounds.ratio(0, 1).median == pytest.approx(0.6)
+    # Within SPELL of the floor: no second timing.
+    rounds, timings = pace.rounds(_spells(clock, [1.0 + SPELL / 2]), teacher=1)
+    assert timings == 1
+    # Slower, then back: timed again, and the timing with the fast teacher is the one kept.
+    rounds, timings = pace.rounds(_spells(clock, [1.4, 1.0, 5.0]), teacher=1)
+    assert timings == 2 and rounds.ratio(0, 1).median == pytest.approx(0.6)
+    # Slow throughout: RETIMES more timings at most, the least slow kept; the floor does not rise.
+    rounds, timings = pace.rounds(_spells(clock, [1.5, 1.3, 1.4, 1.0]), teacher=1)
+    assert timings == 1 + RETIMES and rounds.ratio(0, 1).median == pytest.approx(0.9)
+    assert pace.floor_ms == pytest.approx(1000.0)
+    # A faster teacher lowers the floor.
+    pace.rounds(_spells(clock, [0.8]), teacher=1)
+    assert pace.floor_ms == pytest.approx(800.0)

@@ -35,6 +35,22 @@ def test_a_teacher_beside_gives_a_ratio_its_spread_and_both_times(artifacts) -> 
     assert m.ratio.median == m.latency_ratio and m.ratio.rounds == m.latency_rounds
 
 
+def test_a_pace_whose_floor_the_teacher_cannot_reach_times_the_pair_again(artifacts) -> None:
+    """The teacher beside the artifact ran far slower than the pace's floor: the pair is timed
+    1 + RETIMES times and the count is stored; an unchecked pace times it once and sets its floor."""
+    from autocomp.measure.latency import RETIMES, TeacherPace
+
+    path, x, y = artifacts
+    config = MeasureConfig(min_runs=10, min_seconds=0.0)
+    fresh = TeacherPace()
+    m = measure_artifact(path, (x, y), config, teacher_session=open_session(path), pace=fresh)
+    assert m.latency_timings == 1 and fresh.floor_ms == pytest.approx(m.teacher_latency_ms)
+    pace = TeacherPace(floor_ms=1e-6)
+    m = measure_artifact(path, (x, y), config, teacher_session=open_session(path), pace=pace)
+    assert m.latency_timings == 1 + RETIMES and Metrics(**m.to_dict()) == m
+    assert pace.floor_ms == pytest.approx(1e-6)
+
+
 def test_without_a_teacher_there_is_no_ratio(artifacts) -> None:
     path, x, y = artifacts
     m = measure_artifact(path, (x, y), MeasureConfig(min_runs=5, min_seconds=0.0))
