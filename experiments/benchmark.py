@@ -73,7 +73,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ from autocomp.study.hypervolume import hypervolume, to_minimization
 from autocomp.study.objective import Objective
 from autocomp.study.pareto import dominated_by, promoted_originals, to_minimize, unique_front
 from autocomp.study.promotion import Schedule
-from autocomp.study.records import read_study, read_trial
+from autocomp.study.records import TrialRecord, read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
 
 HERE = Path(__file__).resolve().parent
@@ -637,6 +637,21 @@ def load_runs(path: Path) -> tuple[SearchConfig, Teacher, list[Run]]:
     """A finished benchmark's config, teacher and runs, from the ``runs.json`` it wrote."""
     data = json.loads(path.read_text())
     return SearchConfig(**data["config"]), Teacher(**data["teacher"]), [Run(**r) for r in data["runs"]]
+
+
+def promotions(folder: Path, label: str) -> Iterator[tuple[int, list[optuna.trial.FrozenTrial],
+                                                           optuna.trial.FrozenTrial, TrialRecord]]:
+    """Every finished promotion of row ``label`` in a benchmark's ``--out`` folder (its studies in
+    FOLDER.db): ``(seed, the study's trials, the promotion, its record)``."""
+    config, _, runs = load_runs(folder / "runs.json")
+    for run in (r for r in runs if r.label == label):
+        study = optuna.load_study(study_name=f"bench-{config.name}-{label}-s{run.seed}"[:100],
+                                  storage=f"sqlite:///{folder}.db")
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
+            record = read_trial(t)
+            if record.promoted_from is not None and "accuracy" in record.metrics:
+                yield run.seed, trials, t, record
 
 
 def load_config(path: str, overrides: dict[str, Any]) -> SearchConfig:

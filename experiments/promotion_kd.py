@@ -35,7 +35,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchmark import load_runs  # noqa: E402
+from benchmark import load_runs, promotions  # noqa: E402
 
 from autocomp.config import SearchConfig  # noqa: E402
 from autocomp.pipeline import workbench  # noqa: E402
@@ -49,22 +49,15 @@ def compressed_promotions(folder: Path, label: str, min_x: float,
                           kd: dict[str, float]) -> tuple[SearchConfig, list[tuple[str, float, Plan, Plan]]]:
     """The run's config and, per promotion ``min_x`` times smaller or more: its name, how many
     times smaller, its plan with the searched KD settings and with ``kd``."""
-    config, teacher, runs = load_runs(folder / "runs.json")
+    config, teacher, _ = load_runs(folder / "runs.json")
     out = []
-    for run in (r for r in runs if r.label == label):
-        study = optuna.load_study(study_name=f"bench-{config.name}-{label}-s{run.seed}"[:100],
-                                  storage=f"sqlite:///{folder}.db")
-        trials = study.get_trials(deepcopy=False)
-        for t in trials:
-            record = read_trial(t)
-            if record.promoted_from is None or "accuracy" not in record.metrics:
-                continue
-            x = teacher.size_bytes / record.metrics["size_bytes"]
-            if x < min_x:
-                continue
-            searched = read_trial(trials[record.promoted_from]).plan.distill
-            plan = record.plan.with_distill(temperature=searched.temperature, alpha=searched.alpha)
-            out.append((f"seed {run.seed} trial {t.number}", x, plan, plan.with_distill(**kd)))
+    for seed, trials, t, record in promotions(folder, label):
+        x = teacher.size_bytes / record.metrics["size_bytes"]
+        if x < min_x:
+            continue
+        searched = read_trial(trials[record.promoted_from]).plan.distill
+        plan = record.plan.with_distill(temperature=searched.temperature, alpha=searched.alpha)
+        out.append((f"seed {seed} trial {t.number}", x, plan, plan.with_distill(**kd)))
     return config, out
 
 

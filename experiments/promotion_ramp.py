@@ -30,11 +30,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchmark import load_runs  # noqa: E402
+from benchmark import load_runs, promotions  # noqa: E402
 
 from autocomp.pipeline import workbench  # noqa: E402
 from autocomp.pipeline.setup import prepare  # noqa: E402
-from autocomp.study.records import read_trial  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -45,31 +44,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
-    config, teacher, runs = load_runs(args.folder / "runs.json")
+    config, teacher, _ = load_runs(args.folder / "runs.json")
     model, data = prepare(config, print)
     bench = workbench.Workbench(model, data, config.measure, config.device)
     print(f"teacher {bench.teacher_accuracy:.2f} % (the benchmark's: {teacher.accuracy:.2f} %)", flush=True)
     gains = []
     with tempfile.TemporaryDirectory() as tmp:
-        for run in (r for r in runs if r.label == args.label):
-            study = optuna.load_study(study_name=f"bench-{config.name}-{args.label}-s{run.seed}"[:100],
-                                      storage=f"sqlite:///{args.folder}.db")
-            for t in study.get_trials(deepcopy=False):
-                record = read_trial(t)
-                if record.promoted_from is None or "accuracy" not in record.metrics:
-                    continue
-                if not record.plan.distill.sparsity_ramp or not any(
-                        layer.sparsity for layer in record.plan.layers.values()):
-                    continue  # a short promotion (one-shot already) or nothing pruned: nothing to compare
-                plan, ramped = record.plan, record.metrics["accuracy"]
-                if len(gains) < args.check:
-                    again = bench.run(plan, Path(tmp, "a.acz")).metrics.accuracy
-                    print(f"  check: trial {t.number} as stored {ramped:.2f} %, again {again:.2f} %", flush=True)
-                one_shot = bench.run(plan.with_distill(sparsity_ramp=0.0), Path(tmp, "b.acz")).metrics
-                gains.append(ramped - one_shot.accuracy)
-                print(f"seed {run.seed} trial {t.number} ({record.metrics['size_bytes']:,} B, "
-                      f"{plan.distill.steps} steps): ramp {plan.distill.sparsity_ramp:g} {ramped:.2f} %, "
-                      f"one-shot {one_shot.accuracy:.2f} % ({one_shot.size_bytes:,} B): {gains[-1]:+.2f}", flush=True)
+        for seed, _, t, record in promotions(args.folder, args.label):
+            if not record.plan.distill.sparsity_ramp or not any(
+                    layer.sparsity for layer in record.plan.layers.values()):
+                continue  # a short promotion (one-shot already) or nothing pruned: nothing to compare
+            plan, ramped = record.plan, record.metrics["accuracy"]
+            if len(gains) < args.check:
+                again = bench.run(plan, Path(tmp, "a.acz")).metrics.accuracy
+                print(f"  check: trial {t.number} as stored {ramped:.2f} %, again {again:.2f} %", flush=True)
+            one_shot = bench.run(plan.with_distill(sparsity_ramp=0.0), Path(tmp, "b.acz")).metrics
+            gains.append(ramped - one_shot.accuracy)
+            print(f"seed {seed} trial {t.number} ({record.metrics['size_bytes']:,} B, "
+                  f"{plan.distill.steps} steps): ramp {plan.distill.sparsity_ramp:g} {ramped:.2f} %, "
+                  f"one-shot {one_shot.accuracy:.2f} % ({one_shot.size_bytes:,} B): {gains[-1]:+.2f}", flush=True)
     if gains:
         ahead, behind = sum(g > 0 for g in gains), sum(g < 0 for g in gains)
         print(f"{len(gains)} promotions: the ramp ahead in {ahead}, behind in {behind}, equal in "
