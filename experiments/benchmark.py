@@ -46,7 +46,8 @@ front shows it (``pareto.front_trials``); HV@20% takes the early trials with the
 - ``x@0`` / ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact at no drop
   (at least the teacher's accuracy) / within 0.5 / 1 point of it (Deep Compression's "39x", "40x
   at no loss"); ``-`` when none is.
-- ``lat@1``: latency of the fastest artifact within 1 point, as a ratio to the fp32 teacher.
+- ``lat@1``: latency of the fastest artifact within 1 point, as a ratio to the fp32 teacher. In
+  the medians over seeds, a seed with no point at x@ or lat@1 counts as 1x (it ships the teacher).
 - ``trials/h``: trials started per hour of wall time (failed and early-stopped ones count;
   the wall time includes the profile).
 - ``profile %``: share of the run's wall time spent measuring the per-layer profile.
@@ -432,6 +433,11 @@ def _median(values: list[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
+def _or_teacher(values: list[float]) -> list[float]:
+    """x@ and lat@1 per seed, where a seed with no such point ships the teacher: 1x, not left out."""
+    return [1.0 if math.isnan(v) else v for v in values]
+
+
 def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[str, Any]:
     """The side-by-side table (one row per sampler, medians over seeds; one per baseline),
     the per-seed scores, and which uniform baselines each sampler's fronts dominate."""
@@ -455,9 +461,7 @@ def summarize(teacher: Teacher, runs: list[Run], default: str = "tpe") -> dict[s
         row = {"run": label, "seeds": len(mine), "trials": int(mine["trials"].median())}
         for col in (c for c in COLUMNS[3:] if c != "regret/random"):
             values = mine[col].tolist()
-            if col.startswith("x@"):  # a seed with no such point ships the teacher: 1x, not left out
-                values = [1.0 if math.isnan(v) else v for v in values]
-            row[col] = _median(values)
+            row[col] = _median(_or_teacher(values) if col.startswith("x@") or col == "lat@1" else values)
         rows.append(row)
     random_regret = next((r["regret"] for r in rows if r["run"] == "random"), math.nan)
     for row in rows:
@@ -519,7 +523,7 @@ def channels_line(teacher: Teacher, channels: dict[str, Any], per_seed: Any) -> 
     for label in dict.fromkeys(per_seed["run"]) if not per_seed.empty else ():
         lat = per_seed[per_seed["run"] == label]["lat@1"].tolist()
         faster = sum(math.isfinite(v) and v <= limit * (1 + LATENCY_TIE) for v in lat)
-        parts.append(f"{label} {faster}/{len(lat)} (median {_cell('lat@1', _median(lat))}x)")
+        parts.append(f"{label} {faster}/{len(lat)} (median {_cell('lat@1', _median(_or_teacher(lat)))}x)")
     drop = teacher.accuracy - channels["accuracy"]
     return (f"lat@1 vs channels50 ({limit:.2f}x at {drop:.1f} points down): the fastest point within 1 point is "
             f"at least as fast (within {LATENCY_TIE:.0%}) in k of n seeds: " + (", ".join(parts) or "no search run"))

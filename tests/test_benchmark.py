@@ -109,6 +109,15 @@ def test_rows_are_the_searches_autocomp_runs(bench) -> None:  # noqa: ANN001
         bench.variant_sampler("bogus-noprofile", 0, 20)
 
 
+def test_a_seed_with_no_point_within_1_point_counts_as_the_teacher_in_lat1(bench) -> None:  # noqa: ANN001
+    teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
+    runs = [bench.Run("tpe", 0, [_pt(0, 98.8, 200, 0.5)], started=1),
+            bench.Run("tpe", 1, [_pt(0, 97.0, 200, 0.3)], started=1),  # 2 points down: none within 1
+            bench.Run("tpe", 2, [_pt(0, 98.9, 200, 0.6)], started=1)]
+    summary = bench.summarize(teacher, runs)
+    assert summary["table"].set_index("run").loc["tpe", "lat@1"] == pytest.approx(0.6)  # of 0.5, 1.0, 0.6
+
+
 def test_done_means_lines(bench) -> None:  # noqa: ANN001
     teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
     fixed = [_pt(0, 98.7, 250, 1.2, "int8"), _pt(1, 98.5, 500, 0.6, "channels50")]
