@@ -136,36 +136,28 @@ def test_lenet5_mnist_pareto_points_reproduce(tmp_path: Path) -> None:
     front = pareto_trials(study)
     assert len(front) >= 2
 
-    def exported(number: int, name: str) -> dict:
-        out = tmp_path / f"{name}.acz"
-        assert main(["export", "--storage", storage, "--study-name", "l", "--trial", str(number),
-                     "--out", str(out)]) == 0
-        return json.loads(Path(f"{out}.card.json").read_text())["measured_now"]
-
-    def close(now: dict, then: dict, within: float = 0.15) -> bool:  # or inside each other's measured spread
+    def close(now: dict, then: dict, within: float) -> bool:  # or inside each other's measured spread
         overlap = now["latency_ratio_low"] <= then["latency_ratio_high"] and then["latency_ratio_low"] <= \
             now["latency_ratio_high"]
         return abs(now["latency_ratio"] / then["latency_ratio"] - 1) <= within or overlap
 
-    def host_moved(now: dict, then: dict) -> bool:  # the teacher, timed beside the file, ran >10 % off the study's
-        return abs(now["teacher_latency_ms"] / then["teacher_latency_ms"] - 1) > 0.10
-
     for trial in front:
+        out = tmp_path / f"t{trial.number}.acz"
+        assert main(["export", "--storage", storage, "--study-name", "l", "--trial", str(trial.number),
+                     "--out", str(out)]) == 0
+        now = json.loads(Path(f"{out}.card.json").read_text())["measured_now"]
         then = trial.user_attrs["metrics"]
-        tries = [exported(trial.number, f"t{trial.number}")]
-        now = tries[0]
         assert now["size_bytes"] == then["size_bytes"]
         assert abs(now["accuracy"] - then["accuracy"]) <= 0.1
         assert now["latency_ratio"] is not None and then["latency_ratio"] is not None
         # This shared 2-core host runs in spells: one int4 file exported 16 times here timed the teacher
-        # beside it at 0.116-0.120 ms and the file at 0.645-0.653x, or at 0.128-0.169 ms and 0.66-0.85x;
-        # CI once measured 0.84x against the study's 0.65x. A ratio off while the
-        # teacher ran at the study's speed is the file's or the protocol's fault; one off while the
-        # host ran at another speed is timed again (3 exports in all) and must stay within 35 %.
-        while not close(tries[-1], then) and host_moved(tries[-1], then) and len(tries) < 3:
-            tries.append(exported(trial.number, f"t{trial.number}_{len(tries)}"))
-        assert close(tries[-1], then) or all(host_moved(t, then) and close(t, then, 0.35) for t in tries), (
-            trial.number, tries, then)
+        # beside it at 0.116-0.120 ms and the file at 0.645-0.653x, or at 0.128-0.169 ms and 0.655-0.849x
+        # (CI once: 0.84x against the study's 0.65x). The study and the export time a pair again in a
+        # spell (TeacherPace); when all their timings fell in one, the teacher beside the file ran >10 %
+        # off the study's, and the ratio must still be within 35 %. With the teacher at the study's
+        # speed, within 15 %.
+        moved = abs(now["teacher_latency_ms"] / then["teacher_latency_ms"] - 1) > 0.10
+        assert close(now, then, 0.35 if moved else 0.15), (trial.number, now, then)
 
 
 def test_card_names_the_sized_artifact_and_the_written_file_and_describes_the_exported_file(
