@@ -1,7 +1,7 @@
 """A study's integrity, counted: what a multi-worker run must end with (issue 20).
 
 - no plan COMPLETE twice (``duplicates``: extra COMPLETE trials of a plan already complete);
-- nothing left RUNNING (``running``);
+- nothing left RUNNING (``running``); a trial stopped early (PRUNED, ``stopped``) is finished;
 - every FAIL with its reason (``fail_without_reason``);
 - every kept artifact the file its record names (``sha256_mismatch``, ``artifact_missing``);
 - each baseline complete once (``baselines``: name -> COMPLETE count).
@@ -32,6 +32,7 @@ class Audit:
     trials: int
     complete: int
     failed: int
+    stopped: int
     duplicates: int
     running: int
     fail_without_reason: tuple[int, ...]
@@ -50,7 +51,7 @@ class Audit:
     def line(self) -> str:
         """One line of counts, as ``experiments/bench_workers.py`` prints them."""
         shown = ", ".join(f"{k} {v}" for k, v in sorted(self.baselines.items()))
-        return (f"{self.trials} trials ({self.complete} complete, {self.failed} failed): "
+        return (f"{self.trials} trials ({self.complete} complete, {self.stopped} stopped early, {self.failed} failed): "
                 f"{self.duplicates} duplicate plans among COMPLETE, {self.running} RUNNING, "
                 f"{len(self.fail_without_reason)} FAIL without a reason, "
                 f"{len(self.sha256_mismatch)} of {self.sha256_checked} artifacts not matching their sha256"
@@ -84,6 +85,7 @@ def audit_study(study: optuna.Study, storage_url: str | None = None,
         expected_baselines = (records.read_study(study).config or {}).get("baselines") or ()
     return Audit(
         trials=len(trials), complete=len(complete), failed=len(failed),
+        stopped=sum(t.state == State.PRUNED for t in trials),
         duplicates=sum(n - 1 for n in plans.values()),
         running=sum(t.state == State.RUNNING for t in trials),
         fail_without_reason=tuple(t.number for t in failed if not records.trial_failure(t)),

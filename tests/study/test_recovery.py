@@ -199,10 +199,12 @@ def test_the_audit_counts_what_a_multi_worker_run_must_not_leave(tmp_path: Path)
     _finished(study, 0.25)  # the same plan complete twice
     _finished(study, 0.5, State.FAIL)  # no reason
     study.ask({"x": X})  # left RUNNING
+    _finished(study, 0.75, State.PRUNED)
     audit = audit_study(study, expected_baselines=("teacher", "int8"))
     assert (audit.duplicates, audit.running, audit.fail_without_reason, audit.sha256_mismatch) == (1, 1, (2,), (0,))
     assert audit.baselines == {"teacher": 1} and not audit.clean
-    assert "1 duplicate plans among COMPLETE, 1 RUNNING, 1 FAIL without a reason" in audit.line()
+    assert audit.line().startswith("5 trials (2 complete, 1 stopped early, 1 failed): "
+                                   "1 duplicate plans among COMPLETE, 1 RUNNING, 1 FAIL without a reason")
 
 
 def test_a_promotion_is_not_the_plan_of_its_original_but_a_second_promotion_is(tmp_path) -> None:
