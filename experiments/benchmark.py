@@ -35,8 +35,8 @@ What the columns mean (every search row is the median over its seeds):
   so a slow spell of a shared machine hits both and the runs stay comparable.
 - ``HV@20%``: HV of the run's first 20 % of trials (by number) over its final HV, in percent.
 
-A trial whose promotion finished is scored through its promotion only, as ``autocomp search``'s
-front shows it (``pareto.front_trials``); HV@20% takes the early trials with their own values.
+Of a trial and its finished promotion, only the more accurate is scored, as ``autocomp search``'s
+front shows them (``pareto.superseded``); HV@20% takes the early trials with their own values.
 - dominance (of a baseline by a run's front, of a profile-only point by the search's): no worse
   in accuracy and bytes, and in latency ratio within ``LATENCY_TIE`` (3 %, the timing's noise
   floor), and better in one of them (latency: by more than 3 %); the findings also give the
@@ -92,7 +92,7 @@ from autocomp.plan import BASELINES
 from autocomp.study.create import open_study, record_workbench
 from autocomp.study.hypervolume import hypervolume, to_minimization
 from autocomp.study.objective import Objective
-from autocomp.study.pareto import dominated_by, promoted_originals, to_minimize, unique_front
+from autocomp.study.pareto import dominated_by, superseded, to_minimize, unique_front
 from autocomp.study.promotion import Schedule
 from autocomp.study.records import TrialRecord, read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
@@ -135,8 +135,8 @@ class Run:
     label: str
     seed: int | None
     points: list[dict[str, Any]] = field(default_factory=list)  # one per finished trial, but those in ``replaced``
-    # Finished trials whose promotion finished too: as on ``autocomp search``'s front
-    # (``pareto.front_trials``), the promotion stands for them, and they are not scored.
+    # Finished trials another trial of their Plan stands for, as on ``autocomp search``'s front
+    # (``pareto.superseded``: of a trial and its promotion, the more accurate): not scored.
     replaced: list[dict[str, Any]] = field(default_factory=list)
     started: int = 0
     pruned: int = 0
@@ -269,7 +269,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
     run.profiled = profile is not None
     run.profile_s = float(profile.get("seconds", 0.0)) if profile else 0.0
     trials = study.get_trials(deepcopy=False)
-    promoted = promoted_originals(trials)
+    left_out = superseded(trials)
     for t in trials:
         run.started += 1
         if t.state == optuna.trial.TrialState.PRUNED:
@@ -284,7 +284,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
         run.export_s += sec.get("export", 0.0)
         run.measure_s += sec.get("measure", 0.0)
         run.reference_s += sec.get("reference", 0.0)
-        (run.replaced if t.number in promoted else run.points).append({
+        (run.replaced if t.number in left_out else run.points).append({
             "trial": t.number, "baseline": rec.baseline or "",
             "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
             "teacher_latency_ms": m.get("teacher_latency_ms"),
@@ -352,7 +352,7 @@ def benchmark(config: SearchConfig, samplers: Sequence[str] = DEFAULT_SAMPLERS, 
         for seed in seeds:
             runs.append(run_study(bench, space, config, label, seed, n, store, log=log))
             r = runs[-1]
-            promoted = sum(p["promoted_from"] is not None for p in r.points)
+            promoted = sum(p["promoted_from"] is not None for p in r.points + r.replaced)
             log(f"{label} seed {seed}: {len(r.points) + len(r.replaced)}/{r.started} finished ({r.pruned} stopped "
                 f"early, {r.failed} failed, {promoted} promotions) in {r.wall_s:.1f} s"
                 + (f" (profile {r.profile_s:.1f} s)" if r.profiled else ""))

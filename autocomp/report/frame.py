@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 
 from autocomp.methods.registry import knobs
-from autocomp.study.pareto import OBJECTIVES, front_trials, is_feasible
+from autocomp.study.pareto import OBJECTIVES, front_trials, is_feasible, superseded
 from autocomp.study.records import plan_layers, read_study, read_trial
 
 OBJECTIVE_COLUMNS = list(OBJECTIVES)
@@ -32,9 +32,11 @@ PREDICTED = ("kl", "size_bytes", "latency_ratio")  # a seeded plan's prediction:
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order.
 
-    Columns: ``trial, state, baseline, seeded, promoted_from, pareto, feasible`` (``seeded``: the
-    budget, ``size`` or ``latency``, of a plan the profile seeded; ``promoted_from``: the trial
-    whose Plan this one re-ran with a longer fine-tune), the objectives, ratios to the teacher
+    Columns: ``trial, state, baseline, seeded, promoted_from, superseded, pareto, feasible``
+    (``seeded``: the budget, ``size`` or ``latency``, of a plan the profile seeded;
+    ``promoted_from``: the trial whose Plan this one re-ran with a longer fine-tune;
+    ``superseded``: the other trial of its Plan, promotion or original, stands for it on the
+    front and in the recommendation: ``pareto.superseded``), the objectives, ratios to the teacher
     (``size_ratio``; ``latency_ratio``, the ratio the latency objective used, with the measured
     ``latency_ratio_measured`` and its spread ``latency_ratio_low``/``_high``), the stored
     metrics (``measured_latency_ms`` and ``teacher_latency_ms``: both medians of the trial's
@@ -45,9 +47,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     where the layer stays float32.
     """
     trials = study.get_trials(deepcopy=False)
-    pareto = {t.number for t in front_trials(trials)}
+    pareto, left_out = {t.number for t in front_trials(trials)}, superseded(trials)
     teacher = read_study(study).teacher
-    rows = [_row(t, pareto, teacher.size_bytes, teacher.accuracy) for t in trials]
+    rows = [_row(t, pareto, left_out, teacher.size_bytes, teacher.accuracy) for t in trials]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in ["trial", "state", *OBJECTIVE_COLUMNS]})
@@ -66,7 +68,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame
 
 
-def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | None,
+def _row(t: optuna.trial.FrozenTrial, pareto: set[int], left_out: set[int], teacher_bytes: float | None,
          teacher_acc: float | None) -> dict[str, Any]:
     rec = read_trial(t)
     metrics = rec.metrics
@@ -77,6 +79,7 @@ def _row(t: optuna.trial.FrozenTrial, pareto: set[int], teacher_bytes: float | N
         "baseline": rec.baseline or "",
         "seeded": (rec.seeded or {}).get("budget") or "",
         "promoted_from": rec.promoted_from,
+        "superseded": t.number in left_out,
         "pareto": t.number in pareto,
         "feasible": is_feasible(t),
         "accuracy": values[0] if values else math.nan,

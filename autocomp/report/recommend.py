@@ -94,8 +94,8 @@ def recommend(frame: pd.DataFrame, teacher_accuracy: float, max_drop: float = 1.
         raise AutocompError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
     columns, ascending, words = PREFERENCES[prefer]
     done = finished(frame)
-    if "promoted_from" in done:
-        done = done[~done["trial"].isin(done["promoted_from"].dropna().astype(int))]
+    if "superseded" in done:  # the other trial of its Plan stands for it (``pareto.superseded``)
+        done = done[~done["superseded"].astype(bool)]
     done = done.reset_index(drop=True)
     if done.empty:
         return Recommendation(None, "no finished trials")

@@ -5,8 +5,8 @@ A search ranks candidates on short fine-tunes (the Plan's ``steps``); the front 
 then confirmed: each front point's own Plan runs again with ``config.promote_factor`` times the
 steps (``promoted_plan``: from ``LONG_FINETUNE`` steps on, its sparsity ramped and its searched KD
 settings ``LONG_KD``'s), as a new trial marked ``promoted_from = N`` (``records.promotion_marks``).
-Trial N keeps its values; once its promotion is COMPLETE, the promotion stands for it on the front
-(``autocomp.study.pareto.front_trials``), so the front holds the accuracies an export gives.
+Trial N keeps its values; once its promotion is COMPLETE, the more accurate of the two stands for
+the Plan on the front (``autocomp.study.pareto.superseded``), with the accuracy an export gives.
 
 Which points (``candidates``): the feasible front, without the teacher's baseline (no
 fine-tune to lengthen), baselines outside the space (their params do not rebuild their Plan),

@@ -127,6 +127,7 @@ def test_the_trials_frame_carries_budget_prediction_and_promotion():
     assert frame.loc[numbers[0], "predicted_size_bytes"] == 28_000 and frame.loc[numbers[1], "predicted_kl"] == 0.005
     assert frame.loc[numbers["promoted"], "promoted_from"] == numbers[0]
     assert str(frame["promoted_from"].dtype) == "Int64" and frame["promoted_from"].notna().sum() == 1
+    assert frame.index[frame["superseded"]].tolist() == [numbers[0]]  # its more accurate promotion stands for it
     assert (frame["seeded"] != "").sum() == len(SEEDS) and frame.loc[0, "seeded"] == ""
 
 

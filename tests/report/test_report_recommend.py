@@ -198,12 +198,12 @@ def test_search_recommends_a_slower_point_only_under_a_latency_limit_of_the_spac
     assert limits == {"max_drop": 1.0, "max_size": None, "max_latency": 0.5, "allow_slower": True}
 
 
-def test_a_promoted_trial_stands_for_its_original():
+def test_a_superseded_trial_is_not_recommended():
     """The demo recommended trial 32 (98.06 %) while the front showed its promotion, trial 43, at
-    99.44 %: the original, 1 byte smaller, won on size although its promotion replaces it."""
+    99.44 %: the original, 1 byte smaller, won on size although its promotion stands for it."""
     frame = _frame(TEACHER_POINT, (5, 97.2, 13_000, 1.0, 0.97, 1.03), (9, 98.1, 13_001, 1.0, 0.97, 1.03))
-    frame["promoted_from"] = [NAN, NAN, 5.0]
+    frame["superseded"] = [False, True, False]
     rec = recommend(frame, TEACHER_ACC, max_drop=1.0)
     assert rec.trial == 9 and 5 not in rec.candidates
-    frame["promoted_from"] = NAN  # not a promotion: the smaller trial wins
+    frame["superseded"] = False  # neither stands for the other: the smaller trial wins
     assert recommend(frame, TEACHER_ACC, max_drop=1.0).trial == 5

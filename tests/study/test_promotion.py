@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from autocomp.plan import DistillPlan, LayerPlan, Plan
 from autocomp.study import records
-from autocomp.study.pareto import front_trials
+from autocomp.study.pareto import front_trials, superseded
 from autocomp.study.promotion import (
     LONG_FINETUNE,
     LONG_KD,
@@ -246,10 +246,26 @@ def test_a_complete_promotion_stands_for_its_original_on_the_front() -> None:
     assert {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
 
 
-def test_an_original_whose_promotion_is_infeasible_leaves_the_front_with_it() -> None:
+def test_a_promotion_that_ended_less_accurate_leaves_its_original_on_the_front() -> None:
+    """LeNet-5 (issue 21): trial 12 at 98.72 %, 182,799 B, 0.673x; its 4x promotion ended at 98.69 %,
+    182,602 B, 0.671x and took the better file off the front. Both files were measured."""
     study = _study()
-    _add(study, (90.0, 500, 0.5), x=0.2, steps=8, feasible=False, **records.promotion_marks(2))
-    assert {t.number for t in front_trials(study.trials)} == {0, 1, 3}
+    p = _add(study, (96.9, 499, 0.49), x=0.2, steps=8, **records.promotion_marks(2))
+    assert superseded(study.trials) == {p}
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
+    study = _study()  # a tie: the promotion, whose fine-tune is the longer, stands
+    p = _add(study, (97.0, 501, 0.51), x=0.2, steps=8, **records.promotion_marks(2))
+    assert superseded(study.trials) == {2} and {t.number for t in front_trials(study.trials)} == {0, 1, p, 3}
+
+
+def test_an_infeasible_promotion_leaves_its_original_standing() -> None:
+    study = _study()
+    p = _add(study, (90.0, 500, 0.5), x=0.2, steps=8, feasible=False, **records.promotion_marks(2))
+    assert superseded(study.trials) == {p}
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
+    study = _study()  # more accurate, but over a limit: still the original stands
+    p = _add(study, (98.9, 500, 0.5), x=0.2, steps=8, feasible=False, **records.promotion_marks(2))
+    assert superseded(study.trials) == {p} and {t.number for t in front_trials(study.trials)} == {0, 1, 2, 3}
 
 
 # -- the schedule ----------------------------------------------------------------------------------------
