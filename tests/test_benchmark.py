@@ -175,11 +175,16 @@ def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN0
     assert runs[0].started == 4 and runs[1].started == runs[2].started == 5
     tpe, random, only = runs[1:]
     # tpe as `autocomp search` runs it: the seeded plans first, the search, one front point promoted.
+    # (A seed stopped early as hopeless is not among the finished points.)
     finished = sorted(tpe.points + tpe.replaced, key=lambda p: p["trial"])
-    assert [p["seeded"] for p in finished[:2]] == [True, True] and tpe.profiled and tpe.profile_s > 0
-    assert sum(p["promoted_from"] is not None for p in tpe.points) == 1
-    assert [p["trial"] for p in tpe.replaced] == [p["promoted_from"] for p in tpe.points if p["promoted_from"]
-                                                  is not None]  # scored through its promotion only
+    seeded = [p["trial"] for p in finished if p["seeded"]]
+    assert seeded and set(seeded) <= {0, 1} and tpe.profiled and tpe.profile_s > 0
+    promoted = [p for p in finished if p["promoted_from"] is not None]
+    assert len(promoted) == 1
+    original = next(p for p in finished if p["trial"] == promoted[0]["promoted_from"])
+    stands, left = (promoted[0], original) if promoted[0]["accuracy"] >= original["accuracy"] else \
+        (original, promoted[0])
+    assert tpe.replaced == [left] and stands in tpe.points  # one of the two scored: the more accurate
     assert not random.profiled and all(not p["seeded"] and p["promoted_from"] is None for p in random.points)
     # The seeded plans, nothing else: the 2 budgets', and those beating a baseline where one does.
     assert only.started >= 2 and all(p["seeded"] for p in only.points)
