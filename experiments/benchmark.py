@@ -539,14 +539,27 @@ def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
     return "matched" if any(abs(q["latency_ratio"] - lat) <= LATENCY_TIE * lat for q in same) else "no"
 
 
+def shortfall(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
+    """How far ``front`` falls short of a point it does not cover: the accuracy of its most accurate
+    point as small and as fast (latency within ``LATENCY_TIE``), or that it has none."""
+    near = [q for q in front if q["size_bytes"] <= point["size_bytes"]
+            and q["latency_ratio"] <= point["latency_ratio"] * (1 + LATENCY_TIE)]
+    if not near:
+        return "the search has no point as small and as fast"
+    best = max(near, key=lambda q: q["accuracy"])
+    return (f"the search's most accurate as small and as fast: {best['accuracy']:.2f} % "
+            f"({best['accuracy'] - point['accuracy']:+.2f} point)")
+
+
 def profile_line(teacher: Teacher, full: list[dict[str, Any]], only: list[dict[str, Any]], per_seed: Any,
                  default: str) -> str:
     """Does the full search's front, pooled over its seeds, dominate or match the points of the
     profile's allocation alone (pooled over its seeds), and by how much HV; the points it does
-    not cover, each by its seed and trial."""
+    not cover, each by its seed and trial, and by how much (``shortfall``)."""
     verdicts = [covered(p, full) for p in only]
     left = "; ".join(f"seed {p.get('seed')} trial {p['trial']} ({p['accuracy']:.2f} %, {p['size_bytes']:,} B, "
-                     f"{p['latency_ratio']:.2f}x)" for p, v in zip(only, verdicts, strict=True) if v == "no")
+                     f"{p['latency_ratio']:.2f}x; {shortfall(p, full)})"
+                     for p, v in zip(only, verdicts, strict=True) if v == "no")
     hv_full, hv_only = front_volume(full, teacher), front_volume(only, teacher)
     two_full, two_only = front_volume(full, teacher, 2), front_volume(only, teacher, 2)
     med = {label: _median(per_seed[per_seed["run"] == label]["HV"].tolist()) for label in (default, PROFILE_ONLY)}

@@ -134,10 +134,14 @@ def test_done_means_lines(bench) -> None:  # noqa: ANN001
     # The profile's first point is tpe seed 0's own (matched), its second is dominated.
     assert lines[2].startswith("profile-only vs full search: tpe's pooled front dominates 1 and matches 1 of the "
                                "2 points of `profile` (0 neither)")
-    # A profile point the search's front does not cover is named by its seed and trial.
-    ahead = [{**_pt(0, 98.8, 200, 0.5), "seed": 0}, {**_pt(3, 99.5, 1_100, 0.4), "seed": 1}]
+    # A profile point the search's front does not cover is named by its seed and trial, with the
+    # accuracy the search reaches as small and as fast, where it has such a point.
+    ahead = [{**_pt(0, 98.8, 200, 0.5), "seed": 0}, {**_pt(3, 99.5, 1_100, 0.4), "seed": 1},
+             {**_pt(4, 99.0, 250, 0.6), "seed": 1}]
     line = bench.profile_line(teacher, tpe[0].points, ahead, summary["per_seed"], "tpe")
-    assert "matches 1 of the 2 points of `profile` (1 neither: seed 1 trial 3 (99.50 %, 1,100 B, 0.40x))" in line
+    assert ("matches 1 of the 3 points of `profile` (2 neither: seed 1 trial 3 (99.50 %, 1,100 B, 0.40x; the "
+            "search has no point as small and as fast); seed 1 trial 4 (99.00 %, 250 B, 0.60x; the search's most "
+            "accurate as small and as fast: 98.80 % (-0.20 point)))") in line
     text = bench.report_text(SearchConfig(), teacher, summary, "benchmark", 1.0)
     assert "- profile-only vs full search" in text and "| profile | 1 | 2 |" in text
     # More accurate and smaller than int8 but 2 % slower (seed 0): dominates it only because that
