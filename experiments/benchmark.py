@@ -92,7 +92,7 @@ from autocomp.plan import BASELINES
 from autocomp.study.create import open_study, record_workbench
 from autocomp.study.hypervolume import hypervolume, to_minimization
 from autocomp.study.objective import Objective
-from autocomp.study.pareto import dominated_by, superseded, to_minimize, unique_front
+from autocomp.study.pareto import Member, dominated_by, left_out, superseded, to_minimize, unique_front
 from autocomp.study.promotion import Schedule
 from autocomp.study.records import TrialRecord, read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
@@ -651,9 +651,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def load_runs(path: Path) -> tuple[SearchConfig, Teacher, list[Run]]:
-    """A finished benchmark's config, teacher and runs, from the ``runs.json`` it wrote."""
+    """A finished benchmark's config, teacher and runs, from the ``runs.json`` it wrote; each run's
+    points split again by today's rule (``pareto.left_out``: a run saved before 2026-12-07 kept
+    every finished promotion in place of its original)."""
     data = json.loads(path.read_text())
-    return SearchConfig(**data["config"]), Teacher(**data["teacher"]), [Run(**r) for r in data["runs"]]
+    return SearchConfig(**data["config"]), Teacher(**data["teacher"]), [_resplit(Run(**r)) for r in data["runs"]]
+
+
+def _resplit(run: Run) -> Run:
+    every = sorted(run.points + run.replaced, key=lambda p: p["trial"])
+    out = left_out(Member(p["trial"], p.get("promoted_from"), True, p["accuracy"]) for p in every)
+    return replace(run, points=[p for p in every if p["trial"] not in out],
+                   replaced=[p for p in every if p["trial"] in out])
 
 
 def promotions(folder: Path, label: str) -> Iterator[tuple[int, list[optuna.trial.FrozenTrial],

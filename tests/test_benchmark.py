@@ -164,6 +164,14 @@ def test_rescore_prints_the_saved_runs_table(bench, tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "| tpe | 1 | 1 | 0.2400 |" in out  # (1.8 / 3) x 0.8 x 0.5
     assert "int8 1/1 (1)" in out and "Scored again from a saved run" in out
+    # A run saved under the rule before 2026-12-07 (a promotion always stood for its original) is
+    # split again: the original, more accurate than its promotion, is scored.
+    lower = {**_pt(1, 98.7, 190, 0.5), "promoted_from": 0}
+    runs[1] = bench.Run("tpe", 0, [lower], replaced=[_pt(0, 98.8, 200, 0.5)], started=2)
+    saved.write_text(json.dumps({"teacher": asdict(teacher), "config": SearchConfig().to_dict(),
+                                 "runs": [asdict(r) for r in runs]}, default=str))
+    tpe = bench.load_runs(saved)[2][1]
+    assert [p["trial"] for p in tpe.points] == [0] and tpe.replaced == [lower]
     saved.write_text("{not json")
     assert bench.main(["--rescore", str(saved)]) == 2
     assert capsys.readouterr().err.startswith(f"benchmark: error: cannot read {saved}:")

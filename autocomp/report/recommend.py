@@ -13,8 +13,8 @@ objective used: exactly 1 when the measured spread contains 1) is over 1 are rul
 point within the limits is not slower. A point with no ratio (no latency timed beside the
 teacher) is ruled out only by a point known not to be slower, and itself rules out slower ones.
 When every point within the limits is slower, the best of them is recommended and the reason
-says so. A trial whose promotion (the same Plan, a longer fine-tune) finished is represented by
-that promotion, as on the front: its export gives the promotion's accuracy, not the short run's.
+says so. Of a trial and its finished promotion (the same Plan, a longer fine-tune) only the one
+that stands on the front is considered (``superseded``: the more accurate), as on the front.
 
 Example::
 

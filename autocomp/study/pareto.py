@@ -14,7 +14,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -93,25 +94,43 @@ def _standing(trial: optuna.trial.FrozenTrial) -> bool:
             and is_feasible(trial))
 
 
-def superseded(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
-    """Numbers of the trials another trial of the same Plan stands for (``front_trials``).
+class Member(NamedTuple):
+    """A finished trial as ``left_out`` weighs it: its number, the trial it promoted (None for
+    an original), whether it can stand on the front, and its accuracy (-inf when not finite)."""
 
-    Of a trial and its COMPLETE promotion (its Plan re-run with a longer fine-tune), one stands:
-    the promotion when it is at least as accurate (or its original cannot stand), else the
-    original. Both are files the study measured and ``autocomp export`` gives back; a longer
-    fine-tune that ended lower (13 of 310 promotions in issue 21's benchmarks, by 0.01-0.09
-    point) must not take the better file off the front.
-    """
-    by_number = {t.number: t for t in trials}
+    number: int
+    promoted_from: int | None
+    stands: bool
+    accuracy: float
+
+
+def left_out(members: Iterable[Member]) -> set[int]:
+    """Numbers that another member of the same Plan stands for: of a trial and its promotions,
+    the one that can stand (feasible, finite values) and is the most accurate, a promotion on a
+    tie; every other member of that Plan is left out."""
+    groups: dict[int, list[Member]] = {}
+    for m in members:
+        groups.setdefault(m.number if m.promoted_from is None else m.promoted_from, []).append(m)
     out = set()
-    for t in trials:
-        n = trial_promoted_from(t)
-        original = by_number.get(n) if n is not None else None
-        if original is None or t.state != optuna.trial.TrialState.COMPLETE:
-            continue
-        promotion_stands = _standing(t) and (not _standing(original) or t.values[0] >= original.values[0])
-        out.add(n if promotion_stands else t.number)
+    for plan in groups.values():
+        if len(plan) > 1:
+            best = max(plan, key=lambda m: (m.stands, m.accuracy, m.promoted_from is not None, m.number))
+            out |= {m.number for m in plan if m is not best}
     return out
+
+
+def superseded(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the COMPLETE trials another trial of the same Plan stands for (``front_trials``):
+    of a trial and its COMPLETE promotion (its Plan re-run with a longer fine-tune), the more
+    accurate (``left_out``). Both are files the study measured and ``autocomp export`` gives back;
+    a longer fine-tune that ended lower (13 of 310 promotions in issue 21's benchmarks, by
+    0.01-0.09 point) must not take the better file off the front. A promotion still running, or
+    failed, or stopped early leaves its original standing.
+    """
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    numbers = {t.number for t in done}
+    return left_out(Member(t.number, n if (n := trial_promoted_from(t)) in numbers else None, _standing(t),
+                           t.values[0] if t.values and math.isfinite(t.values[0]) else -math.inf) for t in done)
 
 
 def front_trials(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:

@@ -6,7 +6,7 @@ then confirmed: each front point's own Plan runs again with ``config.promote_fac
 steps (``promoted_plan``: from ``LONG_FINETUNE`` steps on, its sparsity ramped and its searched KD
 settings ``LONG_KD``'s), as a new trial marked ``promoted_from = N`` (``records.promotion_marks``).
 Trial N keeps its values; once its promotion is COMPLETE, the more accurate of the two stands for
-the Plan on the front (``autocomp.study.pareto.superseded``), with the accuracy an export gives.
+the Plan on the front (``pareto.superseded``), with the accuracy an export gives.
 
 Which points (``candidates``): the feasible front, without the teacher's baseline (no
 fine-tune to lengthen), baselines outside the space (their params do not rebuild their Plan),
@@ -182,12 +182,11 @@ def promotable(trials: Sequence[optuna.trial.FrozenTrial], teacher: records.Teac
 def gain_order(trials: Sequence[optuna.trial.FrozenTrial], teacher: records.Teacher,
                limit: int | None = None) -> list[optuna.trial.FrozenTrial]:
     """The ``candidates`` ordered: the most accurate first (of those smaller and faster than the
-    teacher, when there are any), then greedily the one
-    whose promotion, predicted to win back ``RECOVERY`` of its drop below the teacher, adds the
-    most hypervolume to the front with the promotions before it (ties: the earlier trial); once no
-    promotion is predicted to add any, or ``limit`` are ordered, the rest in ``spread_order``
-    among themselves. A front point whose promotion is queued or running (another worker) counts
-    as promoted.
+    teacher, when there are any), then greedily the one whose promotion, predicted to win back
+    ``RECOVERY`` of its drop below the teacher, adds the most hypervolume to the front with the
+    promotions before it (ties: the earlier trial); once no promotion is predicted to add any, or
+    ``limit`` are ordered, the rest in ``spread_order`` among themselves. A front point whose
+    promotion is queued or running (another worker) counts as promoted, not one it ended below.
 
     Example: the teacher at 99 %; a point at 98 % is predicted at 98.5 % once promoted, one at 90 %
     at 94.5 %, still below the reference (97 %), so it adds nothing and comes last.
@@ -202,7 +201,8 @@ def gain_order(trials: Sequence[optuna.trial.FrozenTrial], teacher: records.Teac
     raw[:, 0] += RECOVERY * np.maximum(teacher.accuracy - raw[:, 0], 0.0)
     lifted = to_minimization(raw, ref)[0]
     rows = {t.number: i for i, t in enumerate(front)}
-    elsewhere = [i for i, t in enumerate(front) if t.number in taken]
+    done = {records.trial_promoted_from(t) for t in trials if t.state == State.COMPLETE}  # back on the front
+    elsewhere = [i for i, t in enumerate(front) if t.number in taken - done]
     points[elsewhere] = lifted[elsewhere]
     # The most accurate point inside the teacher's bytes and time first: a point outside adds
     # nothing to the volume and is not what a user deploys (at 224 px the one promotion that fit

@@ -191,6 +191,14 @@ def test_queued_promotions_count_as_promoted_and_the_study_gives_the_teacher() -
     assert enqueue_promotions(study, 5) == [0, 3, 1, 4]
 
 
+def test_a_point_back_on_the_front_after_its_promotion_ended_lower_counts_as_measured() -> None:
+    study = _teacher_study()
+    _add(study, (96.0, 510, 0.31), x=0.3, steps=8, **records.promotion_marks(2))  # below 2's 96.1 %
+    assert 2 in {t.number for t in front_trials(study.trials)}
+    # 2 stands at its own 96.1 %, under the reference: its twin 1 now adds the most after 0.
+    assert enqueue_promotions(study, 5) == [0, 1, 3, 4]
+
+
 def test_spread_order_covers_the_front_before_filling_it_in() -> None:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     for i in range(9):  # a staircase: more bytes buy accuracy; 8 is the most accurate
@@ -256,6 +264,20 @@ def test_a_promotion_that_ended_less_accurate_leaves_its_original_on_the_front()
     study = _study()  # a tie: the promotion, whose fine-tune is the longer, stands
     p = _add(study, (97.0, 501, 0.51), x=0.2, steps=8, **records.promotion_marks(2))
     assert superseded(study.trials) == {2} and {t.number for t in front_trials(study.trials)} == {0, 1, p, 3}
+
+
+def test_one_trial_of_a_plan_stands_whatever_its_promotions_did() -> None:
+    study = _study()
+    stopped = _add(study, None, x=0.2, state=TrialState.PRUNED, **records.promotion_marks(2))
+    assert superseded(study.trials) == set()  # a promotion stopped early leaves its original
+    lower = _add(study, (96.5, 500, 0.5), x=0.2, steps=8, **records.promotion_marks(2))
+    best = _add(study, (97.5, 520, 0.5), x=0.2, steps=8, **records.promotion_marks(2))  # a second one
+    assert superseded(study.trials) == {2, lower} and stopped not in superseded(study.trials)
+    assert {t.number for t in front_trials(study.trials)} == {0, 1, best, 3}
+    # Neither can stand (over a limit): the more accurate is the one the recommendation sees.
+    study = _study()
+    p = _add(study, (94.0, 900, 0.9), x=0.5, steps=8, feasible=False, **records.promotion_marks(5))
+    assert superseded(study.trials) == {p}
 
 
 def test_an_infeasible_promotion_leaves_its_original_standing() -> None:
