@@ -36,7 +36,7 @@ What the columns mean (every search row is the median over its seeds):
 - ``HV@20%``: HV of the run's first 20 % of trials (by number) over its final HV, in percent.
 
 Of a trial and its finished promotion, only the more accurate is scored, as ``autocomp search``'s
-front shows them (``pareto.superseded``); HV@20% takes the early trials with their own values.
+front shows them (``pareto.left_out``); HV@20% takes the early trials with their own values.
 - dominance (of a baseline by a run's front, of a profile-only point by the search's): no worse
   in accuracy and bytes, and in latency ratio within ``LATENCY_TIE`` (3 %, the timing's noise
   floor), and better in one of them (latency: by more than 3 %); the findings also give the
@@ -92,7 +92,7 @@ from autocomp.plan import BASELINES
 from autocomp.study.create import open_study, record_workbench
 from autocomp.study.hypervolume import hypervolume, to_minimization
 from autocomp.study.objective import Objective
-from autocomp.study.pareto import Member, dominated_by, left_out, superseded, to_minimize, unique_front
+from autocomp.study.pareto import Member, dominated_by, left_out, to_minimize, unique_front
 from autocomp.study.promotion import Schedule
 from autocomp.study.records import TrialRecord, read_study, read_trial
 from autocomp.study.space import SearchSpace, load_space
@@ -136,7 +136,7 @@ class Run:
     seed: int | None
     points: list[dict[str, Any]] = field(default_factory=list)  # one per finished trial, but those in ``replaced``
     # Finished trials another trial of their Plan stands for, as on ``autocomp search``'s front
-    # (``pareto.superseded``: of a trial and its promotion, the more accurate): not scored.
+    # (``_resplit``: of a trial and its promotion, the more accurate): not scored.
     replaced: list[dict[str, Any]] = field(default_factory=list)
     started: int = 0
     pruned: int = 0
@@ -268,9 +268,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
     profile = read_study(study).profile
     run.profiled = profile is not None
     run.profile_s = float(profile.get("seconds", 0.0)) if profile else 0.0
-    trials = study.get_trials(deepcopy=False)
-    left_out = superseded(trials)
-    for t in trials:
+    for t in study.get_trials(deepcopy=False):
         run.started += 1
         if t.state == optuna.trial.TrialState.PRUNED:
             run.pruned += 1
@@ -284,7 +282,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
         run.export_s += sec.get("export", 0.0)
         run.measure_s += sec.get("measure", 0.0)
         run.reference_s += sec.get("reference", 0.0)
-        (run.replaced if t.number in left_out else run.points).append({
+        run.points.append({
             "trial": t.number, "baseline": rec.baseline or "",
             "accuracy": t.values[0], "size_bytes": int(t.values[1]), "latency_ms": t.values[2],
             "teacher_latency_ms": m.get("teacher_latency_ms"),
@@ -294,7 +292,7 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
             "seconds": sec,
             "seeded": rec.seeded is not None, "promoted_from": rec.promoted_from,
         })
-    return run
+    return _resplit(run)
 
 
 def search(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
@@ -659,6 +657,8 @@ def load_runs(path: Path) -> tuple[SearchConfig, Teacher, list[Run]]:
 
 
 def _resplit(run: Run) -> Run:
+    """``run`` with its points split by ``pareto.left_out``, as ``autocomp search``'s front takes
+    them (every finished trial is scored, feasible or not, so each counts as able to stand)."""
     every = sorted(run.points + run.replaced, key=lambda p: p["trial"])
     out = left_out(Member(p["trial"], p.get("promoted_from"), True, p["accuracy"]) for p in every)
     return replace(run, points=[p for p in every if p["trial"] not in out],
