@@ -40,7 +40,12 @@ front shows them (``pareto.left_out``); HV@20% takes the early trials with their
 - dominance (of a baseline by a run's front, of a profile-only point by the search's): no worse
   in accuracy and bytes, and in latency ratio within ``LATENCY_TIE`` (3 %, the timing's noise
   floor), and better in one of them (latency: by more than 3 %); the findings also give the
-  count with every difference counting.
+  count with every difference counting. A profile-only point the search neither dominates nor
+  matches is "not behind by more than the fine-tune's accuracy spread" when the search has a
+  point as small and as fast at most that spread less accurate: the 90 % quantile of the
+  accuracy differences between fine-tunes of one Plan at different seeds, from the Plans within
+  1 point of the teacher that the benchmark's studies fine-tuned at more than one seed
+  (``accuracy_spread``; LeNet-5: 0.07 point from about 85 pairs).
 - ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
   minus the run's HV (0 = the run found the whole pooled front).
 - ``x@0`` / ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact at no drop
@@ -68,6 +73,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -108,6 +114,12 @@ COLUMNS = ["run", "seeds", "trials", "HV", "HV@20%", "regret", "regret/random", 
 # differ by up to ~2 %, and each ratio's spread is at least +-3 %).
 LATENCY_TIE = MIN_SPREAD
 EARLY_SHARE = 0.2  # HV@20%: the first fifth of a run's trials
+# An accuracy difference between two brief fine-tunes is inside their spread when at least 10 % of
+# the pairs of fine-tunes of one Plan differ by as much or more (``accuracy_spread``; the
+# differences being symmetric, the 90 % quantile of their size is a one-sided test at 5 %).
+SPREAD_QUANTILE = 0.9
+MIN_PAIRS = 10  # fewer pairs than this: no spread is measured, every difference counts
+SPREAD_WITHIN = 1.0  # points: the spread is measured on Plans this close to the teacher (x@1's range)
 PROFILE_ONLY = "profile"  # the row of the profile's seeded plans alone
 NO_PROFILE = "-noprofile"  # suffix: that search without the profile
 SPREAD = "-spread"  # suffix: that search promoting in ``promotion.spread_order`` (the order before 2026-12-06)
@@ -220,13 +232,16 @@ def variant_sampler(label: str, seed: int, n_trials: int) -> optuna.samplers.Bas
 
 
 # -- running -------------------------------------------------------------------------------------
+def _study_name(config: SearchConfig, label: str, seed: int | None) -> str:
+    return (f"bench-{config.name}-{label}" + (f"-s{seed}" if seed is not None else ""))[:100]
+
+
 def study_config(config: SearchConfig, row: Arm, seed: int | None, baselines: Sequence[str] = ()) -> SearchConfig:
     """The settings ``autocomp search`` would run ``row`` at ``seed`` with (the fixed baselines'
     study: no profile, nothing seeded or promoted: each is one fixed plan)."""
-    name = f"bench-{config.name}-{row.label}" + (f"-s{seed}" if seed is not None else "")
     fixed = bool(baselines)
     profile = config.profile if row.profile is None else row.profile
-    return replace(config, seed=config.seed if seed is None else seed, study_name=name[:100],
+    return replace(config, seed=config.seed if seed is None else seed, study_name=_study_name(config, row.label, seed),
                    sampler=row.sampler if row.sampler in SAMPLERS else "random", baselines=tuple(baselines),
                    storage=None, keep_artifacts=False, profile=profile and not fixed,
                    seeds=0 if fixed else (config.seeds or 8) if row.only_seeds else config.seeds,
@@ -290,9 +305,16 @@ def run_study(bench: TimedWorkbench, space: SearchSpace, config: SearchConfig, l
             # studies from before it was stored: the value over the teacher timed beside it (``records``).
             "latency_ratio": rec.latency.ratio if rec.latency.ratio is not None else math.nan,
             "seconds": sec,
-            "seeded": rec.seeded is not None, "promoted_from": rec.promoted_from,
+            "seeded": rec.seeded is not None, "promoted_from": rec.promoted_from, "plan": plan_id(t.params),
         })
     return _resplit(run)
+
+
+def plan_id(params: dict[str, Any]) -> str:
+    """A trial's Plan, named by its Optuna params: the same params, the same id, in any study of
+    one space (a knob a shaped space fixes is not a param, so rows that shape the space
+    differently may name one Plan twice: ``accuracy_spread`` then pairs fewer fine-tunes)."""
+    return hashlib.sha256(json.dumps(sorted(params.items()), default=str).encode()).hexdigest()[:12]
 
 
 def search(study: optuna.Study, objective: Objective, config: SearchConfig, schedule: Schedule,
@@ -509,7 +531,8 @@ def findings(teacher: Teacher, runs: list[Run], per_seed: Any, default: str) -> 
         lines.append(channels_line(teacher, fixed["channels50"], per_seed))
     if default != PROFILE_ONLY and (only := [r for r in runs if r.label == PROFILE_ONLY]) and fronts:
         lines.append(profile_line(teacher, [p for f in fronts for p in f],
-                                  [{**p, "seed": r.seed} for r in only for p in r.points], per_seed, default))
+                                  [{**p, "seed": r.seed} for r in only for p in r.points], per_seed, default,
+                                  accuracy_spread(runs, teacher.accuracy)))
     return lines
 
 
@@ -527,21 +550,59 @@ def channels_line(teacher: Teacher, channels: dict[str, Any], per_seed: Any) -> 
             f"at least as fast (within {LATENCY_TIE:.0%}) in k of n seeds: " + (", ".join(parts) or "no search run"))
 
 
-def covered(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
+@dataclass(frozen=True)
+class Spread:
+    """How far two brief fine-tunes of one Plan at different seeds land apart (``accuracy_spread``)."""
+
+    tie: float  # points: the ``SPREAD_QUANTILE`` of the pairs' accuracy differences
+    pairs: int
+    plans: int
+
+
+def accuracy_spread(runs: list[Run], teacher_accuracy: float) -> Spread | None:
+    """The brief fine-tune's own accuracy spread, from every study of the benchmark: each Plan
+    fine-tuned more than once (searched, seeded or profile-only, in any row; promotions and the
+    fixed baselines left out) whose fine-tunes are all within ``SPREAD_WITHIN`` of the teacher,
+    and each pair of its fine-tunes; the tie is the ``SPREAD_QUANTILE`` of their accuracy
+    differences, one of the differences seen. One Plan at one seed gives one accuracy (the
+    fine-tune is seeded; a second, equal, is the same fine-tune and not paired). None with
+    fewer than ``MIN_PAIRS`` pairs, or points saved without their plan."""
+    plans: dict[str, set[tuple[int, float]]] = {}
+    for r in runs:
+        for p in r.points + r.replaced:
+            if r.seed is not None and p.get("plan") and p.get("promoted_from") is None:
+                plans.setdefault(p["plan"], set()).add((r.seed, p["accuracy"]))
+    repeated = [[acc for _, acc in v] for v in plans.values()
+                if len(v) > 1 and min(acc for _, acc in v) >= teacher_accuracy - SPREAD_WITHIN]
+    diffs = [abs(a - b) for acc in repeated for i, a in enumerate(acc) for b in acc[i + 1:]]
+    if len(diffs) < MIN_PAIRS:
+        return None
+    return Spread(float(np.quantile(diffs, SPREAD_QUANTILE, method="higher")), len(diffs), len(repeated))
+
+
+def covered(point: dict[str, Any], front: list[dict[str, Any]], tie: float = 0.0) -> str:
     """``dominated`` / ``matched`` (a front point of equal accuracy and bytes, its latency ratio
-    within ``LATENCY_TIE``) / ``no``."""
+    within ``LATENCY_TIE``) / ``spread`` (a front point as small and as fast, at most ``tie`` > 0
+    points less accurate: not behind by more than the fine-tune's spread) / ``no``."""
     if dominated(point, front):
         return "dominated"
     acc, size, lat = point["accuracy"], point["size_bytes"], point["latency_ratio"]
     same = [q for q in front if q["accuracy"] == acc and q["size_bytes"] == size]
-    return "matched" if any(abs(q["latency_ratio"] - lat) <= LATENCY_TIE * lat for q in same) else "no"
+    if any(abs(q["latency_ratio"] - lat) <= LATENCY_TIE * lat for q in same):
+        return "matched"
+    near = _as_small_and_fast(point, front)
+    return "spread" if tie > 0 and near and max(q["accuracy"] for q in near) >= acc - tie - 1e-9 else "no"
+
+
+def _as_small_and_fast(point: dict[str, Any], front: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [q for q in front if q["size_bytes"] <= point["size_bytes"]
+            and q["latency_ratio"] <= point["latency_ratio"] * (1 + LATENCY_TIE)]
 
 
 def shortfall(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
     """How far ``front`` falls short of a point it does not cover: the accuracy of its most accurate
     point as small and as fast (latency within ``LATENCY_TIE``), or that it has none."""
-    near = [q for q in front if q["size_bytes"] <= point["size_bytes"]
-            and q["latency_ratio"] <= point["latency_ratio"] * (1 + LATENCY_TIE)]
+    near = _as_small_and_fast(point, front)
     if not near:
         return "the search has no point as small and as fast"
     best = max(near, key=lambda q: q["accuracy"])
@@ -550,19 +611,30 @@ def shortfall(point: dict[str, Any], front: list[dict[str, Any]]) -> str:
 
 
 def profile_line(teacher: Teacher, full: list[dict[str, Any]], only: list[dict[str, Any]], per_seed: Any,
-                 default: str) -> str:
+                 default: str, spread: Spread | None = None) -> str:
     """Does the full search's front, pooled over its seeds, dominate or match the points of the
-    profile's allocation alone (pooled over its seeds), and by how much HV; the points it does
-    not cover, each by its seed and trial, and by how much (``shortfall``)."""
-    verdicts = [covered(p, full) for p in only]
-    left = "; ".join(f"seed {p.get('seed')} trial {p['trial']} ({p['accuracy']:.2f} %, {p['size_bytes']:,} B, "
-                     f"{p['latency_ratio']:.2f}x; {shortfall(p, full)})"
-                     for p, v in zip(only, verdicts, strict=True) if v == "no")
+    profile's allocation alone (pooled over its seeds), and by how much HV; the points it covers
+    only within the fine-tune's accuracy ``spread``, and those it does not cover, each by its seed
+    and trial, and by how much (``shortfall``)."""
+    verdicts = [covered(p, full, spread.tie if spread else 0.0) for p in only]
+
+    def named(verdict: str) -> str:
+        return "; ".join(f"seed {p.get('seed')} trial {p['trial']} ({p['accuracy']:.2f} %, {p['size_bytes']:,} B, "
+                         f"{p['latency_ratio']:.2f}x; {shortfall(p, full)})"
+                         for p, v in zip(only, verdicts, strict=True) if v == verdict)
+
+    within = (f"; {verdicts.count('spread')} not behind by more than the fine-tune's accuracy spread "
+              f"({spread.tie:.2f} point: the {SPREAD_QUANTILE:.0%} quantile of {spread.pairs} differences between "
+              f"fine-tunes of the {spread.plans} plans within {SPREAD_WITHIN:g} point run at more than one seed)"
+              f"{': ' + named('spread') if verdicts.count('spread') else ''}"
+              if spread else f"; no accuracy spread measured (fewer than {MIN_PAIRS} pairs of one plan's fine-tunes, "
+              "or points saved without their plan): every difference counts")
+    left = named("no")
     hv_full, hv_only = front_volume(full, teacher), front_volume(only, teacher)
     two_full, two_only = front_volume(full, teacher, 2), front_volume(only, teacher, 2)
     med = {label: _median(per_seed[per_seed["run"] == label]["HV"].tolist()) for label in (default, PROFILE_ONLY)}
     return (f"profile-only vs full search: {default}'s pooled front dominates {verdicts.count('dominated')} and "
-            f"matches {verdicts.count('matched')} of the {len(only)} points of `{PROFILE_ONLY}` "
+            f"matches {verdicts.count('matched')} of the {len(only)} points of `{PROFILE_ONLY}`{within} "
             f"({verdicts.count('no')} neither{': ' + left if left else ''}); pooled HV {hv_full:.4f} vs {hv_only:.4f} "
             f"(difference {hv_full - hv_only:+.4f}; HV acc+size {two_full:.4f} vs {two_only:.4f}, "
             f"{two_full - two_only:+.4f}); median HV over seeds {med[default]:.4f} vs {med[PROFILE_ONLY]:.4f}")
@@ -653,7 +725,27 @@ def load_runs(path: Path) -> tuple[SearchConfig, Teacher, list[Run]]:
     points split again by today's rule (``pareto.left_out``: a run saved before 2026-12-07 kept
     every finished promotion in place of its original)."""
     data = json.loads(path.read_text())
-    return SearchConfig(**data["config"]), Teacher(**data["teacher"]), [_resplit(Run(**r)) for r in data["runs"]]
+    config, runs = SearchConfig(**data["config"]), [_resplit(Run(**r)) for r in data["runs"]]
+    return config, Teacher(**data["teacher"]), _with_plans(path.parent, config, runs)
+
+
+def _with_plans(folder: Path, config: SearchConfig, runs: list[Run]) -> list[Run]:
+    """Points saved before their ``plan`` was (2026-12-07) get it from the studies in FOLDER.db,
+    where the benchmark kept them (``--storage sqlite:///FOLDER.db``); without it they stay as saved."""
+    db = Path(f"{folder}.db")
+    if not db.is_file() or all(p.get("plan") for r in runs for p in r.points + r.replaced):
+        return runs
+    for run in runs:
+        try:
+            study = optuna.load_study(study_name=_study_name(config, run.label, run.seed), storage=f"sqlite:///{db}")
+        except (KeyError, RuntimeError):  # not this benchmark's study, or a storage this Optuna cannot read
+            continue
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for p in run.points + run.replaced:
+            t = trials.get(p["trial"])
+            if t is not None and t.values and t.values[0] == p["accuracy"]:  # the trial saved, not another's
+                p.setdefault("plan", plan_id(t.params))
+    return runs
 
 
 def _resplit(run: Run) -> Run:
@@ -671,8 +763,7 @@ def promotions(folder: Path, label: str) -> Iterator[tuple[int, list[optuna.tria
     FOLDER.db): ``(seed, the study's trials, the promotion, its record)``."""
     config, _, runs = load_runs(folder / "runs.json")
     for run in (r for r in runs if r.label == label):
-        study = optuna.load_study(study_name=f"bench-{config.name}-{label}-s{run.seed}"[:100],
-                                  storage=f"sqlite:///{folder}.db")
+        study = optuna.load_study(study_name=_study_name(config, label, run.seed), storage=f"sqlite:///{folder}.db")
         trials = study.get_trials(deepcopy=False)
         for t in trials:
             record = read_trial(t)

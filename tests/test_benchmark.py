@@ -133,21 +133,90 @@ def test_done_means_lines(bench) -> None:  # noqa: ANN001
     assert "tpe 1/2 (median 0.60x)" in lines[1] and "profile 1/1 (median 0.50x)" in lines[1]
     # The profile's first point is tpe seed 0's own (matched), its second is dominated.
     assert lines[2].startswith("profile-only vs full search: tpe's pooled front dominates 1 and matches 1 of the "
-                               "2 points of `profile` (0 neither)")
+                               "2 points of `profile`; no accuracy spread measured (fewer than 10 pairs of one plan's "
+                               "fine-tunes, or points saved without their plan): every difference counts (0 neither)")
     # A profile point the search's front does not cover is named by its seed and trial, with the
     # accuracy the search reaches as small and as fast, where it has such a point.
     ahead = [{**_pt(0, 98.8, 200, 0.5), "seed": 0}, {**_pt(3, 99.5, 1_100, 0.4), "seed": 1},
              {**_pt(4, 99.0, 250, 0.6), "seed": 1}]
     line = bench.profile_line(teacher, tpe[0].points, ahead, summary["per_seed"], "tpe")
-    assert ("matches 1 of the 3 points of `profile` (2 neither: seed 1 trial 3 (99.50 %, 1,100 B, 0.40x; the "
-            "search has no point as small and as fast); seed 1 trial 4 (99.00 %, 250 B, 0.60x; the search's most "
-            "accurate as small and as fast: 98.80 % (-0.20 point)))") in line
+    assert ("matches 1 of the 3 points of `profile`; no accuracy spread measured (fewer than 10 pairs of one "
+            "plan's fine-tunes, or points saved without their plan): every difference counts (2 neither: seed 1 "
+            "trial 3 (99.50 %, 1,100 B, 0.40x; the search has no point as small and as fast); seed 1 trial 4 "
+            "(99.00 %, 250 B, 0.60x; the search's most accurate as small and as fast: 98.80 % (-0.20 point)))") in line
     text = bench.report_text(SearchConfig(), teacher, summary, "benchmark", 1.0)
     assert "- profile-only vs full search" in text and "| profile | 1 | 2 |" in text
     # More accurate and smaller than int8 but 2 % slower (seed 0): dominates it only because that
     # is inside the latency tie; 8 % slower (seed 1) does not.
     close = [bench.Run("tpe", s, [_pt(0, 98.9, 240, lat)], started=1) for s, lat in ((0, 1.224), (1, 1.296))]
     assert "int8 1/2 (0)" in bench.summarize(teacher, [runs[0], *close])["findings"][0]
+
+
+def test_the_fine_tunes_accuracy_spread_decides_what_a_shortfall_is(bench) -> None:  # noqa: ANN001
+    # Ten plans, each at seeds 0 and 1, their accuracies 0.01 ... 0.10 point apart.
+    runs = [bench.Run("tpe", seed, [{**_pt(k, 98.0 + seed * k / 100, 100, 0.5), "plan": f"p{k}"}
+                                    for k in range(1, 11)]) for seed in (0, 1)]
+    spread = bench.accuracy_spread(runs, 98.5)
+    # The 90 % quantile, one of the differences seen: the 10th smallest of 10.
+    assert (spread.pairs, spread.plans) == (10, 10) and spread.tie == pytest.approx(0.10)
+    # The same fine-tune in another row (a plan at one seed, one accuracy), a promotion, a fixed
+    # baseline, and a plan more than 1 point below the teacher pair with nothing.
+    extra = [bench.Run("profile", 0, [{**_pt(0, 98.0, 100, 0.5), "plan": "p1"}]),
+             bench.Run("tpe", 2, [{**_pt(11, 90.0, 100, 0.5), "plan": "p1", "promoted_from": 1},
+                                  {**_pt(12, 97.0, 100, 0.5), "plan": "far"}]),
+             bench.Run("tpe", 3, [{**_pt(12, 96.0, 100, 0.5), "plan": "far"}]),
+             bench.Run("baselines", None, [{**_pt(0, 91.0, 100, 0.5, "int8"), "plan": "p2"}])]
+    assert bench.accuracy_spread(runs + extra, 98.5) == spread
+    # A fine-tune of one plan at one seed that came out different is another fine-tune: it pairs.
+    again = bench.Run("profile", 1, [{**_pt(0, 98.5, 100, 0.5), "plan": "p10"}])
+    assert bench.accuracy_spread(runs + [again], 98.5).pairs == 12  # (98.0, 98.1, 98.5): 3 pairs, not 1
+    assert bench.accuracy_spread([bench.Run("tpe", s, r.points[:9]) for s, r in enumerate(runs)], 98.5) is None
+    no_plans = [bench.Run("tpe", r.seed, [{k: v for k, v in p.items() if k != "plan"} for p in r.points])
+                for r in runs]
+    assert bench.accuracy_spread(no_plans, 98.5) is None  # saved before points named their plan
+    teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
+    front = [_pt(0, 98.62, 90, 0.61)]
+    point = {**_pt(4, 98.66, 100, 0.6), "seed": 1}  # 0.04 point above a point as small and as fast
+    assert bench.covered(point, front, tie=0.05) == "spread" and bench.covered(point, front, tie=0.03) == "no"
+    assert bench.covered(point, front, tie=0.04) == "spread"  # as far behind as the spread: inside it
+    assert bench.covered({**point, "accuracy": 98.62}, front, tie=0.0) == "dominated"
+    assert bench.covered({**point, "accuracy": 98.6200000001}, front) == "no"  # no spread: every difference
+    assert bench.covered({**point, "latency_ratio": 0.5}, front, tie=1.0) == "no"  # none as fast (beyond 3 %)
+    per_seed = bench.summarize(teacher, runs)["per_seed"]
+    line = bench.profile_line(teacher, front, [point], per_seed, "tpe", bench.Spread(0.05, 12, 5))
+    assert ("matches 0 of the 1 points of `profile`; 1 not behind by more than the fine-tune's accuracy spread "
+            "(0.05 point: the 90% quantile of 12 differences between fine-tunes of the 5 plans within 1 point run "
+            "at more than one seed): seed 1 trial 4 (98.66 %, 100 B, 0.60x; the search's most accurate as small "
+            "and as fast: 98.62 % (-0.04 point)) (0 neither)") in line
+
+
+def test_a_saved_run_gets_its_plans_from_the_kept_studies(bench, tmp_path: Path) -> None:  # noqa: ANN001
+    import json
+    from dataclasses import asdict
+
+    import optuna
+
+    config = SearchConfig()
+    folder = tmp_path / "lenet5"
+    folder.mkdir()
+    study = optuna.create_study(study_name=f"bench-{config.name}-tpe-s0", storage=f"sqlite:///{folder}.db",
+                                directions=["maximize", "minimize", "minimize"])
+    dist = {"fc1.bits": optuna.distributions.CategoricalDistribution([8, 4])}
+    for bits, accuracy in ((8, 98.8), (4, 98.7), (4, 98.6)):
+        study.add_trial(optuna.trial.create_trial(params={"fc1.bits": bits}, distributions=dist,
+                                                  values=[accuracy, 100.0, 0.5]))
+    teacher = bench.Teacher(accuracy=99.0, size_bytes=1000, latency_ms=1.0)
+    # Trial 2's accuracy is not the stored one's (a study of another benchmark): it gets no plan.
+    runs = [bench.Run("tpe", 0, [_pt(0, 98.8, 200, 0.5), _pt(1, 98.7, 190, 0.5), _pt(2, 98.0, 190, 0.5)],
+                      started=3), bench.Run("random", 0, [_pt(0, 98.8, 200, 0.5)], started=1)]  # no such study
+    (folder / "runs.json").write_text(json.dumps({"teacher": asdict(teacher), "config": config.to_dict(),
+                                                  "runs": [asdict(r) for r in runs]}, default=str))
+    tpe, random = bench.load_runs(folder / "runs.json")[2]
+    assert [p.get("plan") for p in tpe.points] == [bench.plan_id({"fc1.bits": 8}), bench.plan_id({"fc1.bits": 4}),
+                                                   None]
+    assert bench.plan_id({"fc1.bits": 8}) != bench.plan_id({"fc1.bits": 4}) and "plan" not in random.points[0]
+    (tmp_path / "lenet5.db").unlink()  # no studies kept: the points stay as saved
+    assert "plan" not in bench.load_runs(folder / "runs.json")[2][0].points[0]
 
 
 def test_rescore_prints_the_saved_runs_table(bench, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
@@ -197,6 +266,7 @@ def test_benchmark_table_on_digits(bench, tmp_path: Path) -> None:  # noqa: ANN0
     stands, left = (promoted[0], original) if promoted[0]["accuracy"] >= original["accuracy"] else \
         (original, promoted[0])
     assert tpe.replaced == [left] and stands in tpe.points  # one of the two scored: the more accurate
+    assert all(len(p["plan"]) == 12 for r in runs for p in r.points + r.replaced)  # each point names its Plan
     assert not random.profiled and all(not p["seeded"] and p["promoted_from"] is None for p in random.points)
     # The seeded plans, nothing else: the 2 budgets', and those beating a baseline where one does.
     assert only.started >= 2 and all(p["seeded"] for p in only.points)
