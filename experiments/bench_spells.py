@@ -10,7 +10,8 @@ in one process, their order shuffled every round:
 - ``once`` and ``once-bis``: one paired timing per measurement, as before ``TeacherPace`` (an
   A/A pair: how far two identical arms differ is the noise floor);
 - ``paced``: the pair timed again, up to twice, while the teacher ran more than 10 % above the
-  fastest median it was timed at beside an earlier file (its own pace, kept across rounds).
+  fastest median it was timed at beside an earlier file (its own pace, kept across rounds);
+- ``paced5``: the same at 5 % (``TeacherPace(spell=0.05)``): what a tighter rule buys, and costs.
 
 Per arm and file: the median ratio, its interquartile range and 5th-95th percentile range over
 the measurements, the share of measurements whose kept teacher ran >10 % above the arm's
@@ -38,7 +39,7 @@ from autocomp.models.zoo import LeNet5
 from autocomp.pipeline.compress import apply
 from autocomp.plan import LayerPlan, Plan
 
-ARMS = ("once", "once-bis", "paced")
+ARMS = ("once", "once-bis", "paced", "paced5")
 SHAPE = (1, 28, 28)
 
 
@@ -67,7 +68,7 @@ def main() -> None:
         paths = build(Path(tmp))
         teacher = session_for(paths["fp32"], cfg)
         files = {name: session_for(p, cfg) for name, p in paths.items() if name != "fp32"}
-        paces = {"paced": TeacherPace()}
+        paces = {"paced": TeacherPace(), "paced5": TeacherPace(spell=0.05)}
         rows: dict[tuple[str, str], list[tuple[float, float, int]]] = {(a, f): [] for a in ARMS for f in files}
         rng = random.Random(0)
         end = time.monotonic() + 60 * args.minutes

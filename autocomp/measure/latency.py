@@ -110,10 +110,11 @@ class TeacherPace:
     """
 
     floor_ms: float | None = None
+    spell: float = SPELL  # how far above the floor the teacher may run before the pair is timed again
 
     def rounds(self, time_once: Callable[[], Rounds], teacher: int) -> tuple[Rounds, int]:
         """``time_once()`` once, or up to ``RETIMES`` more times while its competitor ``teacher``
-        ran more than ``SPELL`` above the floor; the timing whose teacher ran fastest, and how
+        ran more than ``spell`` above the floor; the timing whose teacher ran fastest, and how
         many timings ran. The floor follows the fastest teacher seen."""
         best, best_ms, timings = None, float("inf"), 0
         while True:
@@ -122,7 +123,7 @@ class TeacherPace:
             ms = float(np.median(rounds.samples[teacher])) * 1e3
             if ms < best_ms:
                 best, best_ms = rounds, ms
-            if self.floor_ms is None or ms <= (1 + SPELL) * self.floor_ms or timings > RETIMES:
+            if self.floor_ms is None or ms <= (1 + self.spell) * self.floor_ms or timings > RETIMES:
                 break
         self.floor_ms = best_ms if self.floor_ms is None else min(self.floor_ms, best_ms)
         return best, timings

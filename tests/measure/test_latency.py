@@ -123,3 +123,6 @@ def test_a_pair_timed_while_the_host_ran_slower_is_timed_again_and_the_fastest_t
     # A faster teacher lowers the floor.
     pace.rounds(_spells(clock, [0.8]), teacher=1)
     assert pace.floor_ms == pytest.approx(800.0)
+    # A tighter rule (experiments/bench_spells.py's paced5) times again what SPELL lets through.
+    tight = TeacherPace(floor_ms=1000.0, spell=SPELL / 4)
+    assert tight.rounds(_spells(clock, [1.0 + SPELL / 2, 1.0]), teacher=1)[1] == 2
