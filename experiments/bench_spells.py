@@ -78,7 +78,7 @@ def main() -> None:
                     def once(s=session):  # noqa: ANN202
                         return paired_rounds([s, teacher], SHAPE, cfg.batch, min_runs=cfg.min_runs,
                                              min_seconds=cfg.min_seconds)
-                    pace = paces.get(arm, TeacherPace(floor_ms=float("inf")))
+                    pace = paces.get(arm, TeacherPace(spell=float("inf")))  # once: never timed again
                     rounds, timings = pace.rounds(once, teacher=1)
                     teacher_ms = rounds.timings()[1].median_ms
                     rows[(arm, name)].append((rounds.ratio(0, 1).median, teacher_ms, timings))

@@ -45,7 +45,7 @@ front shows them (``pareto.left_out``); HV@20% takes the early trials with their
   point as small and as fast at most that spread less accurate: the 90 % quantile of the
   accuracy differences between fine-tunes of one Plan at different seeds, from the Plans within
   1 point of the teacher that the benchmark's studies fine-tuned at more than one seed
-  (``accuracy_spread``; LeNet-5: 0.07 point from about 85 pairs).
+  (``accuracy_spread``; LeNet-5: 0.05-0.07 point from 66-87 pairs in three runs).
 - ``regret``: HV of the best front pooled over every run and baseline of this benchmark,
   minus the run's HV (0 = the run found the whole pooled front).
 - ``x@0`` / ``x@0.5`` / ``x@1``: fp32 artifact bytes / bytes of the smallest artifact at no drop
